@@ -1,0 +1,381 @@
+//! The command line: repozo's options, read in two stages.
+//!
+//! [`RawArgs`] holds the flags as given (clap does the getopt work: bundled
+//! short flags such as `-BQzr DIR`, `--opt=value` and `--opt value`, unique
+//! prefixes of long options). [`Plan::from_raw`] then applies repozo's rules
+//! (one mode, `-r` required, `-f` for `-B`, options that do not apply are
+//! ignored with a note under `-v`) before anything touches the disk.
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::backup::BackupOptions;
+use crate::recover::RecoverOptions;
+use crate::repository::parse_date;
+use crate::verify::VerifyOptions;
+
+/// The usage text `-h` prints.
+pub const USAGE: &str = "\
+repozo: incremental and full backups of a ZODB FileStorage (Data.fs) and its index
+
+Usage: repozo [options]
+
+Exactly one of -B, -R, or -V must be given:
+
+    -B / --backup        Back up a Data.fs into the repository.
+    -R / --recover       Rebuild a Data.fs from the repository.
+    -V / --verify        Check the repository's files against its .dat log.
+
+    -v / --verbose       Say what is done, on stderr.
+    -h / --help          Print this text and exit.
+
+    -r dir / --repository=dir
+        The repository directory holding the backup files (required; it must
+        already exist). Do not edit or add files in it.
+
+Options for -B/--backup:
+    -f file / --file=file
+        The Data.fs to back up (required).
+    -F / --full
+        Make a full backup even when an incremental one is possible.
+    -Q / --quick
+        Decide between full and incremental by the md5 of the range the last
+        .dat line names, instead of comparing the whole repository with the
+        start of Data.fs. Cheaper, and a little less certain.
+    -z / --gzip
+        Compress the backup files (.fsz, .deltafsz).
+    -k / --kill-old-on-full
+        After a full backup, remove older full and incremental backups and
+        their .dat and .index files.
+
+    Each backup also writes YYYY-MM-DD-hh-mm-ss.index, the FileStorage index
+    of Data.fs up to the backed-up position.
+
+Options for -R/--recover:
+    -D str / --date=str
+        Recover the state as of this UTC time: yyyy-mm-dd[-hh[-mm[-ss]]].
+        Backups whose name sorts after it are not used, so a backup taken on
+        a day is not included by that day's plain date. Default: now.
+    -o filename / --output=filename
+        Write the recovered Data.fs here (through filename.part, renamed
+        when complete) and install the backup's index as filename.index.
+        Default: stdout, with no index.
+    -w / --with-verify
+        Check each file's size and md5 against the .dat log while recovering;
+        on a mismatch the output is left untouched.
+
+Options for -V/--verify:
+    -Q / --quick
+        Check file sizes only, not md5 checksums.
+
+Exit status: 0 on success, 1 on any error (one line on stderr).
+";
+
+/// The flags as given.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RawArgs {
+    pub backup: u8,
+    pub recover: u8,
+    pub verify: u8,
+    pub verbose: bool,
+    pub help: bool,
+    pub repository: Option<String>,
+    pub file: Option<String>,
+    pub full: bool,
+    pub quick: bool,
+    pub gzip: bool,
+    pub kill_old: bool,
+    pub date: Option<String>,
+    pub output: Option<String>,
+    pub with_verify: bool,
+    pub stray: Vec<String>,
+}
+
+/// A usage error: the message for stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn command() -> Command {
+    let flag = |id: &'static str, short: char, long: &'static str| {
+        Arg::new(id)
+            .short(short)
+            .long(long)
+            .action(ArgAction::SetTrue)
+    };
+    let count = |id: &'static str, short: char, long: &'static str| {
+        Arg::new(id)
+            .short(short)
+            .long(long)
+            .action(ArgAction::Count)
+    };
+    let value = |id: &'static str, short: char, long: &'static str| {
+        Arg::new(id)
+            .short(short)
+            .long(long)
+            .num_args(1)
+            .allow_hyphen_values(true)
+            .action(ArgAction::Set)
+    };
+    Command::new("repozo")
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .disable_help_subcommand(true)
+        .infer_long_args(true)
+        .args_override_self(true)
+        .arg(count("backup", 'B', "backup"))
+        .arg(count("recover", 'R', "recover"))
+        .arg(count("verify", 'V', "verify"))
+        .arg(flag("verbose", 'v', "verbose"))
+        .arg(flag("help", 'h', "help"))
+        .arg(value("repository", 'r', "repository"))
+        .arg(value("file", 'f', "file"))
+        .arg(flag("full", 'F', "full"))
+        .arg(flag("quick", 'Q', "quick"))
+        .arg(flag("gzip", 'z', "gzip"))
+        .arg(flag("kill-old-on-full", 'k', "kill-old-on-full"))
+        .arg(value("date", 'D', "date"))
+        .arg(value("output", 'o', "output"))
+        .arg(flag("with-verify", 'w', "with-verify"))
+        .arg(Arg::new("stray").num_args(0..).action(ArgAction::Append))
+}
+
+impl RawArgs {
+    /// Parse `args` (without the program name).
+    ///
+    /// # Errors
+    /// An unknown or ambiguous option, or an option missing its value.
+    pub fn parse<I, S>(args: I) -> Result<RawArgs, UsageError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        let argv = std::iter::once(std::ffi::OsString::from("repozo"))
+            .chain(args.into_iter().map(Into::into));
+        let m = command()
+            .try_get_matches_from(argv)
+            .map_err(|e| UsageError(clap_reason(&e)))?;
+        Ok(RawArgs::from_matches(&m))
+    }
+
+    fn from_matches(m: &ArgMatches) -> RawArgs {
+        let s = |id: &str| m.get_one::<String>(id).cloned();
+        RawArgs {
+            backup: m.get_count("backup"),
+            recover: m.get_count("recover"),
+            verify: m.get_count("verify"),
+            verbose: m.get_flag("verbose"),
+            help: m.get_flag("help"),
+            repository: s("repository"),
+            file: s("file"),
+            full: m.get_flag("full"),
+            quick: m.get_flag("quick"),
+            gzip: m.get_flag("gzip"),
+            kill_old: m.get_flag("kill-old-on-full"),
+            date: s("date"),
+            output: s("output"),
+            with_verify: m.get_flag("with-verify"),
+            stray: m
+                .get_many::<String>("stray")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// clap's message without its own "error:" prefix, usage and tips.
+fn clap_reason(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    first.trim_start_matches("error: ").to_string()
+}
+
+/// A checked command.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Help,
+    Backup(BackupOptions),
+    Recover(RecoverOptions),
+    Verify(VerifyOptions),
+}
+
+/// A plan, whether `-v` was given, and notes about ignored options.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub plan: Plan,
+    pub verbose: bool,
+    /// repozo's "--x option is ignored in y mode" notes, shown under `-v`.
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Apply repozo's rules to the raw flags.
+    ///
+    /// # Errors
+    /// No mode or more than one, no `-r`, `-B` without `-f`, stray
+    /// arguments, a `-D` that is not a date.
+    pub fn from_raw(raw: RawArgs) -> Result<Checked, UsageError> {
+        let mut notes = Vec::new();
+        let verbose = raw.verbose;
+        if raw.help {
+            return Ok(Checked {
+                plan: Plan::Help,
+                verbose,
+                notes,
+            });
+        }
+        if raw.backup + raw.recover + raw.verify > 1 {
+            return Err(UsageError("-B, -R, and -V are mutually exclusive".into()));
+        }
+        if !raw.stray.is_empty() {
+            return Err(UsageError(format!(
+                "Invalid arguments: {}",
+                raw.stray.join(", ")
+            )));
+        }
+        if raw.backup + raw.recover + raw.verify == 0 {
+            return Err(UsageError(
+                "Either --backup, --recover or --verify is required".into(),
+            ));
+        }
+        let Some(repository) = raw.repository.clone() else {
+            return Err(UsageError("--repository is required".into()));
+        };
+        let mut ignore = |given: bool, opt: &str, mode: &str| {
+            if given {
+                notes.push(format!("--{opt} option is ignored in {mode} mode"));
+            }
+        };
+        let plan = if raw.backup > 0 {
+            ignore(raw.date.is_some(), "date", "backup");
+            ignore(raw.output.is_some(), "output", "backup");
+            ignore(raw.with_verify, "with-verify", "backup");
+            let file = match raw.file {
+                Some(f) if !f.is_empty() => f,
+                _ => return Err(UsageError("--file is required in backup mode".into())),
+            };
+            Plan::Backup(BackupOptions {
+                repository,
+                file,
+                full: raw.full,
+                quick: raw.quick,
+                gzip: raw.gzip,
+                kill_old: raw.kill_old,
+            })
+        } else if raw.recover > 0 {
+            ignore(raw.file.is_some(), "file", "recover");
+            ignore(raw.kill_old, "kill-old-on-full", "recover");
+            let date = raw
+                .date
+                .map(|d| parse_date(&d))
+                .transpose()
+                .map_err(UsageError)?;
+            Plan::Recover(RecoverOptions {
+                repository,
+                date,
+                output: raw.output,
+                with_verify: raw.with_verify,
+            })
+        } else {
+            ignore(raw.date.is_some(), "date", "verify");
+            ignore(raw.output.is_some(), "output", "verify");
+            ignore(raw.full, "full", "verify");
+            ignore(raw.gzip, "gzip", "verify");
+            ignore(raw.file.is_some(), "file", "verify");
+            ignore(raw.kill_old, "kill-old-on-full", "verify");
+            ignore(raw.with_verify, "with-verify", "verify");
+            Plan::Verify(VerifyOptions {
+                repository,
+                quick: raw.quick,
+            })
+        };
+        Ok(Checked {
+            plan,
+            verbose,
+            notes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Checked, UsageError> {
+        Plan::from_raw(RawArgs::parse(args)?)
+    }
+
+    #[test]
+    fn bundled_short_flags_and_long_forms() {
+        let c = plan(&["-BQzr", "/backups", "-f", "Data.fs"]).unwrap();
+        let Plan::Backup(b) = c.plan else {
+            panic!("not a backup")
+        };
+        assert_eq!(
+            (b.repository.as_str(), b.file.as_str()),
+            ("/backups", "Data.fs")
+        );
+        assert!(b.quick && b.gzip && !b.full);
+
+        for args in [
+            &["--backup", "--repository=/b", "--file", "D.fs"][..],
+            &["-B", "-r/b", "-fD.fs"][..],
+            &["--back", "--repo", "/b", "--fi=D.fs"][..],
+        ] {
+            let Plan::Backup(b) = plan(args).unwrap().plan else {
+                panic!("not a backup: {args:?}")
+            };
+            assert_eq!((b.repository.as_str(), b.file.as_str()), ("/b", "D.fs"));
+        }
+    }
+
+    #[test]
+    fn repozo_rules() {
+        let msg = |args: &[&str]| plan(args).unwrap_err().0;
+        assert_eq!(
+            msg(&["-r", "x"]),
+            "Either --backup, --recover or --verify is required"
+        );
+        assert_eq!(
+            msg(&["-B", "-R", "-r", "x"]),
+            "-B, -R, and -V are mutually exclusive"
+        );
+        assert_eq!(msg(&["-V"]), "--repository is required");
+        assert_eq!(msg(&["-B", "-r", "x"]), "--file is required in backup mode");
+        assert_eq!(
+            msg(&["-V", "-r", "x", "extra", "more"]),
+            "Invalid arguments: extra, more"
+        );
+        assert!(msg(&["-V", "-r", "x", "--bogus"]).contains("--bogus"));
+        assert!(msg(&["-R", "-r", "x", "-D", "May 14"]).contains("invalid date"));
+        assert!(matches!(plan(&["-h"]).unwrap().plan, Plan::Help));
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_noted() {
+        let c = plan(&["-V", "-r", "x", "-z", "-D", "2010-01-01", "-f", "D.fs"]).unwrap();
+        assert_eq!(
+            c.notes,
+            vec![
+                "--date option is ignored in verify mode",
+                "--gzip option is ignored in verify mode",
+                "--file option is ignored in verify mode",
+            ]
+        );
+        let c = plan(&["-R", "-r", "x", "-k", "-D", "2010-05-14-10"]).unwrap();
+        let Plan::Recover(r) = c.plan else {
+            panic!("not a recover")
+        };
+        assert_eq!(r.date.as_deref(), Some("2010-05-14-10"));
+        assert_eq!(
+            c.notes,
+            vec!["--kill-old-on-full option is ignored in recover mode"]
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! Reading a repository's data file, plain or gzip'd, as the Data.fs bytes
+//! it holds.
+//!
+//! gzip'd files are read as multi-member streams, as Python's gzip module
+//! reads them. Errors name the file and, for damaged gzip data, how many
+//! uncompressed bytes came out before the damage.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+use md5::{Digest, Md5};
+
+use crate::atomic::hex;
+use crate::error::{io_err, Error, Result};
+
+/// Bytes handed out per read.
+pub const CHUNK: usize = 1 << 20;
+
+/// An open backup data file.
+pub struct DataReader {
+    inner: Inner,
+    shown: String,
+    offset: u64,
+}
+
+enum Inner {
+    Plain(File),
+    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+}
+
+impl DataReader {
+    /// Open `path` (shown as `shown`), decompressing if `gzip`.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path, shown: &str, gzip: bool) -> Result<DataReader> {
+        let file = File::open(path).map_err(io_err(shown, "cannot open"))?;
+        let inner = if gzip {
+            Inner::Gzip(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+                CHUNK, file,
+            ))))
+        } else {
+            Inner::Plain(file)
+        };
+        Ok(DataReader {
+            inner,
+            shown: shown.to_string(),
+            offset: 0,
+        })
+    }
+
+    /// Uncompressed bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Fill `buf` as far as the file allows; 0 means the end.
+    ///
+    /// # Errors
+    /// [`Error::Gzip`] for damaged compressed data, [`Error::Io`] otherwise.
+    pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            let r = match &mut self.inner {
+                Inner::Plain(f) => f.read(&mut buf[got..]),
+                Inner::Gzip(g) => g.read(&mut buf[got..]),
+            };
+            match r {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let offset = self.offset + got as u64;
+                    return Err(match self.inner {
+                        Inner::Gzip(_) if e.kind() != io::ErrorKind::PermissionDenied => {
+                            Error::Gzip {
+                                path: self.shown.clone(),
+                                offset,
+                                source: e,
+                            }
+                        }
+                        _ => io_err(&self.shown, "read")(e),
+                    });
+                }
+            }
+        }
+        self.offset += got as u64;
+        Ok(got)
+    }
+
+    /// Read to the end, passing each chunk to `f`; returns the size.
+    ///
+    /// # Errors
+    /// As [`DataReader::read_chunk`], and errors of `f`.
+    pub fn for_each_chunk(&mut self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = self.read_chunk(&mut buf)?;
+            if n == 0 {
+                return Ok(self.offset);
+            }
+            f(&buf[..n])?;
+        }
+    }
+
+    /// Size and md5 of the uncompressed contents.
+    ///
+    /// # Errors
+    /// As [`DataReader::read_chunk`].
+    pub fn size_and_md5(mut self) -> Result<(u64, String)> {
+        let mut h = Md5::new();
+        let size = self.for_each_chunk(|b| {
+            h.update(b);
+            Ok(())
+        })?;
+        Ok((size, hex(&h.finalize())))
+    }
+}

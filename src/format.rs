@@ -1,0 +1,738 @@
+//! The FileStorage on-disk format: a streaming walker over the transaction log.
+//!
+//! A `Data.fs` is a 4-byte magic followed by transaction records. Each
+//! transaction is a 23-byte header, the user/description/extension strings,
+//! its data records (42-byte header, then the pickle or, when the data length
+//! is zero, an 8-byte back pointer), and finally the transaction length
+//! repeated as an 8-byte trailer.
+//!
+//! [`Walker`] is a push parser: it is fed the file's bytes in chunks of any
+//! size, so that the same chunks can also go to md5 and to the backup writer
+//! without reading the file twice. It decides where the backup ends exactly
+//! as ZODB's read-only `read_index` does: a short header, a transaction that
+//! runs past the end of the file, or a checkpoint (`c`) status marks an
+//! incomplete tail, which is left out. Damage in the middle of the file is an
+//! error naming the offset. While walking it builds the [`Index`]: oid ->
+//! offset of the newest data record, what `fsIndex` holds after `read_index`.
+
+use std::fmt;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::index::Index;
+
+/// Length of the magic at the start of the file.
+pub const MAGIC_LEN: u64 = 4;
+/// Magic of files written by ZODB on Python 3.
+pub const MAGIC_FS30: [u8; 4] = *b"FS30";
+/// Magic of files written by ZODB on Python 2.
+pub const MAGIC_FS21: [u8; 4] = *b"FS21";
+/// tid(8) length(8) status(1) user length(2) description length(2) extension length(2).
+pub const TRANS_HDR_LEN: u64 = 23;
+/// oid(8) tid(8) prev(8) transaction position(8) version length(2) data length(8).
+pub const DATA_HDR_LEN: u64 = 42;
+/// A data record with a zero data length carries this many bytes of back pointer.
+pub const BACK_POINTER_LEN: u64 = 8;
+/// The redundant copy of the transaction length after each transaction.
+pub const TRAILER_LEN: u64 = 8;
+
+/// Which ZODB wrote the file, as told by its magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Magic {
+    /// `FS30`: ZODB 5/6 on Python 3; indexes are protocol 3 pickles.
+    Fs30,
+    /// `FS21`: ZODB 3.x-5.x on Python 2; indexes are protocol 1 pickles.
+    Fs21,
+}
+
+impl Magic {
+    /// Recognise a magic, or `None` when it is not a FileStorage's.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Magic> {
+        match bytes {
+            b"FS30" => Some(Magic::Fs30),
+            b"FS21" => Some(Magic::Fs21),
+            _ => None,
+        }
+    }
+}
+
+/// A transaction record's fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnHeader {
+    pub tid: u64,
+    pub tlen: u64,
+    pub status: u8,
+    pub ulen: u16,
+    pub dlen: u16,
+    pub elen: u16,
+}
+
+impl TxnHeader {
+    /// Decode the 23 header bytes.
+    pub fn parse(b: &[u8; TRANS_HDR_LEN as usize]) -> TxnHeader {
+        TxnHeader {
+            tid: BigEndian::read_u64(&b[0..8]),
+            tlen: BigEndian::read_u64(&b[8..16]),
+            status: b[16],
+            ulen: BigEndian::read_u16(&b[17..19]),
+            dlen: BigEndian::read_u16(&b[19..21]),
+            elen: BigEndian::read_u16(&b[21..23]),
+        }
+    }
+
+    /// Header plus user, description and extension: where data records start.
+    pub fn header_len(&self) -> u64 {
+        TRANS_HDR_LEN + u64::from(self.ulen) + u64::from(self.dlen) + u64::from(self.elen)
+    }
+}
+
+/// A data record's fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataHeader {
+    pub oid: u64,
+    pub tid: u64,
+    pub prev: u64,
+    pub tloc: u64,
+    pub vlen: u16,
+    pub plen: u64,
+}
+
+impl DataHeader {
+    /// Decode the 42 header bytes.
+    pub fn parse(b: &[u8; DATA_HDR_LEN as usize]) -> DataHeader {
+        DataHeader {
+            oid: BigEndian::read_u64(&b[0..8]),
+            tid: BigEndian::read_u64(&b[8..16]),
+            prev: BigEndian::read_u64(&b[16..24]),
+            tloc: BigEndian::read_u64(&b[24..32]),
+            vlen: BigEndian::read_u16(&b[32..34]),
+            plen: BigEndian::read_u64(&b[34..42]),
+        }
+    }
+
+    /// Header plus pickle, or header plus back pointer when there is no pickle.
+    pub fn record_len(&self) -> u64 {
+        DATA_HDR_LEN
+            + if self.plen == 0 {
+                BACK_POINTER_LEN
+            } else {
+                self.plen
+            }
+    }
+}
+
+/// Damage found while walking; offsets are absolute positions in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// The file is shorter than a magic or does not start with one.
+    NotFileStorage { found: Vec<u8> },
+    /// A transaction header's length is smaller than its own header, and the
+    /// file's last trailer says the damage is not just a torn tail.
+    InvalidTxnHeader {
+        offset: u64,
+        tlen: u64,
+        header_len: u64,
+    },
+    /// The trailer after a transaction disagrees with its header.
+    TxnLengthMismatch {
+        offset: u64,
+        header: u64,
+        trailer: u64,
+    },
+    /// A data record reaches past the end of its transaction.
+    DataExceedsTxn {
+        offset: u64,
+        record_end: u64,
+        txn_end: u64,
+    },
+    /// A data record's transaction position is not its transaction's.
+    DataTxnPointer {
+        offset: u64,
+        found: u64,
+        expected: u64,
+    },
+    /// A data record carries a version, which ZODB dropped in 3.9.
+    VersionRecord { offset: u64, vlen: u16 },
+    /// The file ended before a transaction it had promised was complete.
+    UnexpectedEof { offset: u64, expected: u64 },
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::NotFileStorage { found } => {
+                write!(f, "not a FileStorage file (magic {})", show_bytes(found))
+            }
+            FormatError::InvalidTxnHeader { offset, tlen, header_len } => write!(
+                f,
+                "invalid transaction header at offset {offset}: length {tlen} is smaller than the header's {header_len} bytes"
+            ),
+            FormatError::TxnLengthMismatch { offset, header, trailer } => write!(
+                f,
+                "redundant transaction length check failed at offset {offset}: header says {header}, trailer says {trailer}"
+            ),
+            FormatError::DataExceedsTxn { offset, record_end, txn_end } => write!(
+                f,
+                "data record at offset {offset} exceeds its transaction: record ends at {record_end}, transaction at {txn_end}"
+            ),
+            FormatError::DataTxnPointer { offset, found, expected } => write!(
+                f,
+                "data record at offset {offset} does not point to its transaction: {found} != {expected}"
+            ),
+            FormatError::VersionRecord { offset, vlen } => write!(
+                f,
+                "data record at offset {offset} has a version (length {vlen}); versions are not supported"
+            ),
+            FormatError::UnexpectedEof { offset, expected } => write!(
+                f,
+                "file ends at offset {offset}, inside a transaction that should end at {expected}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+fn show_bytes(b: &[u8]) -> String {
+    if b.is_empty() {
+        return "missing: the file is empty".to_string();
+    }
+    let mut s = String::from("b'");
+    for &c in b {
+        if c.is_ascii_graphic() && c != b'\'' && c != b'\\' {
+            s.push(c as char);
+        } else {
+            s.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    s.push('\'');
+    s
+}
+
+/// What a complete walk found.
+#[derive(Debug)]
+pub struct WalkResult {
+    pub magic: Magic,
+    /// End of the last complete transaction: the length a backup copies.
+    pub end: u64,
+    /// oid -> offset of the newest data record, for the bytes up to `end`.
+    pub index: Index,
+    /// Transactions walked (including undone ones).
+    pub transactions: u64,
+    /// Data records indexed.
+    pub records: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Magic,
+    TxnHeader,
+    /// Skipping user, description, extension.
+    TxnMeta,
+    DataHeader,
+    /// Skipping a pickle or a back pointer.
+    DataBody,
+    /// Skipping an undone transaction's body.
+    Undone,
+    Trailer,
+    Done,
+}
+
+/// Walks a FileStorage fed in chunks; see the module documentation.
+pub struct Walker {
+    file_size: u64,
+    last_trailer: Option<u64>,
+    state: State,
+    /// Absolute position of the next byte to be fed.
+    pos: u64,
+    /// Bytes collected for a header that straddles chunks.
+    buf: Vec<u8>,
+    /// Bytes still to skip in a skipping state.
+    skip: u64,
+    magic: Option<Magic>,
+    txn_pos: u64,
+    txn: Option<TxnHeader>,
+    end: Option<u64>,
+    index: Index,
+    transactions: u64,
+    records: u64,
+}
+
+impl Walker {
+    /// A walker for a file of `file_size` bytes, starting at offset 0.
+    ///
+    /// `last_trailer` is the file's last 8 bytes read as a number, which
+    /// ZODB consults to tell a torn tail from damage in the middle; pass
+    /// `None` if the file is shorter than 8 bytes.
+    pub fn new(file_size: u64, last_trailer: Option<u64>) -> Walker {
+        Walker {
+            file_size,
+            last_trailer,
+            state: State::Magic,
+            pos: 0,
+            buf: Vec::with_capacity(DATA_HDR_LEN as usize),
+            skip: 0,
+            magic: None,
+            txn_pos: 0,
+            txn: None,
+            end: None,
+            index: Index::new(),
+            transactions: 0,
+            records: 0,
+        }
+    }
+
+    /// Continue after a known-good prefix: `index` describes the file up to
+    /// `start`, which must be the end of a complete transaction.
+    pub fn resume(
+        file_size: u64,
+        last_trailer: Option<u64>,
+        magic: Magic,
+        start: u64,
+        index: Index,
+    ) -> Walker {
+        let mut w = Walker::new(file_size, last_trailer);
+        w.magic = Some(magic);
+        w.pos = start;
+        w.index = index;
+        w.enter_txn_header();
+        w
+    }
+
+    /// Position of the next byte the walker expects.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The end of the backup, once it is known.
+    pub fn end(&self) -> Option<u64> {
+        self.end
+    }
+
+    /// All bytes before this position are certainly part of the backup:
+    /// they belong to the magic or to transactions found complete.
+    ///
+    /// A caller that copies while walking emits bytes up to
+    /// `min(committed(), position())`.
+    pub fn committed(&self) -> u64 {
+        match self.state {
+            State::Done => self.end.unwrap_or(self.txn_pos),
+            State::Magic => 0,
+            State::TxnHeader => self.txn_pos,
+            _ => match self.txn {
+                Some(h) => self.txn_pos + h.tlen + TRAILER_LEN,
+                None => self.txn_pos,
+            },
+        }
+    }
+
+    /// Whether the walk has found its end; further bytes are ignored.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Feed the next bytes of the file.
+    ///
+    /// # Errors
+    /// A [`FormatError`] naming the offset of the damage.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), FormatError> {
+        while !data.is_empty() {
+            match self.state {
+                State::Done => return Ok(()),
+                State::TxnMeta | State::DataBody | State::Undone => {
+                    let n = self.skip.min(data.len() as u64) as usize;
+                    self.skip -= n as u64;
+                    self.pos += n as u64;
+                    data = &data[n..];
+                    if self.skip == 0 {
+                        self.after_skip()?;
+                    }
+                }
+                State::Magic | State::TxnHeader | State::DataHeader | State::Trailer => {
+                    let need = self.need();
+                    let mut hdr = [0u8; DATA_HDR_LEN as usize];
+                    let got = if self.buf.is_empty() && data.len() >= need {
+                        hdr[..need].copy_from_slice(&data[..need]);
+                        data = &data[need..];
+                        true
+                    } else {
+                        let n = (need - self.buf.len()).min(data.len());
+                        self.buf.extend_from_slice(&data[..n]);
+                        data = &data[n..];
+                        if self.buf.len() == need {
+                            hdr[..need].copy_from_slice(&self.buf);
+                            self.buf.clear();
+                            true
+                        } else {
+                            false
+                        }
+                    };
+                    if got {
+                        let start = self.pos;
+                        self.pos += need as u64;
+                        self.on_fixed(start, &hdr[..need])?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Conclude the walk after the last byte was fed.
+    ///
+    /// # Errors
+    /// [`FormatError::NotFileStorage`] for a file shorter than its magic,
+    /// [`FormatError::UnexpectedEof`] if the bytes fed fell short of the
+    /// file size given to [`Walker::new`].
+    pub fn finish(self) -> Result<WalkResult, FormatError> {
+        let end = match self.state {
+            State::Done => self.end.unwrap_or(self.txn_pos),
+            State::Magic => {
+                return Err(FormatError::NotFileStorage {
+                    found: self.buf.clone(),
+                })
+            }
+            _ => {
+                return Err(FormatError::UnexpectedEof {
+                    offset: self.pos,
+                    expected: self.committed().max(self.file_size),
+                })
+            }
+        };
+        Ok(WalkResult {
+            magic: self.magic.unwrap_or(Magic::Fs30),
+            end,
+            index: self.index,
+            transactions: self.transactions,
+            records: self.records,
+        })
+    }
+
+    fn need(&self) -> usize {
+        (match self.state {
+            State::Magic => MAGIC_LEN,
+            State::TxnHeader => TRANS_HDR_LEN,
+            State::DataHeader => DATA_HDR_LEN,
+            _ => TRAILER_LEN,
+        }) as usize
+    }
+
+    fn finish_at(&mut self, end: u64) {
+        self.end = Some(end);
+        self.state = State::Done;
+        self.txn = None;
+    }
+
+    /// At a transaction boundary: decide from the file size alone whether a
+    /// header can follow, as `read_index` does with its short read.
+    fn enter_txn_header(&mut self) {
+        self.txn_pos = self.pos;
+        self.txn = None;
+        if self.file_size.saturating_sub(self.pos) < TRANS_HDR_LEN {
+            self.finish_at(self.pos);
+        } else {
+            self.state = State::TxnHeader;
+        }
+    }
+
+    fn on_fixed(&mut self, start: u64, b: &[u8]) -> Result<(), FormatError> {
+        match self.state {
+            State::Magic => {
+                self.magic = Some(
+                    Magic::from_bytes(b)
+                        .ok_or_else(|| FormatError::NotFileStorage { found: b.to_vec() })?,
+                );
+                self.enter_txn_header();
+            }
+            State::TxnHeader => {
+                let h = TxnHeader::parse(b.try_into().expect("23 bytes"));
+                self.on_txn_header(start, h)?;
+            }
+            State::DataHeader => {
+                let h = DataHeader::parse(b.try_into().expect("42 bytes"));
+                self.on_data_header(start, h)?;
+            }
+            State::Trailer => {
+                let trailer = BigEndian::read_u64(b);
+                let h = self.txn.expect("trailer follows a header");
+                if trailer != h.tlen {
+                    return Err(FormatError::TxnLengthMismatch {
+                        offset: self.txn_pos,
+                        header: h.tlen,
+                        trailer,
+                    });
+                }
+                self.transactions += 1;
+                self.enter_txn_header();
+            }
+            _ => unreachable!("skipping states read no fixed fields"),
+        }
+        Ok(())
+    }
+
+    fn on_txn_header(&mut self, tpos: u64, h: TxnHeader) -> Result<(), FormatError> {
+        // A transaction that runs past the end, or a checkpoint left by a
+        // commit in progress, is a torn tail: the backup ends before it.
+        let past_end = tpos
+            .checked_add(h.tlen)
+            .and_then(|e| e.checked_add(TRAILER_LEN))
+            .is_none_or(|e| e > self.file_size);
+        if past_end || h.status == b'c' {
+            self.finish_at(tpos);
+            return Ok(());
+        }
+        if h.tlen < h.header_len() {
+            // ZODB looks at the file's last trailer: if it could not describe
+            // a transaction, the junk is at the end and is left out.
+            let plausible = self
+                .last_trailer
+                .is_some_and(|rtl| rtl >= TRANS_HDR_LEN && self.file_size - rtl >= tpos);
+            if !plausible {
+                self.finish_at(tpos);
+                return Ok(());
+            }
+            return Err(FormatError::InvalidTxnHeader {
+                offset: tpos,
+                tlen: h.tlen,
+                header_len: h.header_len(),
+            });
+        }
+        self.txn = Some(h);
+        if h.status == b'u' {
+            self.state = State::Undone;
+            self.skip = h.tlen - TRANS_HDR_LEN;
+        } else {
+            self.state = State::TxnMeta;
+            self.skip = h.header_len() - TRANS_HDR_LEN;
+        }
+        if self.skip == 0 {
+            self.after_skip()?;
+        }
+        Ok(())
+    }
+
+    fn on_data_header(&mut self, pos: u64, h: DataHeader) -> Result<(), FormatError> {
+        let txn = self.txn.expect("data records are inside a transaction");
+        let txn_end = self.txn_pos + txn.tlen;
+        let record_end = pos.saturating_add(h.record_len());
+        if record_end > txn_end {
+            return Err(FormatError::DataExceedsTxn {
+                offset: pos,
+                record_end,
+                txn_end,
+            });
+        }
+        if h.tloc != self.txn_pos {
+            return Err(FormatError::DataTxnPointer {
+                offset: pos,
+                found: h.tloc,
+                expected: self.txn_pos,
+            });
+        }
+        if h.vlen != 0 {
+            return Err(FormatError::VersionRecord {
+                offset: pos,
+                vlen: h.vlen,
+            });
+        }
+        self.index.insert(h.oid, pos);
+        self.records += 1;
+        self.state = State::DataBody;
+        self.skip = h.record_len() - DATA_HDR_LEN;
+        Ok(())
+    }
+
+    /// A skip finished: go on to what follows it.
+    fn after_skip(&mut self) -> Result<(), FormatError> {
+        let txn = self.txn.expect("skips happen inside a transaction");
+        let txn_end = self.txn_pos + txn.tlen;
+        match self.state {
+            State::Undone => self.state = State::Trailer,
+            State::TxnMeta | State::DataBody => {
+                let left = txn_end - self.pos;
+                if left == 0 {
+                    self.state = State::Trailer;
+                } else if left < DATA_HDR_LEN {
+                    return Err(FormatError::DataExceedsTxn {
+                        offset: self.pos,
+                        record_end: self.pos + DATA_HDR_LEN,
+                        txn_end,
+                    });
+                } else {
+                    self.state = State::DataHeader;
+                }
+            }
+            _ => unreachable!("only skipping states end a skip"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds FileStorage bytes record by record, for tests.
+    pub(crate) struct Builder {
+        pub bytes: Vec<u8>,
+        tid: u64,
+    }
+
+    impl Builder {
+        pub fn new() -> Builder {
+            Builder {
+                bytes: MAGIC_FS30.to_vec(),
+                tid: 0x03d0_0000_0000_0000,
+            }
+        }
+
+        /// Append a transaction with `status` holding `(oid, pickle length)`
+        /// records (length 0 writes a back pointer); returns its offset.
+        pub fn txn(&mut self, status: u8, records: &[(u64, u64)]) -> u64 {
+            self.tid += 1;
+            let tpos = self.bytes.len() as u64;
+            let (user, descr, ext) = (b"user".as_slice(), b"descr".as_slice(), b"".as_slice());
+            let body: u64 = records
+                .iter()
+                .map(|&(_, l)| DATA_HDR_LEN + if l == 0 { 8 } else { l })
+                .sum();
+            let tlen = TRANS_HDR_LEN + 9 + body;
+            let b = &mut self.bytes;
+            b.extend_from_slice(&self.tid.to_be_bytes());
+            b.extend_from_slice(&tlen.to_be_bytes());
+            b.push(status);
+            b.extend_from_slice(&(user.len() as u16).to_be_bytes());
+            b.extend_from_slice(&(descr.len() as u16).to_be_bytes());
+            b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+            b.extend_from_slice(user);
+            b.extend_from_slice(descr);
+            for &(oid, plen) in records {
+                b.extend_from_slice(&oid.to_be_bytes());
+                b.extend_from_slice(&self.tid.to_be_bytes());
+                b.extend_from_slice(&0u64.to_be_bytes());
+                b.extend_from_slice(&tpos.to_be_bytes());
+                b.extend_from_slice(&0u16.to_be_bytes());
+                b.extend_from_slice(&plen.to_be_bytes());
+                if plen == 0 {
+                    b.extend_from_slice(&4u64.to_be_bytes());
+                } else {
+                    b.extend(std::iter::repeat_n(b'p', plen as usize));
+                }
+            }
+            b.extend_from_slice(&tlen.to_be_bytes());
+            tpos
+        }
+    }
+
+    fn walk_chunked(bytes: &[u8], chunk: usize) -> Result<WalkResult, FormatError> {
+        let last = (bytes.len() >= 8).then(|| BigEndian::read_u64(&bytes[bytes.len() - 8..]));
+        let mut w = Walker::new(bytes.len() as u64, last);
+        for c in bytes.chunks(chunk.max(1)) {
+            w.feed(c)?;
+        }
+        w.finish()
+    }
+
+    #[test]
+    fn walks_records_and_indexes_newest_position() {
+        let mut b = Builder::new();
+        b.txn(b' ', &[(0, 10), (1, 20)]);
+        let t2 = b.txn(b' ', &[(1, 5)]);
+        b.txn(b'p', &[(7, 0)]);
+        for chunk in [1, 3, 7, 23, 4096] {
+            let r = walk_chunked(&b.bytes, chunk).unwrap();
+            assert_eq!(r.end, b.bytes.len() as u64);
+            assert_eq!(r.transactions, 3);
+            assert_eq!(r.records, 4);
+            assert_eq!(r.index.len(), 3);
+            assert_eq!(r.index.get(1), Some(t2 + 23 + 9));
+            assert_eq!(r.magic, Magic::Fs30);
+        }
+    }
+
+    #[test]
+    fn undone_transactions_are_not_indexed() {
+        let mut b = Builder::new();
+        b.txn(b' ', &[(0, 10)]);
+        b.txn(b'u', &[(5, 10)]);
+        let r = walk_chunked(&b.bytes, 5).unwrap();
+        assert_eq!(r.index.get(5), None);
+        assert_eq!(r.end, b.bytes.len() as u64);
+    }
+
+    #[test]
+    fn torn_tails_end_the_backup_before_them() {
+        let mut b = Builder::new();
+        b.txn(b' ', &[(0, 10)]);
+        let good = b.bytes.len();
+        b.txn(b' ', &[(1, 10)]);
+        for cut in good + 1..b.bytes.len() {
+            let r = walk_chunked(&b.bytes[..cut], 6).unwrap();
+            assert_eq!(r.end, good as u64, "cut at {cut}");
+            assert_eq!(r.index.get(1), None);
+        }
+        let mut c = b.bytes.clone();
+        c[good + 16] = b'c';
+        assert_eq!(walk_chunked(&c, 100).unwrap().end, good as u64);
+    }
+
+    #[test]
+    fn committed_never_passes_an_undecided_header() {
+        let mut b = Builder::new();
+        b.txn(b' ', &[(0, 10)]);
+        let good = b.bytes.len() as u64;
+        b.txn(b'c', &[(1, 10)]);
+        let mut w = Walker::new(b.bytes.len() as u64, None);
+        for byte in &b.bytes {
+            w.feed(std::slice::from_ref(byte)).unwrap();
+            assert!(w.committed() <= good);
+        }
+        assert_eq!(w.finish().unwrap().end, good);
+    }
+
+    #[test]
+    fn damage_in_the_middle_names_the_offset() {
+        let mut b = Builder::new();
+        let t1 = b.txn(b' ', &[(0, 10)]);
+        b.txn(b' ', &[(1, 10)]);
+        let t1_end = b.bytes.len() - (23 + 9 + 52 + 8);
+
+        let mut bad = b.bytes.clone();
+        bad[t1_end - 1] ^= 1;
+        assert!(matches!(
+            walk_chunked(&bad, 9),
+            Err(FormatError::TxnLengthMismatch { offset, .. }) if offset == t1
+        ));
+
+        let mut bad = b.bytes.clone();
+        let rec = (t1 + 23 + 9) as usize;
+        bad[rec + 31] ^= 1;
+        assert!(matches!(
+            walk_chunked(&bad, 9),
+            Err(FormatError::DataTxnPointer { offset, .. }) if offset == rec as u64
+        ));
+
+        let mut bad = b.bytes.clone();
+        bad[rec + 41] = 200;
+        assert!(matches!(
+            walk_chunked(&bad, 9),
+            Err(FormatError::DataExceedsTxn { offset, .. }) if offset == rec as u64
+        ));
+    }
+
+    #[test]
+    fn wrong_magic_and_short_files_are_not_filestorages() {
+        assert!(matches!(
+            walk_chunked(b"FS99xxxxxxxx", 4),
+            Err(FormatError::NotFileStorage { .. })
+        ));
+        assert!(matches!(
+            walk_chunked(b"FS", 4),
+            Err(FormatError::NotFileStorage { .. })
+        ));
+        let mut fs21 = MAGIC_FS21.to_vec();
+        fs21.extend_from_slice(&[0; 5]);
+        let r = walk_chunked(&fs21, 2).unwrap();
+        assert_eq!((r.magic, r.end), (Magic::Fs21, 4));
+    }
+}

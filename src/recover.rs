@@ -1,0 +1,264 @@
+//! `-R`: rebuild Data.fs as of a date from a full backup and its increments.
+//!
+//! The output is written to `<output>.part` and renamed over `<output>`
+//! only when complete (and, with `-w`, verified), so a failed recovery
+//! never replaces a database with less. The last file's `.index` is
+//! installed as `<output>.index` when its position is the recovered size;
+//! otherwise any old `<output>.index` is removed, because an index left from
+//! another database must never sit beside the recovered one.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::atomic::{hex, sync_dir, AtomicFile};
+use crate::data_reader::DataReader;
+use crate::error::{io_err, Error, Result};
+use crate::index_file;
+use crate::log;
+use crate::log::Log;
+use crate::repository::{DataFile, Repository, Timestamp};
+
+/// What `-R` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RecoverOptions {
+    pub repository: String,
+    /// `-D`, already checked; `None` means now.
+    pub date: Option<String>,
+    /// `-o`; `None` means stdout.
+    pub output: Option<String>,
+    pub with_verify: bool,
+}
+
+/// What a recovery produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub bytes: u64,
+    pub files: usize,
+    /// Whether `<output>.index` was installed.
+    pub index_installed: bool,
+}
+
+/// Recover as of `opts.date` (or `now`).
+///
+/// # Errors
+/// No files for the date, missing or damaged backup files, a failed `-w`
+/// check, I/O errors on the output (a closed pipe or a full disk among them).
+pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recovered> {
+    let repo = Repository::new(&opts.repository);
+    let when = opts.date.clone().unwrap_or_else(|| now.stem());
+    let chain = repo.find_files(&when, log)?;
+    if chain.is_empty() {
+        return Err(Error::NoFiles {
+            before: opts.date.clone(),
+        });
+    }
+    let truth = if opts.with_verify {
+        Some(expected_sizes_and_sums(&repo, &chain)?)
+    } else {
+        None
+    };
+    match &opts.output {
+        None => {
+            log!(log, "Recovering file to stdout");
+            let stdout = io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let bytes = concat(&repo, &chain, &mut out, "<stdout>", truth.as_ref(), log)?;
+            out.flush().map_err(io_err("<stdout>", "write"))?;
+            Ok(Recovered {
+                bytes,
+                files: chain.len(),
+                index_installed: false,
+            })
+        }
+        Some(output) => recover_to_file(&repo, &chain, output, truth.as_ref(), log),
+    }
+}
+
+fn recover_to_file(
+    repo: &Repository,
+    chain: &[DataFile],
+    output: &str,
+    truth: Option<&HashMap<String, (u64, String)>>,
+    log: &Log,
+) -> Result<Recovered> {
+    log!(log, "Recovering file to {output}");
+    let part_shown = format!("{output}.part");
+    let part = PathBuf::from(&part_shown);
+    let guard = PartFile(&part);
+    let file = File::create(&part).map_err(io_err(&part_shown, "cannot create"))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let bytes = concat(repo, chain, &mut out, &part_shown, truth, log)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_err(&part_shown, "write")(e.into_error()))?;
+    file.sync_all().map_err(io_err(&part_shown, "fsync"))?;
+    drop(file);
+
+    let last = chain.last().expect("a chain is never empty");
+    let source_index = repo.path(&last.index_name());
+    let source_shown = repo.display(&last.index_name());
+    let index_shown = format!("{output}.index");
+    let index_path = PathBuf::from(&index_shown);
+    // The old index goes first: a crash from here on leaves, at worst, a
+    // database without an index, which ZODB rebuilds.
+    match fs::remove_file(&index_path) {
+        Ok(()) => log!(log, "Removed old index file {index_shown}"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&index_shown, "remove")(e)),
+    }
+    fs::rename(&part, output).map_err(|e| {
+        log!(
+            log,
+            "ZODB has been fully recovered as {part_shown}, but it cannot be renamed into : {output}"
+        );
+        io_err(output, "rename into place")(e)
+    })?;
+    std::mem::forget(guard);
+    let index_installed = install_index(
+        &source_index,
+        &source_shown,
+        &index_path,
+        &index_shown,
+        bytes,
+        log,
+    )?;
+    sync_dir(parent(Path::new(output))).map_err(io_err(output, "fsync its directory"))?;
+    Ok(Recovered {
+        bytes,
+        files: chain.len(),
+        index_installed,
+    })
+}
+
+/// Removes `<output>.part` unless recovery got as far as renaming it.
+struct PartFile<'a>(&'a Path);
+
+impl Drop for PartFile<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
+    }
+}
+
+fn parent(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Copy the backup's index beside the output if it describes exactly the
+/// recovered bytes.
+fn install_index(
+    source: &Path,
+    source_shown: &str,
+    target: &Path,
+    target_shown: &str,
+    recovered: u64,
+    log: &Log,
+) -> Result<bool> {
+    let bytes = match fs::read(source) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            log!(log, "No index file to restore: {source_shown}");
+            return Ok(false);
+        }
+        Err(e) => return Err(io_err(source_shown, "read")(e)),
+    };
+    match index_file::read_pos(bytes.as_slice()) {
+        Ok(pos) if pos == recovered => {}
+        Ok(pos) => {
+            log!(
+                log,
+                "Not restoring index file {source_shown}: it describes {pos} bytes, not the {recovered} recovered"
+            );
+            return Ok(false);
+        }
+        Err(e) => {
+            log!(log, "Not restoring index file {source_shown}: {e}");
+            return Ok(false);
+        }
+    }
+    log!(log, "Restoring index file {source_shown} to {target_shown}");
+    let mut f = AtomicFile::create(target, target_shown)?;
+    f.file()
+        .write_all(&bytes)
+        .map_err(io_err(target_shown, "write"))?;
+    f.commit(true)?;
+    Ok(true)
+}
+
+/// The `.dat` log as `file name -> (size, md5)`, for `-w`.
+fn expected_sizes_and_sums(
+    repo: &Repository,
+    chain: &[DataFile],
+) -> Result<HashMap<String, (u64, String)>> {
+    let full = &chain[0];
+    let entries = repo.read_dat(full)?.ok_or_else(|| {
+        io_err(&repo.display(&full.dat_name()), "cannot open")(io::Error::from(
+            io::ErrorKind::NotFound,
+        ))
+    })?;
+    Ok(entries
+        .into_iter()
+        .map(|e| (e.file_name().to_string(), (e.size(), e.md5.clone())))
+        .collect())
+}
+
+/// Write the chain's uncompressed bytes to `out`; returns the total.
+fn concat(
+    repo: &Repository,
+    chain: &[DataFile],
+    out: &mut dyn Write,
+    out_shown: &str,
+    truth: Option<&HashMap<String, (u64, String)>>,
+    log: &Log,
+) -> Result<u64> {
+    let mut total = 0u64;
+    let mut all = Md5::new();
+    for f in chain {
+        let name = f.name();
+        let shown = repo.display(&name);
+        let mut r = DataReader::open(&repo.path(&name), &shown, f.gzip)?;
+        let mut one = Md5::new();
+        let size = r.for_each_chunk(|b| {
+            one.update(b);
+            all.update(b);
+            out.write_all(b).map_err(io_err(out_shown, "write"))
+        })?;
+        total += size;
+        if let Some(truth) = truth {
+            let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
+                Error::Verification(format!(
+                    "{shown} is not listed in {}",
+                    repo.display(&chain[0].dat_name())
+                ))
+            })?;
+            let sum = hex(&one.finalize());
+            if size != *want_size {
+                return Err(Error::Verification(format!(
+                    "{shown} is {size} bytes, should be {want_size} bytes"
+                )));
+            }
+            if sum != *want_sum {
+                return Err(Error::Verification(format!(
+                    "{shown} has checksum {sum} instead of {want_sum}"
+                )));
+            }
+            log!(log, "Recovered chunk {shown} : {size} bytes, md5: {sum}");
+        }
+    }
+    if truth.is_some() {
+        log!(log, "Recovered a total of {total} bytes");
+    } else {
+        log!(
+            log,
+            "Recovered {total} bytes, md5: {}",
+            hex(&all.finalize())
+        );
+    }
+    Ok(total)
+}

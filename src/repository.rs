@@ -1,0 +1,482 @@
+//! The backup repository: a directory of timestamped files, named and
+//! chosen exactly as Python repozo names and chooses them.
+//!
+//! A full backup is `YYYY-MM-DD-hh-mm-ss.fs` (`.fsz` gzip'd), an incremental
+//! `….deltafs` (`.deltafsz`); each has a `….index`. The full backup's
+//! `….dat` log has one line per file of its chain:
+//! `<repository as given>/<file name> <start> <end> <md5>`.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, NaiveDateTime, Utc};
+
+use crate::log;
+use crate::log::Log;
+
+/// Environment variable that fixes "now" (`YYYY-MM-DD-hh-mm-ss`, UTC), for
+/// tests and for reproducing a run; Python repozo's tests patch its clock
+/// the same way.
+pub const NOW_ENV: &str = "REPOZO_TEST_NOW";
+
+/// Format of a backup file's stem; lexical order is time order.
+const STEM_FORMAT: &str = "%Y-%m-%d-%H-%M-%S";
+
+/// A moment, to the second, in UTC: what a backup file's stem spells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(NaiveDateTime);
+
+impl Timestamp {
+    /// The current UTC time, or the one fixed by [`NOW_ENV`].
+    ///
+    /// # Errors
+    /// A message when [`NOW_ENV`] is set to something that is not a stem.
+    pub fn now() -> Result<Timestamp, String> {
+        match std::env::var(NOW_ENV) {
+            Ok(v) => Timestamp::parse_stem(&v)
+                .ok_or_else(|| format!("{NOW_ENV}={v:?} is not YYYY-MM-DD-hh-mm-ss")),
+            Err(_) => Ok(Timestamp(Utc::now().naive_utc())),
+        }
+    }
+
+    /// Parse `YYYY-MM-DD-hh-mm-ss`.
+    pub fn parse_stem(s: &str) -> Option<Timestamp> {
+        if s.len() != 19 {
+            return None;
+        }
+        NaiveDateTime::parse_from_str(s, STEM_FORMAT)
+            .ok()
+            .map(Timestamp)
+    }
+
+    /// The file name stem for this moment.
+    pub fn stem(&self) -> String {
+        self.0.format(STEM_FORMAT).to_string()
+    }
+}
+
+/// Check a `-D` argument: `yyyy-mm-dd[-hh[-mm[-ss]]]`, a real UTC moment.
+///
+/// The string itself is what files are compared with, as in repozo: a file
+/// is chosen when its stem sorts at or before it.
+///
+/// # Errors
+/// A message naming the expected form.
+pub fn parse_date(s: &str) -> Result<String, String> {
+    let bad = || format!("invalid date {s:?}: expected yyyy-mm-dd[-hh[-mm[-ss]]] (UTC)");
+    let parts: Vec<&str> = s.split('-').collect();
+    let widths = [4, 2, 2, 2, 2, 2];
+    if parts.len() < 3
+        || parts.len() > 6
+        || parts
+            .iter()
+            .zip(widths)
+            .any(|(p, w)| p.len() != w || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    let n: Vec<u32> = parts.iter().map(|p| p.parse().expect("digits")).collect();
+    let date = NaiveDate::from_ymd_opt(n[0] as i32, n[1], n[2]).ok_or_else(bad)?;
+    let (h, m, sec) = (
+        n.get(3).copied().unwrap_or(0),
+        n.get(4).copied().unwrap_or(0),
+        n.get(5).copied().unwrap_or(0),
+    );
+    date.and_hms_opt(h, m, sec).ok_or_else(bad)?;
+    Ok(s.to_string())
+}
+
+/// What a repository data file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Full,
+    Incremental,
+}
+
+/// A data file's name, split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// `YYYY-MM-DD-hh-mm-ss`.
+    pub stem: String,
+    pub kind: Kind,
+    pub gzip: bool,
+}
+
+impl DataFile {
+    /// A new file's name.
+    pub fn new(at: Timestamp, kind: Kind, gzip: bool) -> DataFile {
+        DataFile {
+            stem: at.stem(),
+            kind,
+            gzip,
+        }
+    }
+
+    /// Recognise repozo's data file names (`\d{4}(-\d\d){5}\.(delta)?fsz?`).
+    pub fn parse(name: &str) -> Option<DataFile> {
+        let (stem, ext) = name.split_at_checked(19)?;
+        let shape_ok = stem.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 | 10 | 13 | 16 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+        if !shape_ok {
+            return None;
+        }
+        let (kind, gzip) = match ext {
+            ".fs" => (Kind::Full, false),
+            ".fsz" => (Kind::Full, true),
+            ".deltafs" => (Kind::Incremental, false),
+            ".deltafsz" => (Kind::Incremental, true),
+            _ => return None,
+        };
+        Some(DataFile {
+            stem: stem.to_string(),
+            kind,
+            gzip,
+        })
+    }
+
+    /// The file name, `stem.ext`.
+    pub fn name(&self) -> String {
+        let ext = match (self.kind, self.gzip) {
+            (Kind::Full, false) => "fs",
+            (Kind::Full, true) => "fsz",
+            (Kind::Incremental, false) => "deltafs",
+            (Kind::Incremental, true) => "deltafsz",
+        };
+        format!("{}.{ext}", self.stem)
+    }
+
+    /// The `.index` file beside it.
+    pub fn index_name(&self) -> String {
+        format!("{}.index", self.stem)
+    }
+
+    /// The `.dat` file beside it (a full backup's log).
+    pub fn dat_name(&self) -> String {
+        format!("{}.dat", self.stem)
+    }
+}
+
+impl fmt::Display for DataFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// `os.path.join(repository, name)`: how repozo spells paths in messages and
+/// in the `.dat` log.
+pub fn join(repository: &str, name: &str) -> String {
+    if repository.is_empty() || repository.ends_with('/') {
+        format!("{repository}{name}")
+    } else {
+        format!("{repository}/{name}")
+    }
+}
+
+/// A repository directory, with the path spelled as the user gave it.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    given: String,
+}
+
+/// A failure to read the repository or its `.dat` log.
+#[derive(Debug)]
+pub enum RepositoryError {
+    Io {
+        path: String,
+        source: io::Error,
+    },
+    NotADirectory {
+        path: String,
+    },
+    /// A `.dat` line that is not `name start end md5`.
+    BadDatLine {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+impl fmt::Display for RepositoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepositoryError::Io { path, source } => write!(f, "{path}: {source}"),
+            RepositoryError::NotADirectory { path } => {
+                write!(f, "{path}: repository is not a directory")
+            }
+            RepositoryError::BadDatLine { path, line, reason } => {
+                write!(f, "{path}: line {line}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RepositoryError {}
+
+/// One line of a `.dat` log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatEntry {
+    /// The path as written, `<repository as given>/<file name>`.
+    pub path: String,
+    pub start: u64,
+    pub end: u64,
+    /// Lowercase hex md5 of the uncompressed bytes.
+    pub md5: String,
+}
+
+impl DatEntry {
+    /// The file's base name: the only part ever opened, inside the
+    /// repository, whatever directory the line names.
+    pub fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// Bytes of Data.fs the file holds.
+    pub fn size(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// The line as repozo prints it.
+    pub fn line(&self) -> String {
+        format!("{} {} {} {}\n", self.path, self.start, self.end, self.md5)
+    }
+}
+
+impl Repository {
+    /// A repository at `given`; nothing is touched yet.
+    pub fn new(given: &str) -> Repository {
+        Repository {
+            given: given.to_string(),
+        }
+    }
+
+    /// The path as the user spelled it.
+    pub fn given(&self) -> &str {
+        &self.given
+    }
+
+    /// A file inside the repository.
+    pub fn path(&self, name: &str) -> PathBuf {
+        if self.given.is_empty() {
+            PathBuf::from(name)
+        } else {
+            Path::new(&self.given).join(name)
+        }
+    }
+
+    /// `os.path.join(repository, name)` for messages and `.dat` lines.
+    pub fn display(&self, name: &str) -> String {
+        join(&self.given, name)
+    }
+
+    fn dir(&self) -> &Path {
+        if self.given.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(&self.given)
+        }
+    }
+
+    fn io_err(&self, path: impl Into<String>) -> impl FnOnce(io::Error) -> RepositoryError {
+        let path = path.into();
+        move |source| RepositoryError::Io { path, source }
+    }
+
+    /// All data files, oldest first.
+    ///
+    /// # Errors
+    /// The repository is missing, unreadable or not a directory.
+    pub fn data_files(&self) -> Result<Vec<DataFile>, RepositoryError> {
+        let dir = self.dir();
+        let meta = fs::metadata(dir).map_err(self.io_err(self.given.clone()))?;
+        if !meta.is_dir() {
+            return Err(RepositoryError::NotADirectory {
+                path: self.given.clone(),
+            });
+        }
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir).map_err(self.io_err(self.given.clone()))? {
+            let entry = entry.map_err(self.io_err(self.given.clone()))?;
+            if let Some(f) = entry.file_name().to_str().and_then(DataFile::parse) {
+                files.push(f);
+            }
+        }
+        files.sort_by_key(DataFile::name);
+        Ok(files)
+    }
+
+    /// repozo's `find_files`: the newest full backup whose stem sorts at or
+    /// before `when`, and the increments after it up to `when`, oldest first.
+    ///
+    /// # Errors
+    /// As [`Repository::data_files`].
+    pub fn chain_until(&self, when: &str) -> Result<Vec<DataFile>, RepositoryError> {
+        let mut needed = Vec::new();
+        for f in self.data_files()?.into_iter().rev() {
+            if f.stem.as_str() <= when {
+                let full = f.kind == Kind::Full;
+                needed.push(f);
+                if full {
+                    break;
+                }
+            }
+        }
+        needed.reverse();
+        Ok(needed)
+    }
+
+    /// [`Repository::chain_until`] with repozo's verbose messages.
+    ///
+    /// # Errors
+    /// As [`Repository::data_files`].
+    pub fn find_files(&self, when: &str, log: &Log) -> Result<Vec<DataFile>, RepositoryError> {
+        log!(
+            log,
+            "looking for files between last full backup and {when}..."
+        );
+        let needed = self.chain_until(when)?;
+        if needed.is_empty() {
+            log!(log, "no files found");
+        } else {
+            log!(log, "files needed to recover state as of {when}:");
+            for f in &needed {
+                log!(log, "\t{}", self.display(&f.name()));
+            }
+        }
+        Ok(needed)
+    }
+
+    /// Read a full backup's `.dat` log; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// I/O errors, or a line that is not `name start end md5`.
+    pub fn read_dat(&self, full: &DataFile) -> Result<Option<Vec<DatEntry>>, RepositoryError> {
+        let name = full.dat_name();
+        let shown = self.display(&name);
+        let file = match fs::File::open(self.path(&name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_err(shown)(e)),
+        };
+        let mut entries = Vec::new();
+        for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+            let line = line.map_err(self.io_err(shown.clone()))?;
+            let bad = |reason: String| RepositoryError::BadDatLine {
+                path: shown.clone(),
+                line: i + 1,
+                reason,
+            };
+            let text = std::str::from_utf8(&line).map_err(|_| bad("not UTF-8 text".into()))?;
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            // A trailing blank line is what a crash mid-append can leave.
+            if fields.is_empty() {
+                continue;
+            }
+            let [path, start, end, md5] = fields[..] else {
+                return Err(bad(format!(
+                    "expected 4 fields (file start end md5), found {}",
+                    fields.len()
+                )));
+            };
+            let num = |s: &str, what: &str| {
+                s.parse::<u64>()
+                    .map_err(|_| bad(format!("{what} {s:?} is not a number")))
+            };
+            let (start, end) = (num(start, "start")?, num(end, "end")?);
+            if end < start {
+                return Err(bad(format!("end {end} is before start {start}")));
+            }
+            if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("{md5:?} is not an md5 checksum")));
+            }
+            entries.push(DatEntry {
+                path: path.to_string(),
+                start,
+                end,
+                md5: md5.to_ascii_lowercase(),
+            });
+        }
+        Ok(Some(entries))
+    }
+
+    /// Append one line to a full backup's `.dat` log and fsync it; the log
+    /// must exist, as repozo requires.
+    ///
+    /// # Errors
+    /// I/O errors, naming the `.dat` file.
+    pub fn append_dat(&self, full: &DataFile, entry: &DatEntry) -> Result<(), RepositoryError> {
+        let name = full.dat_name();
+        let err = self.io_err(self.display(&name));
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.path(&name))
+            .map_err(err)?;
+        let res = f
+            .write_all(entry.line().as_bytes())
+            .and_then(|_| f.sync_all());
+        res.map_err(self.io_err(self.display(&name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_repozo_names_only() {
+        let f = DataFile::parse("2010-05-14-10-20-30.deltafsz").unwrap();
+        assert_eq!((f.kind, f.gzip), (Kind::Incremental, true));
+        assert_eq!(f.name(), "2010-05-14-10-20-30.deltafsz");
+        assert_eq!(f.index_name(), "2010-05-14-10-20-30.index");
+        for bad in [
+            "2010-05-14-10-20-30.dat",
+            "2010-05-14-10-20-30.fs.bak",
+            "2010-05-14-10-20.fs",
+            "x010-05-14-10-20-30.fs",
+            "2010_05-14-10-20-30.fs",
+            "tmp.tmp",
+            "",
+        ] {
+            assert_eq!(DataFile::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_are_checked_but_compared_as_strings() {
+        assert_eq!(parse_date("2010-05-14").unwrap(), "2010-05-14");
+        assert!(parse_date("2010-05-14-23-59-59").is_ok());
+        for bad in [
+            "2010",
+            "2010-5-14",
+            "2010-02-30",
+            "2010-05-14-24",
+            "yesterday",
+            "2010-05-14-10-20-30-1",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+        // A backup made during 2010-05-14 sorts after "2010-05-14".
+        assert!("2010-05-14-10-00-00" > "2010-05-14");
+    }
+
+    #[test]
+    fn joins_like_os_path_join() {
+        assert_eq!(join("/backups", "a.fs"), "/backups/a.fs");
+        assert_eq!(join("/backups/", "a.fs"), "/backups/a.fs");
+        assert_eq!(join("", "a.fs"), "a.fs");
+    }
+
+    #[test]
+    fn only_the_base_name_of_a_dat_path_is_used() {
+        let e = DatEntry {
+            path: "../../etc/passwd".into(),
+            start: 0,
+            end: 4,
+            md5: "0".repeat(32),
+        };
+        assert_eq!(e.file_name(), "passwd");
+    }
+}

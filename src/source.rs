@@ -1,0 +1,200 @@
+//! The Data.fs being backed up, read through one open handle.
+//!
+//! A pack renames a new file over Data.fs; holding one descriptor for the
+//! whole backup means every byte we hash, compare and copy comes from the
+//! same file, and reading only up to the size seen at open means a commit
+//! landing meanwhile is simply not part of this backup.
+
+use std::fs::{File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+
+use md5::{Digest, Md5};
+
+use crate::atomic::hex;
+use crate::error::{io_err, Error, Result};
+use crate::format::{WalkResult, Walker, TRAILER_LEN};
+
+/// Bytes read per call.
+pub const CHUNK: usize = 1 << 20;
+
+/// An open Data.fs.
+pub struct Source {
+    file: File,
+    shown: String,
+    size: u64,
+    permissions: Permissions,
+}
+
+impl Source {
+    /// Open `path` for reading and note its size.
+    ///
+    /// # Errors
+    /// The file cannot be opened or is not a regular file.
+    pub fn open(path: &str) -> Result<Source> {
+        let file = File::open(path).map_err(io_err(path, "cannot open"))?;
+        let meta = file.metadata().map_err(io_err(path, "cannot stat"))?;
+        if !meta.is_file() {
+            return Err(Error::Io {
+                path: path.to_string(),
+                action: "cannot back up",
+                source: io::Error::other("not a regular file"),
+            });
+        }
+        Ok(Source {
+            file,
+            shown: path.to_string(),
+            size: meta.len(),
+            permissions: meta.permissions(),
+        })
+    }
+
+    /// Size when opened: nothing past it is read.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The path as given.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The source's permission bits, for the backup files.
+    pub fn permissions(&self) -> Permissions {
+        self.permissions.clone()
+    }
+
+    /// Call `f` with the bytes of `[start, end)` in order, in chunks, until
+    /// it returns `false`.
+    ///
+    /// # Errors
+    /// I/O errors, or the file ending early, as [`Error::Io`]; errors of `f`.
+    pub fn read_range(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut pos = start;
+        while pos < end {
+            let want = (end - pos).min(CHUNK as u64) as usize;
+            let n = self.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                return Err(Error::Io {
+                    path: self.shown.clone(),
+                    action: "read",
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("file shrank to {pos} bytes while being read (expected {end})"),
+                    ),
+                });
+            }
+            if !f(pos, &buf[..n])? {
+                break;
+            }
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<usize> {
+        loop {
+            match self.file.read_at(buf, pos) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(&self.shown, "read")(e)),
+            }
+        }
+    }
+
+    /// md5 of `[start, end)`.
+    ///
+    /// # Errors
+    /// As [`Source::read_range`].
+    pub fn md5(&self, start: u64, end: u64) -> Result<String> {
+        let mut h = Md5::new();
+        self.read_range(start, end, |_, b| {
+            h.update(b);
+            Ok(true)
+        })?;
+        Ok(hex(&h.finalize()))
+    }
+
+    /// The last 8 bytes as a number, which the walker needs to tell a torn
+    /// tail from damage.
+    fn last_trailer(&self) -> Result<Option<u64>> {
+        if self.size < TRAILER_LEN {
+            return Ok(None);
+        }
+        let mut b = [0u8; TRAILER_LEN as usize];
+        let mut got = 0;
+        while got < b.len() {
+            let n = self.read_at(&mut b[got..], self.size - TRAILER_LEN + got as u64)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            got += n;
+        }
+        Ok(Some(u64::from_be_bytes(b)))
+    }
+
+    /// Walk the whole file once; the bytes from `copy_from` to the end of
+    /// the last complete transaction go to `out` as they are read.
+    ///
+    /// Bytes reach `out` only once the walker knows they belong to complete
+    /// transactions, so a torn tail is never written.
+    ///
+    /// # Errors
+    /// [`Error::Format`] for damage, I/O errors reading, errors of `out`
+    /// (reported against `out_shown`).
+    pub fn walk(
+        &self,
+        copy_from: u64,
+        mut out: Option<(&mut dyn Write, &str)>,
+    ) -> Result<WalkResult> {
+        let mut walker = Walker::new(self.size, self.last_trailer()?);
+        // Bytes read but not yet known to be in the backup: at most the
+        // start of one transaction header.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut emitted = 0u64;
+        let fmt_err = |source| Error::Format {
+            path: self.shown.clone(),
+            source,
+        };
+        let mut emit = |at: u64, bytes: &[u8]| -> Result<()> {
+            let end = at + bytes.len() as u64;
+            if let Some((w, shown)) = out.as_mut() {
+                if end > copy_from {
+                    let skip = copy_from.saturating_sub(at) as usize;
+                    w.write_all(&bytes[skip..])
+                        .map_err(io_err(shown, "write"))?;
+                }
+            }
+            Ok(())
+        };
+        self.read_range(0, self.size, |at, chunk| {
+            walker.feed(chunk).map_err(fmt_err)?;
+            let chunk_end = at + chunk.len() as u64;
+            let committed = walker.committed().min(chunk_end);
+            // [emitted, at) is in `pending`, [at, chunk_end) in `chunk`.
+            let pending_start = at - pending.len() as u64;
+            debug_assert_eq!(pending_start, emitted);
+            if committed > emitted {
+                let from_pending = ((committed - emitted) as usize).min(pending.len());
+                emit(emitted, &pending[..from_pending])?;
+                pending.drain(..from_pending);
+                if committed > at {
+                    emit(at, &chunk[..(committed - at) as usize])?;
+                }
+                emitted = committed;
+            }
+            let keep_from = (emitted.max(at) - at) as usize;
+            pending.extend_from_slice(&chunk[keep_from..]);
+            Ok(!walker.is_done())
+        })?;
+        let result = walker.finish().map_err(fmt_err)?;
+        debug_assert_eq!(emitted, result.end);
+        Ok(result)
+    }
+}

@@ -1,0 +1,93 @@
+//! `-V`: check every file the newest full backup's `.dat` log names, its
+//! size and (unless `-Q`) its md5, with repozo's messages. The first
+//! failure ends the run.
+
+use std::io;
+
+use crate::data_reader::DataReader;
+use crate::error::{Error, Result};
+use crate::log;
+use crate::log::Log;
+use crate::repository::{DataFile, Repository, Timestamp};
+
+/// What `-V` was asked to do.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub repository: String,
+    /// Sizes only.
+    pub quick: bool,
+}
+
+/// Verify the current chain; returns the number of files checked.
+///
+/// # Errors
+/// [`Error::Verification`] with repozo's message for the first bad file;
+/// [`Error::NoFiles`]; a missing or damaged `.dat`.
+pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> {
+    let repo = Repository::new(&opts.repository);
+    let chain = repo.find_files(&now.stem(), log)?;
+    let Some(full) = chain.first() else {
+        return Err(Error::NoFiles { before: None });
+    };
+    let dat_shown = repo.display(&full.dat_name());
+    let entries = repo.read_dat(full)?.ok_or_else(|| Error::Io {
+        path: dat_shown,
+        action: "cannot open",
+        source: io::Error::from(io::ErrorKind::NotFound),
+    })?;
+    for e in &entries {
+        let name = e.file_name();
+        let shown = repo.display(name);
+        log!(log, "Verifying {shown}");
+        // repozo decides by the name's ending; a name that is not a data
+        // file's can still be listed, so fall back to that rule.
+        let gzip = DataFile::parse(name).map_or(name.ends_with("fsz"), |f| f.gzip);
+        let when = if gzip { " (when uncompressed)" } else { "" };
+        let (size, sum) = match measure(&repo, name, &shown, gzip, opts.quick) {
+            Ok(v) => v,
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Verification(format!("{shown} is missing")))
+            }
+            Err(other) => return Err(other),
+        };
+        if size != e.size() {
+            return Err(Error::Verification(format!(
+                "{shown} is {size} bytes{when}, should be {} bytes",
+                e.size()
+            )));
+        }
+        if let Some(sum) = sum {
+            if sum != e.md5 {
+                return Err(Error::Verification(format!(
+                    "{shown} has checksum {sum}{when} instead of {}",
+                    e.md5
+                )));
+            }
+        }
+    }
+    Ok(entries.len())
+}
+
+/// Size, and md5 unless `quick`; a plain file's size under `-Q` is its
+/// length on disk, read without reading the file.
+fn measure(
+    repo: &Repository,
+    name: &str,
+    shown: &str,
+    gzip: bool,
+    quick: bool,
+) -> Result<(u64, Option<String>)> {
+    let path = repo.path(name);
+    if quick && !gzip {
+        let meta = std::fs::metadata(&path).map_err(crate::error::io_err(shown, "cannot stat"))?;
+        return Ok((meta.len(), None));
+    }
+    let r = DataReader::open(&path, shown, gzip)?;
+    if quick {
+        let mut r = r;
+        let size = r.for_each_chunk(|_| Ok(()))?;
+        return Ok((size, None));
+    }
+    let (size, sum) = r.size_and_md5()?;
+    Ok((size, Some(sum)))
+}

@@ -133,9 +133,11 @@ pub enum FormatError {
         tlen: u64,
         header_len: u64,
     },
-    /// The trailer after a transaction disagrees with its header.
+    /// The trailer (at `trailer_offset`) after the transaction at `offset`
+    /// disagrees with its header.
     TxnLengthMismatch {
         offset: u64,
+        trailer_offset: u64,
         header: u64,
         trailer: u64,
     },
@@ -167,9 +169,14 @@ impl fmt::Display for FormatError {
                 f,
                 "invalid transaction header at offset {offset}: length {tlen} is smaller than the header's {header_len} bytes"
             ),
-            FormatError::TxnLengthMismatch { offset, header, trailer } => write!(
+            FormatError::TxnLengthMismatch {
+                offset,
+                trailer_offset,
+                header,
+                trailer,
+            } => write!(
                 f,
-                "redundant transaction length check failed at offset {offset}: header says {header}, trailer says {trailer}"
+                "redundant transaction length check failed at offset {trailer_offset}: the transaction at {offset} says {header}, its trailer says {trailer}"
             ),
             FormatError::DataExceedsTxn { offset, record_end, txn_end } => write!(
                 f,
@@ -458,6 +465,7 @@ impl Walker {
                 if trailer != h.tlen {
                     return Err(FormatError::TxnLengthMismatch {
                         offset: self.txn_pos,
+                        trailer_offset: start,
                         header: h.tlen,
                         trailer,
                     });

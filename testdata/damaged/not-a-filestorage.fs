@@ -1,0 +1,2 @@
+This is not a FileStorage.
+Just some text.

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
@@ -361,45 +361,11 @@ impl Repository {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_err(shown)(e)),
         };
-        let mut entries = Vec::new();
-        for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-            let line = line.map_err(self.io_err(shown.clone()))?;
-            let bad = |reason: String| RepositoryError::BadDatLine {
-                path: shown.clone(),
-                line: i + 1,
-                reason,
-            };
-            let text = std::str::from_utf8(&line).map_err(|_| bad("not UTF-8 text".into()))?;
-            let fields: Vec<&str> = text.split_whitespace().collect();
-            // A trailing blank line is what a crash mid-append can leave.
-            if fields.is_empty() {
-                continue;
-            }
-            let [path, start, end, md5] = fields[..] else {
-                return Err(bad(format!(
-                    "expected 4 fields (file start end md5), found {}",
-                    fields.len()
-                )));
-            };
-            let num = |s: &str, what: &str| {
-                s.parse::<u64>()
-                    .map_err(|_| bad(format!("{what} {s:?} is not a number")))
-            };
-            let (start, end) = (num(start, "start")?, num(end, "end")?);
-            if end < start {
-                return Err(bad(format!("end {end} is before start {start}")));
-            }
-            if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("{md5:?} is not an md5 checksum")));
-            }
-            entries.push(DatEntry {
-                path: path.to_string(),
-                start,
-                end,
-                md5: md5.to_ascii_lowercase(),
-            });
-        }
-        Ok(Some(entries))
+        let mut text = Vec::new();
+        BufReader::new(file)
+            .read_to_end(&mut text)
+            .map_err(self.io_err(shown.clone()))?;
+        parse_dat(&text, &shown).map(Some)
     }
 
     /// Append one line to a full backup's `.dat` log and fsync it; the log
@@ -419,6 +385,52 @@ impl Repository {
             .and_then(|_| f.sync_all());
         res.map_err(self.io_err(self.display(&name)))
     }
+}
+
+/// Parse a `.dat` log's bytes (`shown` names it in errors): one
+/// `name start end md5` line per file; blank lines are skipped.
+///
+/// # Errors
+/// [`RepositoryError::BadDatLine`] naming the line.
+pub fn parse_dat(text: &[u8], shown: &str) -> Result<Vec<DatEntry>, RepositoryError> {
+    let mut entries = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let bad = |reason: String| RepositoryError::BadDatLine {
+            path: shown.to_string(),
+            line: i + 1,
+            reason,
+        };
+        let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8 text".into()))?;
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        // A trailing blank line is what a crash mid-append can leave.
+        if fields.is_empty() {
+            continue;
+        }
+        let [path, start, end, md5] = fields[..] else {
+            return Err(bad(format!(
+                "expected 4 fields (file start end md5), found {}",
+                fields.len()
+            )));
+        };
+        let num = |s: &str, what: &str| {
+            s.parse::<u64>()
+                .map_err(|_| bad(format!("{what} {s:?} is not a number")))
+        };
+        let (start, end) = (num(start, "start")?, num(end, "end")?);
+        if end < start {
+            return Err(bad(format!("end {end} is before start {start}")));
+        }
+        if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!("{md5:?} is not an md5 checksum")));
+        }
+        entries.push(DatEntry {
+            path: path.to_string(),
+            start,
+            end,
+            md5: md5.to_ascii_lowercase(),
+        });
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::path::PathBuf;
 
 use crate::atomic::{AtomicFile, DataWriter};
 use crate::data_reader::{DataReader, CHUNK};
@@ -19,7 +20,7 @@ use crate::index_file;
 use crate::log;
 use crate::log::Log;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
-use crate::source::Source;
+use crate::source::{Resume, Source};
 
 /// What `-B` was asked to do.
 #[derive(Debug, Clone)]
@@ -181,13 +182,14 @@ fn decide_by_content(
 /// into a temporary file. Returns the walk and (bytes, md5).
 fn copy(
     source: &Source,
+    resume: Option<Resume>,
     out: &mut AtomicFile,
     start: u64,
     gzip: bool,
 ) -> Result<(WalkResult, u64, String)> {
     let shown = out.shown().to_string();
     let mut w = DataWriter::new(out.file(), gzip);
-    let walk = source.walk(start, Some((&mut w as &mut dyn Write, &shown)))?;
+    let walk = source.walk(start, resume, Some((&mut w as &mut dyn Write, &shown)))?;
     let (n, md5) = w.finish().map_err(io_err(&shown, "write"))?;
     Ok((walk, n, md5))
 }
@@ -201,7 +203,8 @@ fn full_backup(
 ) -> Result<Outcome> {
     let dest = DataFile::new(now, Kind::Full, opts.gzip);
     let mut out = start_file(repo, &dest, source)?;
-    let (walk, n, md5) = copy(source, &mut out, 0, opts.gzip)?;
+    let resume = saved_index(repo, source, &opts.file, log)?;
+    let (walk, n, md5) = copy(source, resume, &mut out, 0, opts.gzip)?;
     log!(
         log,
         "writing full backup: {} bytes to {}",
@@ -247,7 +250,8 @@ fn incremental_backup(
 ) -> Result<Outcome> {
     let dest = DataFile::new(now, Kind::Incremental, opts.gzip);
     let mut out = start_file(repo, &dest, source)?;
-    let (walk, _, md5) = copy(source, &mut out, start, opts.gzip)?;
+    let resume = saved_index(repo, source, &opts.file, log)?;
+    let (walk, _, md5) = copy(source, resume, &mut out, start, opts.gzip)?;
     if walk.end < start {
         return Err(Error::SourceShorter {
             path: source.shown().to_string(),
@@ -340,4 +344,63 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
         fs::remove_file(repo.path(&name)).map_err(io_err(&repo.display(&name), "remove"))?;
     }
     Ok(())
+}
+
+/// The best saved index to start the walk from: the newest `.index` in the
+/// repository or `Data.fs.index`, whichever describes more of the file,
+/// provided it passes FileStorage's sanity check. Without one the whole
+/// file is walked, which gives the same index, only slower.
+fn saved_index(
+    repo: &Repository,
+    source: &Source,
+    file: &str,
+    log: &Log,
+) -> Result<Option<Resume>> {
+    let mut candidates: Vec<(u64, PathBuf, String)> = Vec::new();
+    let newest = repo.data_files()?.pop();
+    let repo_index = newest.map(|f| (repo.path(&f.index_name()), repo.display(&f.index_name())));
+    let own_index = format!("{file}.index");
+    for (path, shown) in repo_index
+        .into_iter()
+        .chain([(PathBuf::from(&own_index), own_index.clone())])
+    {
+        let Ok(f) = fs::File::open(&path) else {
+            continue;
+        };
+        match index_file::read_pos(std::io::BufReader::new(f)) {
+            Ok(pos) if pos <= source.size() => {
+                candidates.push((pos, path, shown));
+            }
+            Ok(pos) => log!(log, "not using index {shown}: it describes {pos} bytes"),
+            Err(e) => log!(log, "not using index {shown}: {e}"),
+        }
+    }
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    for (pos, path, shown) in candidates {
+        let loaded = fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                index_file::load(std::io::BufReader::with_capacity(1 << 20, f))
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(ix) if source.index_is_sane(&ix.index, ix.pos)? => {
+                log!(
+                    log,
+                    "reading the index from {shown}: {pos} bytes already indexed"
+                );
+                return Ok(Some(Resume {
+                    pos: ix.pos,
+                    index: ix.index,
+                }));
+            }
+            Ok(_) => log!(
+                log,
+                "not using index {shown}: it does not match {}",
+                source.shown()
+            ),
+            Err(e) => log!(log, "not using index {shown}: {e}"),
+        }
+    }
+    Ok(None)
 }

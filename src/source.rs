@@ -13,10 +13,28 @@ use md5::{Digest, Md5};
 
 use crate::atomic::hex;
 use crate::error::{io_err, Error, Result};
-use crate::format::{WalkResult, Walker, TRAILER_LEN};
+use crate::format::{
+    DataHeader, Magic, TxnHeader, WalkResult, Walker, DATA_HDR_LEN, MAGIC_LEN, TRAILER_LEN,
+    TRANS_HDR_LEN,
+};
+use crate::index::Index;
 
 /// Bytes read per call.
 pub const CHUNK: usize = 1 << 20;
+
+/// A saved index to start a walk from: the oid -> offset map of the file up
+/// to `pos`, the end of a complete transaction.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub pos: u64,
+    pub index: Index,
+}
+
+/// How many data records of the last transactions a saved index is checked
+/// against, as FileStorage's `_check_sanity`.
+const SANITY_RECORDS: usize = 5;
+/// FileStorage ignores a saved index for a position below this.
+const SANITY_MIN_POS: u64 = 100;
 
 /// An open Data.fs.
 pub struct Source {
@@ -121,6 +139,109 @@ impl Source {
         Ok(hex(&h.finalize()))
     }
 
+    /// Exactly `buf.len()` bytes at `pos`, or `None` past the end.
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<Option<()>> {
+        let mut got = 0;
+        while got < buf.len() {
+            let n = self.read_at(&mut buf[got..], pos + got as u64)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            got += n;
+        }
+        Ok(Some(()))
+    }
+
+    /// The file's magic.
+    ///
+    /// # Errors
+    /// [`Error::Format`] when it is not a FileStorage's.
+    pub fn magic(&self) -> Result<Magic> {
+        let mut b = [0u8; MAGIC_LEN as usize];
+        let found = self.read_exact_at(&mut b, 0)?;
+        found
+            .and_then(|()| Magic::from_bytes(&b))
+            .ok_or_else(|| Error::Format {
+                path: self.shown.clone(),
+                source: crate::format::FormatError::NotFileStorage {
+                    found: if found.is_some() {
+                        b.to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                },
+            })
+    }
+
+    /// Whether `index` can be trusted to describe this file up to `pos`:
+    /// FileStorage's `_check_sanity`, which follows the trailers back from
+    /// `pos` to the last transaction that is neither undone nor empty and
+    /// checks that the index points at its first data records. We also
+    /// require every offset in the index to lie before `pos`.
+    ///
+    /// # Errors
+    /// I/O errors reading.
+    pub fn index_is_sane(&self, index: &Index, pos: u64) -> Result<bool> {
+        if pos < SANITY_MIN_POS || pos > self.size || self.magic().is_err() {
+            return Ok(false);
+        }
+        if index.iter().any(|(_, off)| off >= pos) {
+            return Ok(false);
+        }
+        let mut end = pos;
+        loop {
+            if end < MAGIC_LEN + TRAILER_LEN {
+                return Ok(false);
+            }
+            let mut t = [0u8; TRAILER_LEN as usize];
+            if self.read_exact_at(&mut t, end - TRAILER_LEN)?.is_none() {
+                return Ok(false);
+            }
+            let tlen = u64::from_be_bytes(t);
+            let Some(tpos) = (end - TRAILER_LEN)
+                .checked_sub(tlen)
+                .filter(|&p| p >= MAGIC_LEN)
+            else {
+                return Ok(false);
+            };
+            let mut hb = [0u8; TRANS_HDR_LEN as usize];
+            if self.read_exact_at(&mut hb, tpos)?.is_none() {
+                return Ok(false);
+            }
+            let h = TxnHeader::parse(&hb);
+            if h.tlen != tlen {
+                return Ok(false);
+            }
+            end = tpos;
+            if h.status == b'u' {
+                continue;
+            }
+            if (h.status != b' ' && h.status != b'p') || tlen < h.header_len() {
+                return Ok(false);
+            }
+            let tend = tpos + tlen;
+            let mut opos = tpos + h.header_len();
+            if opos == tend {
+                continue;
+            }
+            let mut checked = 0;
+            while opos < tend && checked < SANITY_RECORDS {
+                let mut db = [0u8; DATA_HDR_LEN as usize];
+                if self.read_exact_at(&mut db, opos)?.is_none() {
+                    return Ok(false);
+                }
+                let d = DataHeader::parse(&db);
+                let rend = opos.saturating_add(d.record_len());
+                if rend > tend || d.tloc != tpos || d.vlen != 0 || index.get(d.oid) != Some(opos) {
+                    return Ok(false);
+                }
+                checked += 1;
+                opos = rend;
+            }
+            return Ok(true);
+        }
+    }
+
     /// The last 8 bytes as a number, which the walker needs to tell a torn
     /// tail from damage.
     fn last_trailer(&self) -> Result<Option<u64>> {
@@ -139,29 +260,44 @@ impl Source {
         Ok(Some(u64::from_be_bytes(b)))
     }
 
-    /// Walk the whole file once; the bytes from `copy_from` to the end of
-    /// the last complete transaction go to `out` as they are read.
+    /// Walk the file once; the bytes from `copy_from` to the end of the last
+    /// complete transaction go to `out` as they are read.
     ///
-    /// Bytes reach `out` only once the walker knows they belong to complete
+    /// With `resume`, a saved index known to describe the file up to its
+    /// position (see [`Source::index_is_sane`]), the walk starts there: only
+    /// the bytes after it are parsed, and only those after
+    /// `min(copy_from, resume.pos)` are read at all.
+    ///
+    /// Bytes reach `out` only once they are known to belong to complete
     /// transactions, so a torn tail is never written.
     ///
     /// # Errors
     /// [`Error::Format`] for damage, I/O errors reading, errors of `out`
-    /// (reported against `out_shown`).
+    /// (reported against its name).
     pub fn walk(
         &self,
         copy_from: u64,
+        resume: Option<Resume>,
         mut out: Option<(&mut dyn Write, &str)>,
     ) -> Result<WalkResult> {
-        let mut walker = Walker::new(self.size, self.last_trailer()?);
-        // Bytes read but not yet known to be in the backup: at most the
-        // start of one transaction header.
-        let mut pending: Vec<u8> = Vec::new();
-        let mut emitted = 0u64;
         let fmt_err = |source| Error::Format {
             path: self.shown.clone(),
             source,
         };
+        let last_trailer = self.last_trailer()?;
+        let (mut walker, walk_from) = match resume {
+            Some(r) => {
+                let magic = self.magic()?;
+                let w = Walker::resume(self.size, last_trailer, magic, r.pos, r.index);
+                (w, r.pos)
+            }
+            None => (Walker::new(self.size, last_trailer), 0),
+        };
+        let read_from = copy_from.min(walk_from);
+        // Bytes read but not yet known to be in the backup: at most the
+        // start of one transaction header.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut emitted = read_from;
         let mut emit = |at: u64, bytes: &[u8]| -> Result<()> {
             let end = at + bytes.len() as u64;
             if let Some((w, shown)) = out.as_mut() {
@@ -173,9 +309,14 @@ impl Source {
             }
             Ok(())
         };
-        self.read_range(0, self.size, |at, chunk| {
-            walker.feed(chunk).map_err(fmt_err)?;
+        self.read_range(read_from, self.size, |at, chunk| {
             let chunk_end = at + chunk.len() as u64;
+            // Bytes before the walk's start are known good: they are only
+            // copied. The walker's `committed` is never below its start.
+            if chunk_end > walk_from {
+                let skip = walk_from.saturating_sub(at) as usize;
+                walker.feed(&chunk[skip..]).map_err(fmt_err)?;
+            }
             let committed = walker.committed().min(chunk_end);
             // [emitted, at) is in `pending`, [at, chunk_end) in `chunk`.
             let pending_start = at - pending.len() as u64;

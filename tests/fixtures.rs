@@ -26,7 +26,7 @@ fn path(rel: &str) -> String {
 }
 
 fn walk(rel: &str) -> repozo::Result<repozo::format::WalkResult> {
-    Source::open(&path(rel))?.walk(0, None)
+    Source::open(&path(rel))?.walk(0, None, None)
 }
 
 fn index_bytes(result: &repozo::format::WalkResult) -> Vec<u8> {
@@ -167,4 +167,98 @@ fn indexes_in_repozo_repositories_load_and_match_their_backups() {
             assert!(index_bytes(&r) == bytes, "{} differs", index.display());
         }
     }
+}
+
+#[test]
+fn a_walk_resumed_from_a_sane_saved_index_equals_a_full_walk() {
+    use repozo::source::Resume;
+    let m = manifest();
+    let mut resumed = 0;
+    for (rel, facts) in m["datafs"].as_object().unwrap() {
+        let saved = root().join(format!("{rel}.index"));
+        if !saved.exists() {
+            continue;
+        }
+        let ix = index_file::load(fs::read(&saved).unwrap().as_slice()).unwrap();
+        let src = Source::open(&path(rel)).unwrap();
+        if !src.index_is_sane(&ix.index, ix.pos).unwrap() {
+            // FileStorage refuses indexes of tiny files too.
+            assert!(ix.pos < 100, "{rel}: ZODB's own index judged insane");
+            continue;
+        }
+        let full = src.walk(0, None, None).unwrap();
+        let mut copied = Vec::new();
+        let r = src
+            .walk(
+                0,
+                Some(Resume {
+                    pos: ix.pos,
+                    index: ix.index,
+                }),
+                Some((&mut copied, "copy")),
+            )
+            .unwrap();
+        assert_eq!((r.end, &r.index), (full.end, &full.index), "{rel}");
+        assert_eq!(
+            copied,
+            fs::read(root().join(rel)).unwrap()[..full.end as usize],
+            "{rel}"
+        );
+        assert_eq!(r.end, facts["end"].as_u64().unwrap());
+        resumed += 1;
+    }
+    assert!(resumed >= 3, "{resumed}");
+
+    // An index of an earlier state resumes into the later bytes.
+    let states: Vec<_> = m["repos"]["testdata/repo-plain"]["backups"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let early = index_file::load(
+        fs::read(root().join(states[0]["index"].as_str().unwrap()))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let late = Source::open(&path(states[2]["state"].as_str().unwrap())).unwrap();
+    assert!(late.index_is_sane(&early.index, early.pos).unwrap());
+    let start = states[1]["end"].as_u64().unwrap();
+    let mut tail = Vec::new();
+    let r = late
+        .walk(
+            start,
+            Some(Resume {
+                pos: early.pos,
+                index: early.index,
+            }),
+            Some((&mut tail, "tail")),
+        )
+        .unwrap();
+    let full = late.walk(0, None, None).unwrap();
+    assert_eq!(r.index, full.index);
+    let bytes = fs::read(path(states[2]["state"].as_str().unwrap())).unwrap();
+    assert_eq!(tail, bytes[start as usize..]);
+}
+
+#[test]
+fn indexes_of_other_databases_are_judged_insane() {
+    let sample = Source::open(&path("testdata/sample/Data.fs")).unwrap();
+    let load =
+        |rel: &str| index_file::load(fs::read(root().join(rel)).unwrap().as_slice()).unwrap();
+    let own = load("testdata/sample/Data.fs.index");
+    assert!(sample.index_is_sane(&own.index, own.pos).unwrap());
+    for other in [
+        "testdata/manyoids/Data.fs.index",
+        "testdata/packed/Data.fs.index",
+    ] {
+        let ix = load(other);
+        assert!(!sample.index_is_sane(&ix.index, ix.pos).unwrap(), "{other}");
+    }
+    // The right index at a position that is not a transaction's end.
+    assert!(!sample.index_is_sane(&own.index, own.pos - 1).unwrap());
+    // The newest record's entry (in the last transaction) pointing elsewhere.
+    let mut bad = own.index.clone();
+    let (oid, off) = bad.iter().max_by_key(|&(_, off)| off).unwrap();
+    bad.insert(oid, off - 1);
+    assert!(!sample.index_is_sane(&bad, own.pos).unwrap());
 }

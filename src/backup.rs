@@ -11,6 +11,8 @@
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::mpsc::sync_channel;
+use std::thread;
 
 use crate::atomic::{AtomicFile, DataWriter};
 use crate::data_reader::{DataReader, CHUNK};
@@ -118,43 +120,60 @@ fn decide_quick(repo: &Repository, chain: &[DataFile], source: &Source, log: &Lo
 /// Default mode: the repository's bytes must be the source's prefix.
 ///
 /// Comparing the bytes themselves gives repozo's guarantee (its md5 of both
-/// sides is a proxy for this) without hashing either side.
+/// sides is a proxy for this) without hashing either side. A thread reads
+/// (and inflates) the repository while this one reads Data.fs.
 fn decide_by_content(
     repo: &Repository,
     chain: &[DataFile],
     source: &Source,
     log: &Log,
 ) -> Result<Plan> {
-    let mut pos = 0u64;
-    let mut theirs = vec![0u8; CHUNK];
-    for f in chain {
-        let shown = repo.display(&f.name());
-        let mut r = DataReader::open(&repo.path(&f.name()), &shown, f.gzip)?;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = r.read_chunk(&mut buf)?;
-            if n == 0 {
-                break;
+    let (tx, rx) = sync_channel::<Result<Vec<u8>>>(4);
+    thread::scope(|scope| {
+        scope.spawn(move || {
+            for f in chain {
+                let shown = repo.display(&f.name());
+                let mut r = match DataReader::open(&repo.path(&f.name()), &shown, f.gzip) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    match r.read_chunk(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            // The receiver hangs up once it has decided.
+                            if tx.send(Ok(buf)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
             }
-            let end = pos + n as u64;
+        });
+        let mut pos = 0u64;
+        let mut ours = vec![0u8; CHUNK];
+        for theirs in rx {
+            let theirs = theirs?;
+            let end = pos + theirs.len() as u64;
             if end > source.size() {
                 log!(log, "repository state: more than {} bytes", source.size());
                 log!(log, "file shrunk, possibly because of a pack (full backup)");
                 return Ok(Plan::Full);
             }
-            let mut same = true;
-            source.read_range(pos, end, |at, b| {
-                let off = (at - pos) as usize;
-                theirs[off..off + b.len()].copy_from_slice(b);
-                Ok(true)
-            })?;
-            if theirs[..n] != buf[..n] {
-                same = false;
-            }
-            if !same {
+            source.read_into(pos, &mut ours[..theirs.len()])?;
+            if ours[..theirs.len()] != theirs[..] {
                 log!(
                     log,
-                    "repository differs from {} at or after offset {pos}",
+                    "repository differs from {} within bytes {pos}..{end}",
                     source.shown()
                 );
                 log!(
@@ -165,17 +184,17 @@ fn decide_by_content(
             }
             pos = end;
         }
-    }
-    log!(
-        log,
-        "repository state: {pos} bytes, the same as the source's prefix"
-    );
-    log!(log, "current state   : {} bytes", source.size());
-    if pos == source.size() {
-        log!(log, "No changes, nothing to do");
-        return Ok(Plan::Nothing);
-    }
-    Ok(Plan::Incremental { start: pos })
+        log!(
+            log,
+            "repository state: {pos} bytes, the same as the source's prefix"
+        );
+        log!(log, "current state   : {} bytes", source.size());
+        if pos == source.size() {
+            log!(log, "No changes, nothing to do");
+            return Ok(Plan::Nothing);
+        }
+        Ok(Plan::Incremental { start: pos })
+    })
 }
 
 /// Walk Data.fs once, copying `[start, end of last complete transaction)`

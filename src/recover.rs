@@ -12,9 +12,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
-
-use crate::atomic::{hex, sync_dir, AtomicFile};
+use crate::atomic::{sync_dir, AtomicFile, Md5Thread};
 use crate::data_reader::DataReader;
 use crate::error::{io_err, Error, Result};
 use crate::index_file;
@@ -66,7 +64,14 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
             log!(log, "Recovering file to stdout");
             let stdout = io::stdout();
             let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-            let bytes = concat(&repo, &chain, &mut out, "<stdout>", truth.as_ref(), log)?;
+            let bytes = concat(
+                &repo,
+                &chain,
+                Out::Stream(&mut out),
+                "<stdout>",
+                truth.as_ref(),
+                log,
+            )?;
             out.flush().map_err(io_err("<stdout>", "write"))?;
             Ok(Recovered {
                 bytes,
@@ -89,12 +94,8 @@ fn recover_to_file(
     let part_shown = format!("{output}.part");
     let part = PathBuf::from(&part_shown);
     let guard = PartFile(&part);
-    let file = File::create(&part).map_err(io_err(&part_shown, "cannot create"))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let bytes = concat(repo, chain, &mut out, &part_shown, truth, log)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| io_err(&part_shown, "write")(e.into_error()))?;
+    let mut file = File::create(&part).map_err(io_err(&part_shown, "cannot create"))?;
+    let bytes = concat(repo, chain, Out::File(&mut file), &part_shown, truth, log)?;
     file.sync_all().map_err(io_err(&part_shown, "fsync"))?;
     drop(file);
 
@@ -208,36 +209,71 @@ fn expected_sizes_and_sums(
         .collect())
 }
 
+/// Where recovered bytes go.
+enum Out<'a> {
+    /// A file: plain backups are copied into it by the kernel
+    /// (`copy_file_range`, a reflink where the filesystem can) when no
+    /// checksum is wanted.
+    File(&'a mut File),
+    Stream(&'a mut dyn Write),
+}
+
+impl Out<'_> {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Out::File(f) => f.write_all(b),
+            Out::Stream(w) => w.write_all(b),
+        }
+    }
+}
+
 /// Write the chain's uncompressed bytes to `out`; returns the total.
+///
+/// md5 is computed only where it is used: per file for `-w`, over all for
+/// the `-v` message; on a thread of its own, beside the copy.
 fn concat(
     repo: &Repository,
     chain: &[DataFile],
-    out: &mut dyn Write,
+    mut out: Out<'_>,
     out_shown: &str,
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
 ) -> Result<u64> {
     let mut total = 0u64;
-    let mut all = Md5::new();
+    let mut all = (truth.is_none() && log.enabled()).then(Md5Thread::spawn);
     for f in chain {
         let name = f.name();
         let shown = repo.display(&name);
-        let mut r = DataReader::open(&repo.path(&name), &shown, f.gzip)?;
-        let mut one = Md5::new();
-        let size = r.for_each_chunk(|b| {
-            one.update(b);
-            all.update(b);
-            out.write_all(b).map_err(io_err(out_shown, "write"))
-        })?;
+        let path = repo.path(&name);
+        let mut one = truth.is_some().then(Md5Thread::spawn);
+        let size = match (&mut out, one.is_none() && all.is_none() && !f.gzip) {
+            (Out::File(dst), true) => {
+                let mut src = File::open(&path).map_err(io_err(&shown, "cannot open"))?;
+                io::copy(&mut src, *dst).map_err(|e| Error::Io {
+                    path: format!("{shown} -> {out_shown}"),
+                    action: "copy",
+                    source: e,
+                })?
+            }
+            _ => {
+                let mut r = DataReader::open(&path, &shown, f.gzip)?;
+                r.for_each_chunk(|b| {
+                    for h in [&mut one, &mut all].into_iter().flatten() {
+                        h.update(b);
+                    }
+                    out.write_all(b).map_err(io_err(out_shown, "write"))
+                })?
+            }
+        };
         total += size;
-        if let Some(truth) = truth {
+        if let (Some(truth), Some(one)) = (truth, one) {
             let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
                 Error::Verification(format!(
                     "{shown} is not listed in {}",
                     repo.display(&chain[0].dat_name())
                 ))
             })?;
-            let sum = hex(&one.finalize());
+            let sum = one.finish();
             if size != *want_size {
                 return Err(Error::Verification(format!(
                     "{shown} is {size} bytes, should be {want_size} bytes"
@@ -251,14 +287,10 @@ fn concat(
             log!(log, "Recovered chunk {shown} : {size} bytes, md5: {sum}");
         }
     }
-    if truth.is_some() {
-        log!(log, "Recovered a total of {total} bytes");
-    } else {
-        log!(
-            log,
-            "Recovered {total} bytes, md5: {}",
-            hex(&all.finalize())
-        );
+    match all {
+        Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()),
+        None if truth.is_some() => log!(log, "Recovered a total of {total} bytes"),
+        None => {}
     }
     Ok(total)
 }

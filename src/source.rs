@@ -139,6 +139,24 @@ impl Source {
         Ok(hex(&h.finalize()))
     }
 
+    /// Fill `buf` from `pos`.
+    ///
+    /// # Errors
+    /// I/O errors, or the file ending before `buf` is full.
+    pub fn read_into(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_exact_at(buf, pos)?.ok_or_else(|| Error::Io {
+            path: self.shown.clone(),
+            action: "read",
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "file shrank below {} bytes while being read",
+                    pos + buf.len() as u64
+                ),
+            ),
+        })
+    }
+
     /// Exactly `buf.len()` bytes at `pos`, or `None` past the end.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<Option<()>> {
         let mut got = 0;

@@ -19,6 +19,7 @@ use crate::data_reader::{DataReader, CHUNK};
 use crate::error::{io_err, Error, Result};
 use crate::format::WalkResult;
 use crate::index_file;
+use crate::lock;
 use crate::log;
 use crate::log::Log;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
@@ -63,6 +64,7 @@ enum Plan {
 /// file, an existing file of the same name, I/O errors.
 pub fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<Outcome> {
     let repo = Repository::new(&opts.repository);
+    let _lock = lock::acquire(&repo, lock::Mode::Exclusive)?;
     let chain = repo.find_files(&now.stem(), log)?;
     let source = Source::open(&opts.file)?;
     let plan = if opts.full || chain.is_empty() {

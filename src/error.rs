@@ -47,6 +47,8 @@ pub enum Error {
     },
     /// The environment fixes "now" to something that is not a time.
     Clock(String),
+    /// Another repozo run holds the repository's lock.
+    Locked { repository: String, lock: String },
 }
 
 impl fmt::Display for Error {
@@ -81,6 +83,10 @@ impl fmt::Display for Error {
                 "{path}: its last complete transaction ends at {end}, before the {backed_up} bytes already backed up"
             ),
             Error::Clock(msg) => write!(f, "{msg}"),
+            Error::Locked { repository, lock } => write!(
+                f,
+                "{repository}: repository is locked by another repozo run (lock held on {lock}); try again when it has finished"
+            ),
         }
     }
 }

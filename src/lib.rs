@@ -15,6 +15,7 @@ pub mod error;
 pub mod format;
 pub mod index;
 pub mod index_file;
+pub mod lock;
 pub mod log;
 pub mod pickle;
 pub mod recover;

@@ -16,6 +16,7 @@ use crate::atomic::{sync_dir, AtomicFile, Md5Thread};
 use crate::data_reader::DataReader;
 use crate::error::{io_err, Error, Result};
 use crate::index_file;
+use crate::lock;
 use crate::log;
 use crate::log::Log;
 use crate::repository::{DataFile, Repository, Timestamp};
@@ -47,6 +48,7 @@ pub struct Recovered {
 /// check, I/O errors on the output (a closed pipe or a full disk among them).
 pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recovered> {
     let repo = Repository::new(&opts.repository);
+    let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
     let when = opts.date.clone().unwrap_or_else(|| now.stem());
     let chain = repo.find_files(&when, log)?;
     if chain.is_empty() {

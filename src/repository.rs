@@ -285,18 +285,28 @@ impl Repository {
         move |source| RepositoryError::Io { path, source }
     }
 
+    /// Fail unless the repository is an existing directory.
+    ///
+    /// # Errors
+    /// It is missing, unreadable or not a directory.
+    pub fn check_dir(&self) -> Result<(), RepositoryError> {
+        let meta = fs::metadata(self.dir()).map_err(self.io_err(self.given.clone()))?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(RepositoryError::NotADirectory {
+                path: self.given.clone(),
+            })
+        }
+    }
+
     /// All data files, oldest first.
     ///
     /// # Errors
     /// The repository is missing, unreadable or not a directory.
     pub fn data_files(&self) -> Result<Vec<DataFile>, RepositoryError> {
         let dir = self.dir();
-        let meta = fs::metadata(dir).map_err(self.io_err(self.given.clone()))?;
-        if !meta.is_dir() {
-            return Err(RepositoryError::NotADirectory {
-                path: self.given.clone(),
-            });
-        }
+        self.check_dir()?;
         let mut files = Vec::new();
         for entry in fs::read_dir(dir).map_err(self.io_err(self.given.clone()))? {
             let entry = entry.map_err(self.io_err(self.given.clone()))?;

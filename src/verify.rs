@@ -10,6 +10,7 @@ use std::thread;
 use crate::atomic::Md5Thread;
 use crate::data_reader::DataReader;
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::log;
 use crate::log::Log;
 use crate::repository::{DatEntry, DataFile, Repository, Timestamp};
@@ -29,6 +30,7 @@ pub struct VerifyOptions {
 /// [`Error::NoFiles`]; a missing or damaged `.dat`.
 pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> {
     let repo = Repository::new(&opts.repository);
+    let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
     let chain = repo.find_files(&now.stem(), log)?;
     let Some(full) = chain.first() else {
         return Err(Error::NoFiles { before: None });

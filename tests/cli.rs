@@ -50,10 +50,13 @@ fn fails(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A directory's entries, less the repository lock file (which is not a
+/// backup and is never removed).
 fn listing(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != repozo::lock::LOCK_NAME)
         .collect()
 }
 
@@ -493,4 +496,58 @@ fn corrupt_gzip_backups_fail_recovery_naming_the_file() {
         );
         assert!(!t.path().join("out.fs.part").exists(), "{bad}");
     }
+}
+
+#[test]
+fn a_locked_repository_is_refused_and_the_lock_dies_with_its_holder() {
+    let t = workspace("testdata/sample/Data.fs");
+    let now = "2024-01-01-00-00-00";
+    ok(&repozo(
+        t.path(),
+        now,
+        &["-B", "-r", "repo", "-f", "Data.fs"],
+    ));
+    let lock_path = t.path().join("repo").join(repozo::lock::LOCK_NAME);
+    let holder = fs::File::open(&lock_path).unwrap();
+
+    // A backup in progress (an exclusive holder) keeps everyone out.
+    holder.lock().unwrap();
+    let before = listing(&t.path().join("repo"));
+    for args in [
+        &["-B", "-F", "-r", "repo", "-f", "Data.fs"][..],
+        &["-R", "-r", "repo", "-o", "out.fs"][..],
+        &["-V", "-r", "repo"][..],
+    ] {
+        let err = fails(&repozo(t.path(), "2024-01-02-00-00-00", args));
+        assert_eq!(
+            err.trim(),
+            "repo: repository is locked by another repozo run (lock held on repo/.repozo.lock); try again when it has finished",
+            "{args:?}"
+        );
+    }
+    assert_eq!(listing(&t.path().join("repo")), before);
+    assert!(!t.path().join("out.fs").exists());
+
+    // Readers share: verify and recover run beside each other, a backup waits.
+    holder.unlock().unwrap();
+    holder.lock_shared().unwrap();
+    ok(&repozo(t.path(), now, &["-V", "-r", "repo"]));
+    ok(&repozo(
+        t.path(),
+        now,
+        &["-R", "-r", "repo", "-o", "out.fs"],
+    ));
+    fails(&repozo(
+        t.path(),
+        "2024-01-02-00-00-00",
+        &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
+    ));
+
+    // The lock goes with its holder.
+    drop(holder);
+    ok(&repozo(
+        t.path(),
+        "2024-01-02-00-00-00",
+        &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
+    ));
 }

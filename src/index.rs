@@ -86,7 +86,7 @@ impl Bucket {
     /// keys are not strictly increasing (a BTree bucket's invariant).
     pub fn from_bytes(bytes: &[u8]) -> Option<Bucket> {
         let item = SUFFIX_LEN + OFFSET_LEN;
-        if bytes.len() % item != 0 {
+        if !bytes.len().is_multiple_of(item) {
             return None;
         }
         let n = bytes.len() / item;

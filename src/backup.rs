@@ -22,6 +22,7 @@ use crate::index_file;
 use crate::lock;
 use crate::log;
 use crate::log::Log;
+use crate::repair;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 use crate::source::{Resume, Source};
 
@@ -65,6 +66,9 @@ enum Plan {
 pub fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<Outcome> {
     let repo = Repository::new(&opts.repository);
     let _lock = lock::acquire(&repo, lock::Mode::Exclusive)?;
+    for msg in repair::repair(&repo)? {
+        log.notice(format_args!("{msg}"));
+    }
     let chain = repo.find_files(&now.stem(), log)?;
     let source = Source::open(&opts.file)?;
     let plan = if opts.full || chain.is_empty() {

@@ -19,6 +19,7 @@ pub mod lock;
 pub mod log;
 pub mod pickle;
 pub mod recover;
+pub mod repair;
 pub mod repository;
 pub mod source;
 pub mod verify;

@@ -20,6 +20,12 @@ impl Log {
         self.verbose
     }
 
+    /// Print a message that is always shown: something repozo did that the
+    /// user did not ask for.
+    pub fn notice(&self, msg: std::fmt::Arguments<'_>) {
+        let _ = writeln!(std::io::stderr().lock(), "{msg}");
+    }
+
     /// Print one message line, if verbose.
     pub fn line(&self, msg: std::fmt::Arguments<'_>) {
         if self.verbose {

@@ -272,7 +272,8 @@ impl Repository {
         join(&self.given, name)
     }
 
-    fn dir(&self) -> &Path {
+    /// The directory, `.` for an empty path.
+    pub fn dir(&self) -> &Path {
         if self.given.is_empty() {
             Path::new(".")
         } else {

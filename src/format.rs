@@ -110,14 +110,14 @@ impl DataHeader {
         }
     }
 
-    /// Header plus pickle, or header plus back pointer when there is no pickle.
+    /// Header plus pickle, or header plus back pointer when there is no
+    /// pickle; saturating, since `plen` comes from the file.
     pub fn record_len(&self) -> u64 {
-        DATA_HDR_LEN
-            + if self.plen == 0 {
-                BACK_POINTER_LEN
-            } else {
-                self.plen
-            }
+        DATA_HDR_LEN.saturating_add(if self.plen == 0 {
+            BACK_POINTER_LEN
+        } else {
+            self.plen
+        })
     }
 }
 
@@ -492,9 +492,9 @@ impl Walker {
         if h.tlen < h.header_len() {
             // ZODB looks at the file's last trailer: if it could not describe
             // a transaction, the junk is at the end and is left out.
-            let plausible = self
-                .last_trailer
-                .is_some_and(|rtl| rtl >= TRANS_HDR_LEN && self.file_size - rtl >= tpos);
+            let plausible = self.last_trailer.is_some_and(|rtl| {
+                rtl >= TRANS_HDR_LEN && self.file_size.checked_sub(rtl).is_some_and(|d| d >= tpos)
+            });
             if !plausible {
                 self.finish_at(tpos);
                 return Ok(());
@@ -724,6 +724,33 @@ mod tests {
         bad[rec + 41] = 200;
         assert!(matches!(
             walk_chunked(&bad, 9),
+            Err(FormatError::DataExceedsTxn { offset, .. }) if offset == rec as u64
+        ));
+    }
+
+    /// Fuzzer find: a too-short transaction length with a last trailer
+    /// larger than the file overflowed `file_size - rtl`. ZODB reads it as a
+    /// torn tail.
+    #[test]
+    fn regression_last_trailer_larger_than_the_file() {
+        let mut f = MAGIC_FS30.to_vec();
+        f.extend_from_slice(&[0; 16]);
+        f.push(b' ');
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&[0xff; 8]);
+        let r = walk_chunked(&f, 64).unwrap();
+        assert_eq!(r.end, 4);
+    }
+
+    /// A data length of `u64::MAX` overflowed `DATA_HDR_LEN + plen`.
+    #[test]
+    fn regression_huge_data_length_is_damage_not_overflow() {
+        let mut b = Builder::new();
+        b.txn(b' ', &[(0, 10)]);
+        let rec = 4 + 23 + 9;
+        b.bytes[rec + 34..rec + 42].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(
+            walk_chunked(&b.bytes, 7),
             Err(FormatError::DataExceedsTxn { offset, .. }) if offset == rec as u64
         ));
     }

@@ -138,8 +138,8 @@ fn first_pos<R: Read>(r: &mut Reader<R>) -> Result<u64, IndexFileError> {
         None => Err(IndexFileError::Empty),
         Some(Value::Int(i)) => u64::try_from(i).map_err(|_| IndexFileError::Unexpected {
             offset: 0,
-            expected: "a non-negative position",
-            found: "a negative int",
+            expected: "a position between 0 and 2**64",
+            found: "an int outside that range",
         }),
         Some(Value::Dict(_)) => Err(IndexFileError::OldStyle),
         Some(v) => Err(IndexFileError::Unexpected {

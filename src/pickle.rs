@@ -58,6 +58,12 @@ const POP: u8 = b'0';
 
 /// Deepest nesting of containers a reader accepts; an index needs two.
 const MAX_DEPTH: usize = 64;
+/// Most values on the stack at once; an index needs three.
+const MAX_STACK: usize = 64 * 1024;
+/// Memo references may copy at most this much, or four times the bytes
+/// read, whichever is more: enough for any real pickle, and no way to grow
+/// memory exponentially from a few bytes.
+const MEMO_COPY_FLOOR: u64 = 16 << 20;
 /// Longest text-mode line (INT, LONG, STRING, PUT) a reader accepts.
 const MAX_LINE: usize = 4096;
 
@@ -87,6 +93,18 @@ impl Value {
             Value::Text(t) => !t.is_empty(),
             Value::Tuple(v) | Value::List(v) => !v.is_empty(),
             Value::Dict(d) => !d.is_empty(),
+        }
+    }
+
+    /// Roughly the memory a copy of this value takes: one per node, plus
+    /// the bytes of strings.
+    pub fn weight(&self) -> u64 {
+        1 + match self {
+            Value::Bytes(b) => b.len() as u64,
+            Value::Text(t) => t.len() as u64,
+            Value::Tuple(v) | Value::List(v) => v.iter().map(Value::weight).sum(),
+            Value::Dict(d) => d.iter().map(|(k, v)| k.weight() + v.weight()).sum(),
+            _ => 0,
         }
     }
 
@@ -179,6 +197,9 @@ impl<R: Read> Reader<R> {
         let mut stack: Vec<Slot> = Vec::new();
         let mut memo: HashMap<u64, Value> = HashMap::new();
         let mut first = true;
+        let start = self.offset;
+        let mut marks = 0usize;
+        let mut copied = 0u64;
         loop {
             let at = self.offset;
             let op = match self.byte_or_eof()? {
@@ -201,7 +222,10 @@ impl<R: Read> Reader<R> {
                         _ => Err(malformed("STOP without exactly one value on the stack")),
                     };
                 }
-                MARK => stack.push(Slot::Mark),
+                MARK => {
+                    stack.push(Slot::Mark);
+                    marks += 1;
+                }
                 NONE => stack.push(Slot::Value(Value::None)),
                 NEWTRUE => stack.push(Slot::Value(Value::Bool(true))),
                 NEWFALSE => stack.push(Slot::Value(Value::Bool(false))),
@@ -275,19 +299,22 @@ impl<R: Read> Reader<R> {
                     stack.push(Slot::Value(Value::Tuple(items)));
                 }
                 TUPLE => {
-                    let items = pop_to_mark(&mut stack).ok_or(malformed("TUPLE without MARK"))?;
+                    let items = pop_to_mark(&mut stack, &mut marks)
+                        .ok_or(malformed("TUPLE without MARK"))?;
                     stack.push(Slot::Value(Value::Tuple(items)));
                 }
                 EMPTY_LIST => stack.push(Slot::Value(Value::List(Vec::new()))),
                 LIST => {
-                    let items = pop_to_mark(&mut stack).ok_or(malformed("LIST without MARK"))?;
+                    let items = pop_to_mark(&mut stack, &mut marks)
+                        .ok_or(malformed("LIST without MARK"))?;
                     stack.push(Slot::Value(Value::List(items)));
                 }
                 APPEND | APPENDS => {
                     let items = if op == APPEND {
                         pop_values(&mut stack, 1).ok_or(malformed("stack underflow"))?
                     } else {
-                        pop_to_mark(&mut stack).ok_or(malformed("APPENDS without MARK"))?
+                        pop_to_mark(&mut stack, &mut marks)
+                            .ok_or(malformed("APPENDS without MARK"))?
                     };
                     match stack.last_mut() {
                         Some(Slot::Value(Value::List(l))) => l.extend(items),
@@ -299,7 +326,8 @@ impl<R: Read> Reader<R> {
                     let items = if op == SETITEM {
                         pop_values(&mut stack, 2).ok_or(malformed("stack underflow"))?
                     } else {
-                        pop_to_mark(&mut stack).ok_or(malformed("dict items without MARK"))?
+                        pop_to_mark(&mut stack, &mut marks)
+                            .ok_or(malformed("dict items without MARK"))?
                     };
                     if items.len() % 2 != 0 {
                         return Err(malformed("odd number of dict items"));
@@ -342,10 +370,16 @@ impl<R: Read> Reader<R> {
                         _ => u32::from_le_bytes(self.array::<4>()?).into(),
                     };
                     let v = memo.get(&key).ok_or(malformed("GET of a missing memo"))?;
+                    copied += v.weight();
+                    if copied > MEMO_COPY_FLOOR.max(4 * (self.offset - start)) {
+                        return Err(malformed("memo references expand far beyond the input"));
+                    }
                     stack.push(Slot::Value(v.clone()));
                 }
                 POP => {
-                    stack.pop().ok_or(malformed("stack underflow"))?;
+                    if let Slot::Mark = stack.pop().ok_or(malformed("stack underflow"))? {
+                        marks -= 1;
+                    }
                 }
                 _ => {
                     return Err(PickleError::UnsupportedOpcode {
@@ -354,7 +388,7 @@ impl<R: Read> Reader<R> {
                     })
                 }
             }
-            if stack.len() > MAX_DEPTH * 1024 || nesting(&stack) > MAX_DEPTH {
+            if stack.len() > MAX_STACK || marks > MAX_DEPTH {
                 return Err(malformed("nested too deeply"));
             }
         }
@@ -421,10 +455,6 @@ impl<R: Read> Reader<R> {
     }
 }
 
-fn nesting(stack: &[Slot]) -> usize {
-    stack.iter().filter(|s| matches!(s, Slot::Mark)).count()
-}
-
 fn pop_values(stack: &mut Vec<Slot>, n: usize) -> Option<Vec<Value>> {
     if stack.len() < n {
         return None;
@@ -438,10 +468,13 @@ fn pop_values(stack: &mut Vec<Slot>, n: usize) -> Option<Vec<Value>> {
         .collect()
 }
 
-fn pop_to_mark(stack: &mut Vec<Slot>) -> Option<Vec<Value>> {
+/// Pop the values above the topmost mark, and the mark (`marks` counts the
+/// marks on the stack).
+fn pop_to_mark(stack: &mut Vec<Slot>, marks: &mut usize) -> Option<Vec<Value>> {
     let mark = stack.iter().rposition(|s| matches!(s, Slot::Mark))?;
     let tail = stack.split_off(mark + 1);
     stack.pop();
+    *marks -= 1;
     tail.into_iter()
         .map(|s| match s {
             Slot::Value(v) => Some(v),
@@ -708,6 +741,31 @@ mod tests {
             load_all(b"t."),
             Err(PickleError::Malformed { .. })
         ));
+    }
+
+    /// Fuzzing find: memo references doubling a list 40 times asked for
+    /// terabytes from 328 bytes.
+    #[test]
+    fn regression_memo_doubling_is_refused() {
+        let mut p = b"\x80\x02Nq\x00".to_vec();
+        for _ in 0..40 {
+            p.extend_from_slice(b"(h\x00h\x00lq\x00");
+        }
+        p.extend_from_slice(b"h\x00.");
+        assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
+    }
+
+    /// Fuzzing find: a long flat stack made every opcode rescan it.
+    #[test]
+    fn regression_a_deep_stack_is_refused_quickly() {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'N', 200_000));
+        let t = std::time::Instant::now();
+        assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'(', 100));
+        assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
     }
 
     proptest! {

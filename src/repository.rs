@@ -412,7 +412,11 @@ pub fn parse_dat(text: &[u8], shown: &str) -> Result<Vec<DatEntry>, RepositoryEr
             reason,
         };
         let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8 text".into()))?;
-        let fields: Vec<&str> = text.split_whitespace().collect();
+        // Python's str.split() also splits at the separators \x1c-\x1f.
+        let fields: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+            .filter(|f| !f.is_empty())
+            .collect();
         // A trailing blank line is what a crash mid-append can leave.
         if fields.is_empty() {
             continue;

@@ -69,22 +69,52 @@ pub fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<Outcome
     for msg in repair::repair(&repo)? {
         log.notice(format_args!("{msg}"));
     }
+    for attempt in 1.. {
+        match backup_once(opts, &repo, now, log) {
+            Err(Error::SourceReplaced { path }) if attempt < MAX_ATTEMPTS => {
+                log.notice(format_args!(
+                    "{path} was replaced (packed?) during the backup; starting over"
+                ));
+            }
+            Err(Error::SourceReplaced { path }) => {
+                return Err(Error::SourceReplaced {
+                    path: format!("{path} ({MAX_ATTEMPTS} attempts)"),
+                })
+            }
+            done => return done,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Backups started over when Data.fs is replaced under them.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// One attempt; the data file is committed only if Data.fs is still the
+/// file that was read, so a pack renaming a new file into place meanwhile
+/// never leaves a backup of the old one.
+fn backup_once(
+    opts: &BackupOptions,
+    repo: &Repository,
+    now: Timestamp,
+    log: &Log,
+) -> Result<Outcome> {
     let chain = repo.find_files(&now.stem(), log)?;
     let source = Source::open(&opts.file)?;
     let plan = if opts.full || chain.is_empty() {
         log!(log, "doing a full backup");
         Plan::Full
     } else if opts.quick {
-        decide_quick(&repo, &chain, &source, log)?
+        decide_quick(repo, &chain, &source, log)?
     } else {
-        decide_by_content(&repo, &chain, &source, log)?
+        decide_by_content(repo, &chain, &source, log)?
     };
     match plan {
         Plan::Nothing => Ok(Outcome::NothingToDo),
-        Plan::Full => full_backup(opts, &repo, &source, now, log),
+        Plan::Full => full_backup(opts, repo, &source, now, log),
         Plan::Incremental { start } => {
             log!(log, "doing incremental, starting at: {start}");
-            incremental_backup(opts, &repo, &chain[0], &source, start, now, log)
+            incremental_backup(opts, repo, &chain[0], &source, start, now, log)
         }
     }
 }
@@ -237,6 +267,7 @@ fn full_backup(
         out.shown()
     );
     debug_assert_eq!(n, walk.end);
+    source.check_not_replaced()?;
     out.commit(false)?;
     write_index(repo, &dest, source, &walk, log)?;
     let entry = DatEntry {
@@ -299,6 +330,7 @@ fn incremental_backup(
         walk.end - start,
         out.shown()
     );
+    source.check_not_replaced()?;
     out.commit(false)?;
     write_index(repo, &dest, source, &walk, log)?;
     let entry = DatEntry {

@@ -47,6 +47,8 @@ pub enum Error {
     },
     /// The environment fixes "now" to something that is not a time.
     Clock(String),
+    /// Data.fs was renamed over (a pack) while it was being backed up.
+    SourceReplaced { path: String },
     /// Another repozo run holds the repository's lock.
     Locked { repository: String, lock: String },
 }
@@ -83,6 +85,10 @@ impl fmt::Display for Error {
                 "{path}: its last complete transaction ends at {end}, before the {backed_up} bytes already backed up"
             ),
             Error::Clock(msg) => write!(f, "{msg}"),
+            Error::SourceReplaced { path } => write!(
+                f,
+                "{path} was replaced (packed?) while being backed up; nothing was written, try again"
+            ),
             Error::Locked { repository, lock } => write!(
                 f,
                 "{repository}: repository is locked by another repozo run (lock held on {lock}); try again when it has finished"

@@ -7,7 +7,7 @@
 
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use md5::{Digest, Md5};
 
@@ -42,6 +42,8 @@ pub struct Source {
     shown: String,
     size: u64,
     permissions: Permissions,
+    /// (device, inode) of the file opened, to notice a rename over it.
+    identity: (u64, u64),
 }
 
 impl Source {
@@ -64,7 +66,28 @@ impl Source {
             shown: path.to_string(),
             size: meta.len(),
             permissions: meta.permissions(),
+            identity: (meta.dev(), meta.ino()),
         })
+    }
+
+    /// Fail if the path no longer names the file opened: a pack writes a new
+    /// Data.fs and renames it over the old one.
+    ///
+    /// # Errors
+    /// [`Error::SourceReplaced`]; I/O errors other than the file being gone.
+    pub fn check_not_replaced(&self) -> Result<()> {
+        let same = match std::fs::metadata(&self.shown) {
+            Ok(m) => (m.dev(), m.ino()) == self.identity,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err(&self.shown, "cannot stat")(e)),
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(Error::SourceReplaced {
+                path: self.shown.clone(),
+            })
+        }
     }
 
     /// Size when opened: nothing past it is read.

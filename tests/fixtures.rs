@@ -262,3 +262,25 @@ fn indexes_of_other_databases_are_judged_insane() {
     bad.insert(oid, off - 1);
     assert!(!sample.index_is_sane(&bad, own.pos).unwrap());
 }
+
+#[test]
+fn a_pack_renaming_a_new_file_over_the_source_is_noticed() {
+    let t = tempfile::TempDir::new().unwrap();
+    let db = t.path().join("Data.fs");
+    fs::copy(root().join("testdata/sample/Data.fs"), &db).unwrap();
+    let src = Source::open(db.to_str().unwrap()).unwrap();
+    src.check_not_replaced().unwrap();
+    // What FileStorage.pack does: write Data.fs.pack, rename it over Data.fs.
+    fs::copy(
+        root().join("testdata/packed/Data.fs"),
+        t.path().join("Data.fs.pack"),
+    )
+    .unwrap();
+    fs::rename(t.path().join("Data.fs.pack"), &db).unwrap();
+    let err = src.check_not_replaced().unwrap_err();
+    assert!(matches!(err, Error::SourceReplaced { .. }), "{err}");
+    assert!(err.to_string().contains("was replaced (packed?)"), "{err}");
+    // The open handle still reads the old file, whole.
+    let end = manifest()["datafs"]["testdata/sample/Data.fs"]["end"].clone();
+    assert_eq!(src.walk(0, None, None).unwrap().end, end.as_u64().unwrap());
+}

@@ -187,7 +187,7 @@ impl Write for DataWriter<'_> {
 }
 
 /// Chunks queued for the md5 thread before a writer waits for it.
-const MD5_QUEUE: usize = 8;
+const MD5_QUEUE: usize = 4;
 
 /// md5 computed on its own thread, so hashing overlaps reading and writing.
 pub struct Md5Thread {

@@ -577,7 +577,7 @@ impl Walker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds FileStorage bytes record by record, for tests.

@@ -373,10 +373,71 @@ impl Source {
             }
             let keep_from = (emitted.max(at) - at) as usize;
             pending.extend_from_slice(&chunk[keep_from..]);
-            Ok(!walker.is_done())
+            // Once the end is known, read on only to copy up to it.
+            Ok(!(walker.is_done() && emitted >= walker.committed()))
         })?;
         let result = walker.finish().map_err(fmt_err)?;
-        debug_assert_eq!(emitted, result.end);
+        if emitted != result.end {
+            return Err(Error::Io {
+                path: self.shown.clone(),
+                action: "read",
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("copied {emitted} of {} bytes", result.end),
+                ),
+            });
+        }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tests::Builder;
+
+    /// Regression: with a saved index covering the whole file the walker
+    /// was done before reading, and the copy stopped after one chunk.
+    #[test]
+    fn regression_a_resumed_walk_copies_every_byte_of_a_large_file() {
+        let mut b = Builder::new();
+        while b.bytes.len() < 3 * CHUNK + 12_345 {
+            b.txn(b' ', &[(1, 5000), (2, 0), (3, 20_000)]);
+        }
+        let mid = b.bytes.len() as u64;
+        b.txn(b' ', &[(4, 10)]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        std::fs::write(&path, &b.bytes).unwrap();
+        let src = Source::open(path.to_str().unwrap()).unwrap();
+        let full = src.walk(0, None, None).unwrap();
+        let at_mid = {
+            std::fs::write(&path, &b.bytes[..mid as usize]).unwrap();
+            let s = Source::open(path.to_str().unwrap()).unwrap();
+            std::fs::write(&path, &b.bytes).unwrap();
+            s.walk(0, None, None).unwrap().index
+        };
+        let src = Source::open(path.to_str().unwrap()).unwrap();
+        for (pos, index, copy_from) in [
+            (full.end, full.index.clone(), 0),
+            (full.end, full.index.clone(), CHUNK as u64 + 7),
+            (mid, at_mid.clone(), 0),
+            (mid, at_mid, mid - 1),
+        ] {
+            let mut out = Vec::new();
+            let r = src
+                .walk(
+                    copy_from,
+                    Some(Resume { pos, index }),
+                    Some((&mut out, "out")),
+                )
+                .unwrap();
+            assert_eq!(r.end, full.end);
+            assert_eq!(r.index, full.index);
+            assert!(
+                out == b.bytes[copy_from as usize..],
+                "resume at {pos}, copy from {copy_from}"
+            );
+        }
     }
 }

@@ -1,0 +1,455 @@
+#!/usr/bin/env bash
+# benches/compare.sh: time our repozo against ZODB's Python repozo.
+#
+#   benches/compare.sh [--size 2G] [--runs 3] [--work DIR] [--python PATH] [--seed N]
+#
+# What it does
+#   1. cargo build --release (target/release/repozo) and the genfs example.
+#   2. Finds a Python with ZODB 6.4: --python, else scripts/venv.sh (last
+#      stdout line), else target/venv (created with python3 -m venv + pip).
+#   3. Prepares, once, in the work dir (default target/bench), each step
+#      cached by a stamp holding size/seed/genfs.rs's md5, so a rerun (or a
+#      restart after an interruption) reuses what is there:
+#        Data.fs      genfs --size SIZE --seed SEED, checked with fstest
+#        Data-a1.fs   Data.fs + genfs --append 100M (100 MB of new txns)
+#        Data-a2.fs   Data-a1.fs + genfs --append 100M, checked with fstest
+#        saved/Data.fs.index  made by opening Data.fs read-write with ZODB's
+#                     FileStorage and closing it (current for Data.fs, stale
+#                     by 100/200 MB for Data-a1.fs/Data-a2.fs, as the index
+#                     of a live storage is after its last restart)
+#        base/*       repositories made by Python repozo (the reference):
+#                     full (Data.fs @T1), full_incr (+ Data-a1 @T2),
+#                     full_2incr (+ Data-a2 @T3), gz_full (-z Data.fs @T1),
+#                     gz_incr (+ -z Data-a1 @T2)
+#   4. For each row, runs Python repozo and ours alternately (py, ours, py,
+#      ours, ...) --runs times each. Before every run the repository is reset
+#      to the same base state at $WORK/run/repo (hard links to the base's
+#      data files, fresh copies of the .dat files, which repozo appends to)
+#      and the source's Data.fs.index is reset; after it, per-run outputs are
+#      deleted and the base is checked to be untouched. Wall time and peak
+#      RSS come from /usr/bin/time -f '%e %M'.
+#   The clock is fixed: Python repozo runs through a wrapper that replaces
+#   ZODB.scripts.repozo.gen_filedate with the time in REPOZO_TEST_NOW
+#   (YYYY-MM-DD-hh-mm-ss), which our binary reads itself. Successive backups
+#   of a scenario use T1 < T2 < T3; recover/verify run at T4.
+#
+# Rows (source file, its index, repository before the timed run, command)
+#   full, no index       Data.fs, no Data.fs.index, empty repo: -B
+#                        (both must scan the whole file to build the index)
+#   full, current index  Data.fs + current Data.fs.index, empty repo: -B
+#   full -z              Data.fs + current index, empty repo: -B -z
+#                        (compressed .fsz sizes are printed below the table)
+#   incr +100MB default  Data-a1.fs + stale index, repo=full: -B
+#                        (md5 of the repo, the whole source and its prefix)
+#   incr +100MB -Q       Data-a2.fs + stale index, repo=full+incr: -B -Q
+#                        (md5 of only the last .dat range, then copy 100 MB)
+#   incr +100MB -Q -z    Data-a2.fs + stale index, repo=gz_full+gz_incr: -BQz
+#   nothing changed      Data-a1.fs + stale index, repo=full+incr: -B
+#                        (default mode: full md5 of repo and source, no copy)
+#   recover full+2 incr  repo=full_2incr: -R -o out.fs (output checked with cmp)
+#   recover -w           same, -R -w -o out.fs
+#   recover .fsz         repo=gz_full: -R -o out.fs (gunzip)
+#   verify               repo=full_2incr: -V
+#   verify .fsz repo     repo=gz_incr: -V
+#   verify -Q .fsz repo  repo=gz_incr: -V -Q
+#   Reference rows (the machine's own limits): md5sum Data.fs, cp Data.fs X,
+#   cp Data.fs X && sync X.
+#
+# Numbers: each cell is the median wall time of --runs runs (the mean of the
+# two middle ones for an even count); "ratio" is python median / ours median,
+# so > 1 means ours is faster (">N" when ours took < 0.01 s); a run whose
+# result differs from Python's (.dat lines, recovered bytes, a change where
+# nothing should change) is marked "(wrong output)", its ratio n/a, and the
+# difference is listed under "Notes"; .index files that are not
+# byte-identical are only noted. Peak
+# RSS is the largest of the runs' maximum resident set sizes (MB =
+# KiB/1024). Everything runs warm: the files fit in the page cache of a
+# 24 GiB machine and both tools read the same files in turn. Results: stdout
+# and $WORK/results.md.
+set -euo pipefail
+
+SIZE=2G
+RUNS=3
+WORK=
+PYTHON=
+SEED=1
+APPEND=100M
+
+usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --size) SIZE="$2"; shift 2 ;;
+        --size=*) SIZE="${1#*=}"; shift ;;
+        --runs) RUNS="$2"; shift 2 ;;
+        --runs=*) RUNS="${1#*=}"; shift ;;
+        --work) WORK="$2"; shift 2 ;;
+        --work=*) WORK="${1#*=}"; shift ;;
+        --python) PYTHON="$2"; shift 2 ;;
+        --python=*) PYTHON="${1#*=}"; shift ;;
+        --seed) SEED="$2"; shift 2 ;;
+        --seed=*) SEED="${1#*=}"; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "compare.sh: unknown argument: $1" >&2; usage 2 >&2 ;;
+    esac
+done
+case "$RUNS" in ''|*[!0-9]*|0) echo "compare.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+WORK="${WORK:-$ROOT/target/bench}"
+mkdir -p "$WORK"
+WORK="$(cd "$WORK" && pwd)"
+RUN="$WORK/run"
+REPO="$RUN/repo"
+RES="$WORK/results"
+BIN="$ROOT/target/release/repozo"
+GENFS="$ROOT/target/release/examples/genfs"
+T1=2024-01-01-00-00-00
+T2=2024-01-01-01-00-00
+T3=2024-01-01-02-00-00
+T4=2024-01-01-03-00-00
+
+say() { echo "compare.sh: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# ------------------------------------------------------------------ tools
+say "building (cargo build --release, genfs example)"
+cargo build --release --quiet
+cargo build --release --quiet --example genfs
+[ -x "$BIN" ] || die "no $BIN after cargo build"
+[ -x "$GENFS" ] || die "no $GENFS after cargo build"
+
+if [ -z "$PYTHON" ]; then
+    if [ -x "$ROOT/scripts/venv.sh" ]; then
+        PYTHON="$("$ROOT/scripts/venv.sh" | tail -n 1)"
+    else
+        PYTHON="$ROOT/target/venv/bin/python"
+        if ! "$PYTHON" -c 'import ZODB' >/dev/null 2>&1; then
+            say "creating target/venv with ZODB 6.4"
+            python3 -m venv "$ROOT/target/venv" >&2
+            "$PYTHON" -m pip install --quiet --disable-pip-version-check 'ZODB==6.4' >&2
+        fi
+    fi
+fi
+"$PYTHON" -c 'import ZODB.scripts.repozo' || die "$PYTHON cannot import ZODB.scripts.repozo"
+ZODB_VERSION="$("$PYTHON" -c 'from importlib.metadata import version; print(version("ZODB"))')"
+
+if [ ! -x /usr/bin/time ]; then
+    say "installing GNU time"
+    apt-get update -qq >&2 && apt-get install -y -qq time >&2
+fi
+
+PYREPOZO="$WORK/pyrepozo.py"
+cat >"$PYREPOZO" <<'PYEOF'
+# Python repozo with the clock fixed by REPOZO_TEST_NOW=YYYY-MM-DD-hh-mm-ss.
+import os
+import sys
+
+from ZODB.scripts import repozo
+
+now = os.environ.get('REPOZO_TEST_NOW')
+if now:
+    fixed = tuple(int(x) for x in now.split('-'))
+    assert len(fixed) == 6, now
+    repozo.gen_filedate = lambda options: fixed
+sys.exit(repozo.main(sys.argv[1:]))
+PYEOF
+
+py_repozo() { "$PYTHON" "$PYREPOZO" "$@"; }
+
+# ------------------------------------------------------------------ data
+GENFS_MD5="$(md5sum "$ROOT/examples/genfs.rs" | cut -d' ' -f1)"
+STAMP="size=$SIZE seed=$SEED append=$APPEND genfs=$GENFS_MD5 zodb=$ZODB_VERSION"
+DATA="$WORK/Data.fs"
+A1="$WORK/Data-a1.fs"
+A2="$WORK/Data-a2.fs"
+SAVED_INDEX="$WORK/saved/Data.fs.index"
+
+# step NAME: true (and skip) when the step was done for this STAMP.
+done_step() { [ -f "$WORK/.done-$1" ] && [ "$(cat "$WORK/.done-$1")" = "$STAMP" ]; }
+mark_step() { echo "$STAMP" >"$WORK/.done-$1"; }
+
+if ! done_step data; then
+    say "stamp changed or missing: regenerating everything in $WORK"
+    rm -f "$WORK"/.done-* "$DATA"* "$A1"* "$A2"*
+    rm -rf "$WORK/saved" "$WORK/base" "$RUN"
+    t0=$(date +%s.%N)
+    "$GENFS" --out "$DATA" --size "$SIZE" --seed "$SEED" | tee "$WORK/genfs.log"
+    t1=$(date +%s.%N)
+    say "genfs: $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
+    say "fstest Data.fs"
+    "$PYTHON" -m ZODB.scripts.fstest "$DATA"
+    mark_step data
+fi
+if ! done_step index; then
+    say "creating Data.fs.index (FileStorage read-write open + close)"
+    rm -f "$DATA.index"
+    before="$(stat -c %s "$DATA")"
+    "$PYTHON" - "$DATA" <<'PYEOF'
+import sys
+from ZODB.FileStorage import FileStorage
+fs = FileStorage(sys.argv[1])
+fs.close()
+PYEOF
+    rm -f "$DATA.lock" "$DATA.tmp"
+    [ "$(stat -c %s "$DATA")" = "$before" ] || die "Data.fs changed size when opened read-write"
+    mkdir -p "$WORK/saved"
+    mv "$DATA.index" "$SAVED_INDEX"
+    mark_step index
+fi
+if ! done_step a1; then
+    say "Data-a1.fs = Data.fs + $APPEND"
+    cp "$DATA" "$A1.tmp"
+    "$GENFS" --out "$A1.tmp" --append "$APPEND" --seed $((SEED + 1000)) | tee -a "$WORK/genfs.log"
+    mv "$A1.tmp" "$A1"
+    mark_step a1
+fi
+if ! done_step a2; then
+    say "Data-a2.fs = Data-a1.fs + $APPEND"
+    cp "$A1" "$A2.tmp"
+    "$GENFS" --out "$A2.tmp" --append "$APPEND" --seed $((SEED + 2000)) | tee -a "$WORK/genfs.log"
+    say "fstest Data-a2.fs"
+    "$PYTHON" -m ZODB.scripts.fstest "$A2.tmp"
+    mv "$A2.tmp" "$A2"
+    mark_step a2
+fi
+
+# Put SRC's index in place: "none" or "saved" (Data.fs's index; stale for a1/a2).
+set_index() {
+    rm -f "$1.index"
+    if [ "$2" = saved ]; then cp "$SAVED_INDEX" "$1.index"; fi
+}
+
+# Build a base repository with Python repozo in $REPO (so that the paths in
+# its .dat are those of the timed runs), then move it to base/NAME.
+# make_base NAME FROM(-|base) -- backups as "NOW SRC ARGS..." words
+make_base() {
+    local name="$1" from="$2"; shift 2
+    done_step "base-$name" && return 0
+    say "base repository $name"
+    rm -rf "$REPO" "$WORK/base/$name"
+    mkdir -p "$RUN" "$WORK/base"
+    if [ "$from" = - ]; then
+        mkdir "$REPO"
+    else
+        # Hard links save disk; only the .dat is appended to, so copy it.
+        cp -al "$WORK/base/$from" "$REPO"
+        local f
+        for f in "$REPO"/*.dat; do
+            rm "$f"
+            cp -p "$WORK/base/$from/$(basename "$f")" "$f"
+        done
+    fi
+    local now="$1" src="$2"; shift 2
+    set_index "$src" saved
+    REPOZO_TEST_NOW="$now" py_repozo -B -r "$REPO" -f "$src" "$@"
+    rm -f "$src.index"
+    mv "$REPO" "$WORK/base/$name"
+    mark_step "base-$name"
+}
+make_base full - "$T1" "$DATA"
+make_base full_incr full "$T2" "$A1"
+make_base full_2incr full_incr "$T3" "$A2"
+make_base gz_full - "$T1" "$DATA" -z
+make_base gz_incr gz_full "$T2" "$A1" -z
+
+# ------------------------------------------------------------------ runs
+rm -rf "$RES" "$RUN"
+mkdir -p "$RES" "$RUN"
+: >"$RES/notes"
+note() { echo "- $*" >>"$RES/notes"; say "NOTE: $*"; }
+
+base_state() { (cd "$WORK/base" && find . -type f -printf '%p %s %T@\n' | sort); }
+BASE_STATE="$(base_state)"
+
+# Reset $REPO to base NAME (or an empty directory for "-").
+reset_repo() {
+    rm -rf "$REPO"
+    if [ "$1" = - ]; then
+        mkdir -p "$REPO"
+    else
+        cp -al "$WORK/base/$1" "$REPO"
+        local f
+        for f in "$REPO"/*.dat; do
+            rm "$f"
+            cp "$WORK/base/$1/$(basename "$f")" "$f"
+        done
+    fi
+}
+
+# What a backup left in the repository: names, .dat lines (md5 of the
+# uncompressed data), and separately the .index files' md5.
+repo_sig() { (cd "$REPO" && ls && cat ./*.dat 2>/dev/null) || true; }
+index_sig() { (cd "$REPO" && md5sum ./*.index 2>/dev/null) || true; }
+
+# timed TOOL ROW NOW -- ARGS...: one timed run; appends "secs kib" (or FAIL)
+# to $RES/ROW.TOOL.
+timed() {
+    local tool="$1" row="$2" now="$3"; shift 3
+    local cmd
+    if [ "$tool" = py ]; then cmd=("$PYTHON" "$PYREPOZO"); else cmd=("$BIN"); fi
+    if REPOZO_TEST_NOW="$now" /usr/bin/time -f '%e %M' -o "$RUN/time" \
+        "${cmd[@]}" "$@" >"$RUN/stdout" 2>"$RUN/stderr"; then
+        tail -n 1 "$RUN/time" >>"$RES/$row.$tool"
+        return 0
+    else
+        echo FAIL >>"$RES/$row.$tool"
+        note "$row: $tool failed ($*): $(tail -n 3 "$RUN/stderr" | tr '\n' ' ')"
+        return 1
+    fi
+}
+
+ROWS=()
+declare -A LABEL
+
+# bench ROW "label" BASE SRC IDX NOW CHECK -- ARGS...
+#   BASE: base repository name or - (empty); SRC: source Data.fs or -;
+#   IDX: none|saved (index put next to SRC); CHECK: backup | nochange |
+#   recover:EXPECTED_FILE | gzsize | none.
+bench() {
+    local row="$1" label="$2" base="$3" src="$4" idx="$5" now="$6" check="$7"; shift 8
+    ROWS+=("$row"); LABEL[$row]="$label"
+    say "row: $label"
+    local i tool
+    for ((i = 1; i <= RUNS; i++)); do
+        for tool in py ours; do
+            reset_repo "$base"
+            [ "$src" = - ] || set_index "$src" "$idx"
+            rm -f "$RUN/out.fs" "$RUN/out.fs.index" "$RUN/out.fs.part"
+            local before_sig
+            before_sig="$(repo_sig)"
+            if timed "$tool" "$row" "$now" "$@"; then
+                case "$check" in
+                    backup|gzsize)
+                        repo_sig >"$RES/$row.$tool.sig"
+                        index_sig >"$RES/$row.$tool.isig"
+                        if [ "$check" = gzsize ]; then
+                            local z
+                            z="$( (ls -t "$REPO"/*.fsz "$REPO"/*.deltafsz 2>/dev/null || true) | head -n 1)"
+                            [ -n "$z" ] && echo "$(basename "$z") $(stat -c %s "$z")" >"$RES/$row.$tool.gz"
+                        fi
+                        ;;
+                    nochange)
+                        [ "$(repo_sig)" = "$before_sig" ] || { note "$row: $tool changed the repository"; touch "$RES/$row.$tool.bad"; }
+                        ;;
+                    recover:*)
+                        cmp -s "$RUN/out.fs" "${check#recover:}" || {
+                            note "$row: $tool's output differs from $(basename "${check#recover:}")"
+                            touch "$RES/$row.$tool.bad"
+                        }
+                        ;;
+                esac
+            fi
+            rm -rf "$REPO" "$RUN/out.fs" "$RUN/out.fs.index" "$RUN/out.fs.part"
+            [ "$src" = - ] || rm -f "$src.index"
+            [ "$(base_state)" = "$BASE_STATE" ] || die "$row: base repositories were modified by $tool; delete $WORK/.done-base-* and rerun"
+        done
+    done
+    if [ -f "$RES/$row.py.sig" ] && [ -f "$RES/$row.ours.sig" ]; then
+        cmp -s "$RES/$row.py.sig" "$RES/$row.ours.sig" || {
+            note "$row: repository differs from Python's (file names or .dat lines): $(diff "$RES/$row.py.sig" "$RES/$row.ours.sig" | tr '\n' ' ' | cut -c1-300)"
+            touch "$RES/$row.ours.bad"
+        }
+        cmp -s "$RES/$row.py.isig" "$RES/$row.ours.isig" ||
+            note "$row: .index files are not byte-identical to Python's"
+    fi
+}
+
+R=(-r "$REPO")
+bench full_noidx "full backup, no Data.fs.index" - "$DATA" none "$T1" backup -- -B "${R[@]}" -f "$DATA"
+bench full_idx "full backup, current Data.fs.index" - "$DATA" saved "$T1" backup -- -B "${R[@]}" -f "$DATA"
+bench full_z "full backup -z" - "$DATA" saved "$T1" gzsize -- -B -z "${R[@]}" -f "$DATA"
+bench incr "incremental +$APPEND, default mode" full "$A1" saved "$T2" backup -- -B "${R[@]}" -f "$A1"
+bench incr_q "incremental +$APPEND, -Q" full_incr "$A2" saved "$T3" backup -- -B -Q "${R[@]}" -f "$A2"
+bench incr_qz "incremental +$APPEND, -Q -z" gz_incr "$A2" saved "$T3" gzsize -- -B -Q -z "${R[@]}" -f "$A2"
+bench nochange "nothing changed, default mode" full_incr "$A1" saved "$T3" nochange -- -B "${R[@]}" -f "$A1"
+bench recover "recover full + 2 increments (-o)" full_2incr - none "$T4" "recover:$A2" -- -R "${R[@]}" -o "$RUN/out.fs"
+bench recover_w "recover -w (full + 2 increments)" full_2incr - none "$T4" "recover:$A2" -- -R -w "${R[@]}" -o "$RUN/out.fs"
+bench recover_z "recover from a .fsz" gz_full - none "$T4" "recover:$DATA" -- -R "${R[@]}" -o "$RUN/out.fs"
+bench verify "verify (full + 2 increments)" full_2incr - none "$T4" none -- -V "${R[@]}"
+bench verify_z "verify of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" none -- -V "${R[@]}"
+bench verify_qz "verify -Q of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" none -- -V -Q "${R[@]}"
+
+# Reference rows: the machine's own limits.
+REFS=()
+ref() {
+    local row="$1" label="$2"; shift 2
+    REFS+=("$row"); LABEL[$row]="$label"
+    say "reference: $label"
+    local i
+    for ((i = 1; i <= RUNS; i++)); do
+        /usr/bin/time -f '%e %M' -o "$RUN/time" bash -c "$*" >/dev/null 2>"$RUN/stderr" ||
+            die "reference command failed: $*"
+        tail -n 1 "$RUN/time" >>"$RES/$row.ref"
+        rm -f "$RUN/X"
+    done
+}
+ref md5 "md5sum Data.fs" "md5sum '$DATA'"
+ref cp "cp Data.fs X" "cp '$DATA' '$RUN/X'"
+ref cpsync "cp Data.fs X && sync X" "cp '$DATA' '$RUN/X' && sync '$RUN/X'"
+
+# ------------------------------------------------------------------ report
+# median FILE: median of column 1 (FAIL if any run failed)
+median() {
+    if grep -q FAIL "$1"; then echo FAIL; return; fi
+    cut -d' ' -f1 "$1" | sort -g | awk '{a[NR]=$1} END {
+        if (NR == 0) { print "n/a"; exit }
+        if (NR % 2) m = a[(NR + 1) / 2]; else m = (a[NR / 2] + a[NR / 2 + 1]) / 2
+        printf "%.2f", m }'
+}
+peak_mb() {
+    grep -v FAIL "$1" | cut -d' ' -f2 | sort -g | tail -n 1 | awk '{printf "%.0f", $1 / 1024}'
+}
+ratio() {
+    case "$1$2" in *FAIL*|*n/a*) echo "n/a"; return ;; esac
+    awk -v p="$1" -v o="$2" 'BEGIN { if (o > 0) printf "%.1f", p / o; else printf ">%.0f", p / 0.01 }'
+}
+
+DATA_BYTES="$(stat -c %s "$DATA")"
+{
+    echo "### repozo benchmark: Data.fs $SIZE (seed $SEED, $DATA_BYTES bytes), $RUNS run(s) each"
+    echo
+    echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
+        "$(free -g | awk '/^Mem:/{print $2}') GiB RAM; ZODB $ZODB_VERSION, $("$PYTHON" -V 2>&1); $(date -u +%Y-%m-%d)"
+    echo
+    echo "genfs: $(head -n 1 "$WORK/genfs.log" | sed 's/^genfs: //')"
+    echo
+    echo "| operation | python median s | ours median s | ratio python/ours | python peak RSS MB | ours peak RSS MB |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for row in "${ROWS[@]}"; do
+        p="$(median "$RES/$row.py")"; o="$(median "$RES/$row.ours")"
+        r="$(ratio "$p" "$o")"
+        pm="$p"; om="$o"
+        [ ! -f "$RES/$row.py.bad" ] || { pm="$p (wrong output)"; r="n/a"; }
+        [ ! -f "$RES/$row.ours.bad" ] || { om="$o (wrong output)"; r="n/a"; }
+        echo "| ${LABEL[$row]} | $pm | $om | $r | $(peak_mb "$RES/$row.py") | $(peak_mb "$RES/$row.ours") |"
+    done
+    echo
+    echo "Reference (the machine's own limits, on Data.fs):"
+    echo
+    echo "| command | median s | MB/s | peak RSS MB |"
+    echo "|---|---:|---:|---:|"
+    for row in "${REFS[@]}"; do
+        m="$(median "$RES/$row.ref")"
+        echo "| ${LABEL[$row]} | $m | $(awk -v b="$DATA_BYTES" -v s="$m" 'BEGIN{ if (s > 0) printf "%.0f", b / 1e6 / s; else print "n/a" }') | $(peak_mb "$RES/$row.ref") |"
+    done
+    echo
+    echo "Compressed sizes (-z):"
+    echo
+    for row in full_z incr_qz; do
+        for tool in py ours; do
+            if [ -f "$RES/$row.$tool.gz" ]; then
+                read -r name bytes <"$RES/$row.$tool.gz"
+                echo "- ${LABEL[$row]}, $tool: $name $bytes bytes"
+            fi
+        done
+    done
+    if [ -s "$RES/notes" ]; then
+        echo
+        echo "Notes:"
+        echo
+        cat "$RES/notes"
+    fi
+} | tee "$WORK/results.md"
+rm -rf "$RUN"

@@ -49,7 +49,9 @@ impl AtomicFile {
             .prefix(TEMP_PREFIX)
             .suffix(TEMP_SUFFIX)
             .tempfile_in(dir)
-            .map_err(io_err(shown, "cannot create a temporary file beside it"))?;
+            .map_err(|e| {
+                io_err(shown, "cannot create a temporary file beside it")(without_path(e))
+            })?;
         Ok(AtomicFile {
             tmp,
             dest: dest.to_path_buf(),
@@ -101,6 +103,18 @@ impl AtomicFile {
             Err(e) => return Err(io_err(&shown, "rename into place")(e)),
         }
         sync_dir(parent_dir(&self.dest)).map_err(io_err(&shown, "fsync its directory"))
+    }
+}
+
+/// tempfile appends ` at path "<random temporary name>"` to its errors;
+/// the user knows the file by its final name, which our message gives.
+fn without_path(e: io::Error) -> io::Error {
+    // Its wrapper type is private and hides the inner error from
+    // `source()`, so the suffix is cut from the message.
+    let text = e.to_string();
+    match text.split_once(" at path \"") {
+        Some((msg, _)) => io::Error::new(e.kind(), msg.to_string()),
+        None => e,
     }
 }
 

@@ -9,7 +9,7 @@
 //! point, is only written for a file that is complete on disk.
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 use std::thread;
@@ -241,11 +241,20 @@ fn copy(
     out: &mut AtomicFile,
     start: u64,
     gzip: bool,
+    log: &Log,
 ) -> Result<(WalkResult, u64, String)> {
     let shown = out.shown().to_string();
     let mut w = DataWriter::new(out.file(), gzip);
     let walk = source.walk(start, resume, Some((&mut w as &mut dyn Write, &shown)))?;
     let (n, md5) = w.finish().map_err(io_err(&shown, "write"))?;
+    if walk.end < source.size() {
+        log!(
+            log,
+            "left out {} bytes after offset {}: a transaction not yet complete (a commit in progress?)",
+            source.size() - walk.end,
+            walk.end
+        );
+    }
     Ok((walk, n, md5))
 }
 
@@ -259,7 +268,7 @@ fn full_backup(
     let dest = DataFile::new(now, Kind::Full, opts.gzip);
     let mut out = start_file(repo, &dest, source)?;
     let resume = saved_index(repo, source, &opts.file, log)?;
-    let (walk, n, md5) = copy(source, resume, &mut out, 0, opts.gzip)?;
+    let (walk, n, md5) = copy(source, resume, &mut out, 0, opts.gzip, log)?;
     log!(
         log,
         "writing full backup: {} bytes to {}",
@@ -267,23 +276,13 @@ fn full_backup(
         out.shown()
     );
     debug_assert_eq!(n, walk.end);
-    source.check_not_replaced()?;
-    out.commit(false)?;
-    write_index(repo, &dest, source, &walk, log)?;
     let entry = DatEntry {
         path: repo.display(&dest.name()),
         start: 0,
         end: walk.end,
         md5,
     };
-    let dat = dest.dat_name();
-    let mut f = AtomicFile::create(&repo.path(&dat), &repo.display(&dat))?;
-    f.set_permissions(source.permissions());
-    let shown = f.shown().to_string();
-    f.file()
-        .write_all(entry.line().as_bytes())
-        .map_err(io_err(&shown, "write"))?;
-    f.commit(true)?;
+    commit_all(repo, &dest, &dest, source, &walk, &entry, out, log)?;
     if opts.kill_old {
         delete_old_backups(repo, log)?;
     }
@@ -307,7 +306,7 @@ fn incremental_backup(
     let dest = DataFile::new(now, Kind::Incremental, opts.gzip);
     let mut out = start_file(repo, &dest, source)?;
     let resume = saved_index(repo, source, &opts.file, log)?;
-    let (walk, _, md5) = copy(source, resume, &mut out, start, opts.gzip)?;
+    let (walk, _, md5) = copy(source, resume, &mut out, start, opts.gzip, log)?;
     if walk.end < start {
         return Err(Error::SourceShorter {
             path: source.shown().to_string(),
@@ -330,16 +329,13 @@ fn incremental_backup(
         walk.end - start,
         out.shown()
     );
-    source.check_not_replaced()?;
-    out.commit(false)?;
-    write_index(repo, &dest, source, &walk, log)?;
     let entry = DatEntry {
         path: repo.display(&dest.name()),
         start,
         end: walk.end,
         md5,
     };
-    repo.append_dat(full, &entry)?;
+    commit_all(repo, full, &dest, source, &walk, &entry, out, log)?;
     Ok(Outcome::Written {
         file: entry.path,
         kind: Kind::Incremental,
@@ -361,25 +357,61 @@ fn start_file(repo: &Repository, dest: &DataFile, source: &Source) -> Result<Ato
     Ok(f)
 }
 
-fn write_index(
+/// Write the `.index` and the new `.dat` aside, then rename the data file,
+/// the `.index` and the `.dat` into place, in that order.
+///
+/// Everything that can fail for want of space happens before the first
+/// rename, so a full disk leaves the repository as it was; the `.dat`, the
+/// commit point, is replaced whole, so it is never left half-appended.
+/// Nothing is renamed if Data.fs was replaced meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn commit_all(
     repo: &Repository,
+    full: &DataFile,
     dest: &DataFile,
     source: &Source,
     walk: &WalkResult,
+    entry: &DatEntry,
+    data: AtomicFile,
     log: &Log,
 ) -> Result<()> {
     log!(log, "writing index");
-    let name = dest.index_name();
-    let mut f = AtomicFile::create(&repo.path(&name), &repo.display(&name))?;
+    let index = write_aside(repo, &dest.index_name(), source, |w| {
+        let dialect = index_file::dialect_for(walk.magic);
+        index_file::save(w, walk.end, &walk.index, dialect).map(drop)
+    })?;
+    let mut log_text = if full == dest {
+        Vec::new()
+    } else {
+        fs::read(repo.path(&full.dat_name()))
+            .map_err(io_err(&repo.display(&full.dat_name()), "cannot open"))?
+    };
+    log_text.extend_from_slice(entry.line().as_bytes());
+    let dat = write_aside(repo, &full.dat_name(), source, |w| w.write_all(&log_text))?;
+    source.check_not_replaced()?;
+    data.commit(false)?;
+    index.commit(true)?;
+    dat.commit(true)
+}
+
+/// A file of the repository written under a temporary name and fsync'd,
+/// ready to be committed.
+fn write_aside(
+    repo: &Repository,
+    name: &str,
+    source: &Source,
+    fill: impl FnOnce(&mut BufWriter<&mut fs::File>) -> std::io::Result<()>,
+) -> Result<AtomicFile> {
+    let mut f = AtomicFile::create(&repo.path(name), &repo.display(name))?;
     f.set_permissions(source.permissions());
     let shown = f.shown().to_string();
-    let dialect = index_file::dialect_for(walk.magic);
-    let buffered = std::io::BufWriter::new(f.file());
-    let mut buffered = index_file::save(buffered, walk.end, &walk.index, dialect)
+    let mut w = BufWriter::new(f.file());
+    fill(&mut w)
+        .and_then(|()| w.flush())
         .map_err(io_err(&shown, "write"))?;
-    buffered.flush().map_err(io_err(&shown, "write"))?;
-    drop(buffered);
-    f.commit(true)
+    drop(w);
+    f.file().sync_all().map_err(io_err(&shown, "fsync"))?;
+    Ok(f)
 }
 
 /// `-k`: keep only the newest full backup and its chain's metadata.

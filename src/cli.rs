@@ -276,6 +276,9 @@ impl Plan {
                 .map(|d| parse_date(&d))
                 .transpose()
                 .map_err(UsageError)?;
+            if raw.output.as_deref() == Some("") {
+                return Err(UsageError("--output must not be empty".into()));
+            }
             Plan::Recover(RecoverOptions {
                 repository,
                 date,

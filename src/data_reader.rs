@@ -36,7 +36,7 @@ impl DataReader {
     /// # Errors
     /// The file cannot be opened.
     pub fn open(path: &Path, shown: &str, gzip: bool) -> Result<DataReader> {
-        let file = File::open(path).map_err(io_err(shown, "cannot open"))?;
+        let file = crate::fsutil::open_regular(path, shown)?;
         let inner = if gzip {
             Inner::Gzip(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
                 CHUNK, file,

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod data_reader;
 pub mod error;
 pub mod format;
+pub mod fsutil;
 pub mod index;
 pub mod index_file;
 pub mod lock;

@@ -20,6 +20,7 @@ use crate::lock;
 use crate::log;
 use crate::log::Log;
 use crate::repository::{DataFile, Repository, Timestamp};
+use crate::source::Source;
 
 /// What `-R` was asked to do.
 #[derive(Debug, Clone)]
@@ -50,12 +51,13 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
     let repo = Repository::new(&opts.repository);
     let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
     let when = opts.date.clone().unwrap_or_else(|| now.stem());
-    let chain = repo.find_files(&when, log)?;
-    if chain.is_empty() {
+    let found = repo.find_files(&when, log)?;
+    if found.is_empty() {
         return Err(Error::NoFiles {
             before: opts.date.clone(),
         });
     }
+    let chain = chain_from_dat(&repo, &found, &when, log)?;
     let truth = if opts.with_verify {
         Some(expected_sizes_and_sums(&repo, &chain)?)
     } else {
@@ -85,6 +87,72 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
     }
 }
 
+/// The files to concatenate, as the full backup's `.dat` log records them.
+///
+/// repozo takes whatever files sort between the full backup and the date;
+/// a missing increment then silently leaves a hole in the recovered file,
+/// and a data file that no `.dat` line lists (left by an interrupted
+/// backup) is spliced in. Where the log exists, we follow it: every file it
+/// lists up to the date must be there and continue where the previous one
+/// ended, and files it does not list are left out. Without a log we do as
+/// repozo does.
+///
+/// # Errors
+/// [`Error::Verification`] for a missing file or a gap.
+fn chain_from_dat(
+    repo: &Repository,
+    found: &[DataFile],
+    when: &str,
+    log: &Log,
+) -> Result<Vec<DataFile>> {
+    let full = &found[0];
+    let dat_shown = repo.display(&full.dat_name());
+    let Some(entries) = repo.read_dat(full)? else {
+        log!(log, "no {dat_shown}: using the files as found");
+        return Ok(found.to_vec());
+    };
+    if entries.first().map(|e| e.file_name()) != Some(full.name().as_str()) {
+        log!(
+            log,
+            "{dat_shown} does not start with {full}: using the files as found"
+        );
+        return Ok(found.to_vec());
+    }
+    let mut chain = Vec::new();
+    let mut end = 0;
+    for e in &entries {
+        let name = e.file_name();
+        let shown = repo.display(name);
+        let f = DataFile::parse(name).ok_or_else(|| {
+            Error::Verification(format!(
+                "{dat_shown} lists {}, which is not a backup file name",
+                e.path
+            ))
+        })?;
+        if f.stem.as_str() > when {
+            break;
+        }
+        if !found.contains(&f) {
+            return Err(Error::Verification(format!("{shown} is missing")));
+        }
+        if e.start != end {
+            return Err(Error::Verification(format!(
+                "{shown} starts at {}, but the files before it end at {end} ({dat_shown})",
+                e.start
+            )));
+        }
+        end = e.end;
+        chain.push(f);
+    }
+    for f in found.iter().filter(|f| !chain.contains(f)) {
+        log.notice(format_args!(
+            "leaving out {}: {dat_shown} does not list it (left by an interrupted backup?)",
+            repo.display(&f.name())
+        ));
+    }
+    Ok(chain)
+}
+
 fn recover_to_file(
     repo: &Repository,
     chain: &[DataFile],
@@ -92,6 +160,13 @@ fn recover_to_file(
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
 ) -> Result<Recovered> {
+    if fs::metadata(output).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Io {
+            path: output.to_string(),
+            action: "cannot recover into it",
+            source: io::Error::other("it is a directory"),
+        });
+    }
     log!(log, "Recovering file to {output}");
     let part_shown = format!("{output}.part");
     let part = PathBuf::from(&part_shown);
@@ -101,11 +176,20 @@ fn recover_to_file(
     file.sync_all().map_err(io_err(&part_shown, "fsync"))?;
     drop(file);
 
+    // Everything that can fail for want of space is done before the old
+    // output or its index is touched: the new index is written aside now.
     let last = chain.last().expect("a chain is never empty");
-    let source_index = repo.path(&last.index_name());
-    let source_shown = repo.display(&last.index_name());
     let index_shown = format!("{output}.index");
     let index_path = PathBuf::from(&index_shown);
+    let new_index = prepare_index(
+        repo,
+        last,
+        &part_shown,
+        &index_path,
+        &index_shown,
+        bytes,
+        log,
+    )?;
     // The old index goes first: a crash from here on leaves, at worst, a
     // database without an index, which ZODB rebuilds.
     match fs::remove_file(&index_path) {
@@ -121,14 +205,10 @@ fn recover_to_file(
         io_err(output, "rename into place")(e)
     })?;
     std::mem::forget(guard);
-    let index_installed = install_index(
-        &source_index,
-        &source_shown,
-        &index_path,
-        &index_shown,
-        bytes,
-        log,
-    )?;
+    let index_installed = new_index.is_some();
+    if let Some(f) = new_index {
+        f.commit(true)?;
+    }
     sync_dir(parent(Path::new(output))).map_err(io_err(output, "fsync its directory"))?;
     Ok(Recovered {
         bytes,
@@ -153,45 +233,53 @@ fn parent(p: &Path) -> &Path {
     }
 }
 
-/// Copy the backup's index beside the output if it describes exactly the
-/// recovered bytes.
-fn install_index(
-    source: &Path,
-    source_shown: &str,
+/// Write the last backup's index, ready to be renamed into place, if it is
+/// one we can vouch for: it reads as a whole with our own reader (which
+/// runs no code, unlike a pickle loaded by ZODB), and FileStorage's sanity
+/// check passes against the recovered bytes at exactly their size.
+/// Otherwise say why and install none.
+fn prepare_index(
+    repo: &Repository,
+    last: &DataFile,
+    recovered_path: &str,
     target: &Path,
     target_shown: &str,
     recovered: u64,
     log: &Log,
-) -> Result<bool> {
-    let bytes = match fs::read(source) {
+) -> Result<Option<AtomicFile>> {
+    let source_shown = repo.display(&last.index_name());
+    let bytes = match fs::read(repo.path(&last.index_name())) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             log!(log, "No index file to restore: {source_shown}");
-            return Ok(false);
+            return Ok(None);
         }
-        Err(e) => return Err(io_err(source_shown, "read")(e)),
+        Err(e) => return Err(io_err(&source_shown, "read")(e)),
     };
-    match index_file::read_pos(bytes.as_slice()) {
-        Ok(pos) if pos == recovered => {}
-        Ok(pos) => {
-            log!(
-                log,
-                "Not restoring index file {source_shown}: it describes {pos} bytes, not the {recovered} recovered"
-            );
-            return Ok(false);
+    let why_not = match index_file::load(bytes.as_slice()) {
+        Err(e) => Some(e.to_string()),
+        Ok(ix) if ix.pos != recovered => Some(format!(
+            "it describes {} bytes, not the {recovered} recovered",
+            ix.pos
+        )),
+        Ok(ix) => {
+            let sane = Source::open(recovered_path)?.index_is_sane(&ix.index, ix.pos)?;
+            (!sane).then(|| "it does not match the recovered file".to_string())
         }
-        Err(e) => {
-            log!(log, "Not restoring index file {source_shown}: {e}");
-            return Ok(false);
-        }
+    };
+    if let Some(why) = why_not {
+        log.notice(format_args!(
+            "Not restoring index file {source_shown}: {why}"
+        ));
+        return Ok(None);
     }
     log!(log, "Restoring index file {source_shown} to {target_shown}");
     let mut f = AtomicFile::create(target, target_shown)?;
     f.file()
         .write_all(&bytes)
         .map_err(io_err(target_shown, "write"))?;
-    f.commit(true)?;
-    Ok(true)
+    f.file().sync_all().map_err(io_err(target_shown, "fsync"))?;
+    Ok(Some(f))
 }
 
 /// The `.dat` log as `file name -> (size, md5)`, for `-w`.
@@ -200,11 +288,7 @@ fn expected_sizes_and_sums(
     chain: &[DataFile],
 ) -> Result<HashMap<String, (u64, String)>> {
     let full = &chain[0];
-    let entries = repo.read_dat(full)?.ok_or_else(|| {
-        io_err(&repo.display(&full.dat_name()), "cannot open")(io::Error::from(
-            io::ErrorKind::NotFound,
-        ))
-    })?;
+    let entries = repo.read_dat_required(full)?;
     Ok(entries
         .into_iter()
         .map(|e| (e.file_name().to_string(), (e.size(), e.md5.clone())))

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, BufReader, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
@@ -365,36 +365,24 @@ impl Repository {
     /// # Errors
     /// I/O errors, or a line that is not `name start end md5`.
     pub fn read_dat(&self, full: &DataFile) -> Result<Option<Vec<DatEntry>>, RepositoryError> {
-        let name = full.dat_name();
-        let shown = self.display(&name);
-        let file = match fs::File::open(self.path(&name)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io_err(shown)(e)),
-        };
-        let mut text = Vec::new();
-        BufReader::new(file)
-            .read_to_end(&mut text)
-            .map_err(self.io_err(shown.clone()))?;
-        parse_dat(&text, &shown).map(Some)
+        match self.read_dat_required(full) {
+            Err(RepositoryError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
     }
 
-    /// Append one line to a full backup's `.dat` log and fsync it; the log
-    /// must exist, as repozo requires.
+    /// Read a full backup's `.dat` log, which must exist.
     ///
     /// # Errors
-    /// I/O errors, naming the `.dat` file.
-    pub fn append_dat(&self, full: &DataFile, entry: &DatEntry) -> Result<(), RepositoryError> {
+    /// As [`Repository::read_dat`], and the log missing.
+    pub fn read_dat_required(&self, full: &DataFile) -> Result<Vec<DatEntry>, RepositoryError> {
         let name = full.dat_name();
-        let err = self.io_err(self.display(&name));
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(self.path(&name))
-            .map_err(err)?;
-        let res = f
-            .write_all(entry.line().as_bytes())
-            .and_then(|_| f.sync_all());
-        res.map_err(self.io_err(self.display(&name)))
+        let shown = self.display(&name);
+        let text =
+            fs::read(self.path(&name)).map_err(self.io_err(format!("{shown}: cannot open")))?;
+        parse_dat(&text, &shown)
     }
 }
 

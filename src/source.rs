@@ -52,8 +52,7 @@ impl Source {
     /// # Errors
     /// The file cannot be opened or is not a regular file.
     pub fn open(path: &str) -> Result<Source> {
-        let file = File::open(path).map_err(io_err(path, "cannot open"))?;
-        let meta = file.metadata().map_err(io_err(path, "cannot stat"))?;
+        let meta = std::fs::metadata(path).map_err(io_err(path, "cannot open"))?;
         if !meta.is_file() {
             return Err(Error::Io {
                 path: path.to_string(),
@@ -61,6 +60,8 @@ impl Source {
                 source: io::Error::other("not a regular file"),
             });
         }
+        let file = File::open(path).map_err(io_err(path, "cannot open"))?;
+        let meta = file.metadata().map_err(io_err(path, "cannot stat"))?;
         Ok(Source {
             file,
             shown: path.to_string(),

@@ -35,12 +35,7 @@ pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> 
     let Some(full) = chain.first() else {
         return Err(Error::NoFiles { before: None });
     };
-    let dat_shown = repo.display(&full.dat_name());
-    let entries = repo.read_dat(full)?.ok_or_else(|| Error::Io {
-        path: dat_shown,
-        action: "cannot open",
-        source: io::Error::from(io::ErrorKind::NotFound),
-    })?;
+    let entries = repo.read_dat_required(full)?;
     // Measure every file, several at a time, then judge them in the log's
     // order so that the failure reported is the first, as repozo's.
     let measured = measure_all(&repo, &entries, opts.quick, log);

@@ -551,3 +551,40 @@ fn a_locked_repository_is_refused_and_the_lock_dies_with_its_holder() {
         &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
     ));
 }
+
+#[test]
+fn recover_follows_the_dat_log_and_leaves_out_files_it_does_not_list() {
+    let m = manifest();
+    let backups = m["repos"]["testdata/repo-plain"]["backups"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let t = TempDir::new().unwrap();
+    copy_dir(&fixture("testdata/repo-plain"), &t.path().join("repo"));
+    // The last increment's line never made it to the log (a crash).
+    let dat = t.path().join("repo/2024-01-01-10-00-00.dat");
+    let text = fs::read_to_string(&dat).unwrap();
+    let kept: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    fs::write(&dat, kept).unwrap();
+    for args in [
+        &["-R", "-r", "repo", "-o", "out.fs"][..],
+        &["-R", "-w", "-r", "repo", "-o", "out.fs"][..],
+    ] {
+        let out = repozo(t.path(), "2030-01-01-00-00-00", args);
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("leaving out repo/2024-01-03-12-45-30.deltafs"),
+            "{err}"
+        );
+        let want = fs::read(fixture(backups[1]["state"].as_str().unwrap())).unwrap();
+        assert!(
+            fs::read(t.path().join("out.fs")).unwrap() == want,
+            "{args:?}"
+        );
+        assert_eq!(
+            fs::read(t.path().join("out.fs.index")).unwrap(),
+            fs::read(fixture(backups[1]["index"].as_str().unwrap())).unwrap()
+        );
+    }
+}

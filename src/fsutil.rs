@@ -1,0 +1,27 @@
+//! Opening files that must be regular files.
+//!
+//! A FIFO or a device under a backup's name would make `open` or `read`
+//! block for ever; a directory would fail later with a confusing message.
+//! Checking first turns all of them into one clear error.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use crate::error::{io_err, Error, Result};
+
+/// Open `path` (shown as `shown`) for reading if it is a regular file.
+///
+/// # Errors
+/// The file is missing, unreadable, or not a regular file.
+pub fn open_regular(path: &Path, shown: &str) -> Result<File> {
+    let meta = std::fs::metadata(path).map_err(io_err(shown, "cannot open"))?;
+    if !meta.is_file() {
+        return Err(Error::Io {
+            path: shown.to_string(),
+            action: "cannot open",
+            source: io::Error::other("not a regular file"),
+        });
+    }
+    File::open(path).map_err(io_err(shown, "cannot open"))
+}

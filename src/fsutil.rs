@@ -15,11 +15,19 @@ use crate::error::{io_err, Error, Result};
 /// # Errors
 /// The file is missing, unreadable, or not a regular file.
 pub fn open_regular(path: &Path, shown: &str) -> Result<File> {
+    open_regular_to(path, shown, "cannot open")
+}
+
+/// [`open_regular`], saying `action` when the file is not a regular one.
+///
+/// # Errors
+/// As [`open_regular`].
+pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result<File> {
     let meta = std::fs::metadata(path).map_err(io_err(shown, "cannot open"))?;
     if !meta.is_file() {
         return Err(Error::Io {
             path: shown.to_string(),
-            action: "cannot open",
+            action,
             source: io::Error::other("not a regular file"),
         });
     }

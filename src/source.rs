@@ -8,6 +8,7 @@
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
 
 use md5::{Digest, Md5};
 
@@ -52,15 +53,7 @@ impl Source {
     /// # Errors
     /// The file cannot be opened or is not a regular file.
     pub fn open(path: &str) -> Result<Source> {
-        let meta = std::fs::metadata(path).map_err(io_err(path, "cannot open"))?;
-        if !meta.is_file() {
-            return Err(Error::Io {
-                path: path.to_string(),
-                action: "cannot back up",
-                source: io::Error::other("not a regular file"),
-            });
-        }
-        let file = File::open(path).map_err(io_err(path, "cannot open"))?;
+        let file = crate::fsutil::open_regular_to(Path::new(path), path, "cannot back up")?;
         let meta = file.metadata().map_err(io_err(path, "cannot stat"))?;
         Ok(Source {
             file,

@@ -63,7 +63,7 @@ const MAX_STACK: usize = 64 * 1024;
 /// Memo references may copy at most this much, or four times the bytes
 /// read, whichever is more: enough for any real pickle, and no way to grow
 /// memory exponentially from a few bytes.
-const MEMO_COPY_FLOOR: u64 = 16 << 20;
+const MEMO_COPY_FLOOR: u64 = 1 << 20;
 /// Longest text-mode line (INT, LONG, STRING, PUT) a reader accepts.
 const MAX_LINE: usize = 4096;
 
@@ -356,6 +356,12 @@ impl<R: Read> Reader<R> {
                     };
                     match stack.last() {
                         Some(Slot::Value(v)) => {
+                            copied += v.weight();
+                            if copied > MEMO_COPY_FLOOR.max(4 * (self.offset - start)) {
+                                return Err(malformed(
+                                    "memo references expand far beyond the input",
+                                ));
+                            }
                             memo.insert(key, v.clone());
                         }
                         _ => return Err(malformed("PUT with no value")),
@@ -753,6 +759,23 @@ mod tests {
         }
         p.extend_from_slice(b"h\x00.");
         assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
+    }
+
+    /// Fuzzing find: PUT copies were not counted, so storing a large value
+    /// in the memo again and again took minutes.
+    #[test]
+    fn regression_repeated_puts_are_counted() {
+        let mut p = b"\x80\x02Nq\x00".to_vec();
+        for _ in 0..20 {
+            p.extend_from_slice(b"(h\x00h\x00lq\x00");
+        }
+        for _ in 0..200 {
+            p.extend_from_slice(b"q\x00");
+        }
+        p.push(b'.');
+        let t = std::time::Instant::now();
+        assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
     }
 
     /// Fuzzing find: a long flat stack made every opcode rescan it.

@@ -142,7 +142,6 @@ pub struct DataWriter<'a> {
     md5: Md5Thread,
     written: u64,
     out: Sink<'a>,
-    flusher: Option<Flusher>,
 }
 
 enum Sink<'a> {
@@ -153,7 +152,6 @@ enum Sink<'a> {
 impl<'a> DataWriter<'a> {
     /// A writer into `file`, gzip'd if `gzip`.
     pub fn new(file: &'a mut File, gzip: bool) -> DataWriter<'a> {
-        let flusher = Flusher::spawn(file);
         let buf = BufWriter::with_capacity(WRITE_BUFFER, file);
         let out = if gzip {
             Sink::Gzip(Box::new(ParallelGzip::new(buf, GZIP_LEVEL)))
@@ -164,7 +162,6 @@ impl<'a> DataWriter<'a> {
             md5: Md5Thread::spawn(),
             written: 0,
             out,
-            flusher,
         }
     }
 
@@ -176,9 +173,6 @@ impl<'a> DataWriter<'a> {
         match self.out {
             Sink::Plain(mut b) => b.flush()?,
             Sink::Gzip(g) => g.finish()?.flush()?,
-        }
-        if let Some(f) = self.flusher {
-            f.finish()?;
         }
         Ok((self.written, self.md5.finish()))
     }
@@ -196,13 +190,7 @@ impl Write for DataWriter<'_> {
             Sink::Gzip(g) => g.write_all(buf)?,
         }
         self.md5.update(buf);
-        let before = self.written;
         self.written += buf.len() as u64;
-        if before / FLUSH_EVERY != self.written / FLUSH_EVERY {
-            if let Some(f) = &self.flusher {
-                f.poke();
-            }
-        }
         Ok(())
     }
 
@@ -210,62 +198,6 @@ impl Write for DataWriter<'_> {
         match &mut self.out {
             Sink::Plain(b) => b.flush(),
             Sink::Gzip(g) => g.flush(),
-        }
-    }
-}
-
-/// Bytes written between two requests to start writing them to disk.
-const FLUSH_EVERY: u64 = 64 << 20;
-
-/// Starts the disk writing early, from a thread of its own.
-///
-/// With much memory the kernel begins writing dirty pages back only once
-/// gigabytes have piled up, so a large backup would copy first and then
-/// wait for the disk during the final fsync. `fdatasync` on a duplicate of
-/// the file every [`FLUSH_EVERY`] bytes overlaps the disk with the copy;
-/// the final fsync then has little left to do.
-struct Flusher {
-    tx: Option<SyncSender<()>>,
-    handle: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Flusher {
-    fn spawn(file: &File) -> Option<Flusher> {
-        let file = file.try_clone().ok()?;
-        let (tx, rx) = sync_channel::<()>(1);
-        let handle = thread::spawn(move || {
-            for () in rx {
-                file.sync_data()?;
-            }
-            Ok(())
-        });
-        Some(Flusher {
-            tx: Some(tx),
-            handle: Some(handle),
-        })
-    }
-
-    /// Ask for a flush; if one is under way, it will cover these bytes too.
-    fn poke(&self) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send(());
-        }
-    }
-
-    /// Wait for the flusher; its error (a full disk, say) is the writer's.
-    fn finish(mut self) -> io::Result<()> {
-        self.tx.take();
-        self.handle
-            .take()
-            .map_or(Ok(()), |h| h.join().unwrap_or(Ok(())))
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
         }
     }
 }

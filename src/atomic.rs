@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, Permissions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use flate2::Compression;
 use md5::{Digest, Md5};
 use tempfile::NamedTempFile;
 
+use crate::direct::DirectWriter;
 use crate::error::{io_err, Error, Result};
 
 /// Prefix of our temporary files, so that a later run can recognise them.
@@ -29,8 +30,6 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 /// FileStorage data (docs/benchmarks.md): level 5 compresses within 2% of
 /// Python repozo's level 9 and is faster here than level 6.
 pub const GZIP_LEVEL: u32 = 5;
-/// Buffer between our chunks and the file.
-const WRITE_BUFFER: usize = 1 << 20;
 
 /// A file being written under a temporary name.
 pub struct AtomicFile {
@@ -137,7 +136,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// The bytes of a backup file on their way to disk: md5 of the uncompressed
 /// bytes on a thread of its own, and the bytes plain or gzip'd (on all
-/// cores, see [`ParallelGzip`]) into a buffered file.
+/// cores, see [`ParallelGzip`]) into the file past the page cache ([`DirectWriter`]).
 pub struct DataWriter<'a> {
     md5: Md5Thread,
     written: u64,
@@ -145,14 +144,14 @@ pub struct DataWriter<'a> {
 }
 
 enum Sink<'a> {
-    Plain(BufWriter<&'a mut File>),
-    Gzip(Box<ParallelGzip<BufWriter<&'a mut File>>>),
+    Plain(DirectWriter<'a>),
+    Gzip(Box<ParallelGzip<DirectWriter<'a>>>),
 }
 
 impl<'a> DataWriter<'a> {
     /// A writer into `file`, gzip'd if `gzip`.
     pub fn new(file: &'a mut File, gzip: bool) -> DataWriter<'a> {
-        let buf = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let buf = DirectWriter::new(file);
         let out = if gzip {
             Sink::Gzip(Box::new(ParallelGzip::new(buf, GZIP_LEVEL)))
         } else {
@@ -171,8 +170,8 @@ impl<'a> DataWriter<'a> {
     /// I/O errors of the file.
     pub fn finish(self) -> io::Result<(u64, String)> {
         match self.out {
-            Sink::Plain(mut b) => b.flush()?,
-            Sink::Gzip(g) => g.finish()?.flush()?,
+            Sink::Plain(b) => b.finish()?,
+            Sink::Gzip(g) => g.finish()?.finish()?,
         }
         Ok((self.written, self.md5.finish()))
     }
@@ -265,7 +264,7 @@ impl Drop for Md5Thread {
 }
 
 /// Input bytes per gzip member.
-const GZIP_BLOCK: usize = 2 << 20;
+const GZIP_BLOCK: usize = 1 << 20;
 
 type GzipJob = (Vec<u8>, SyncSender<io::Result<Vec<u8>>>);
 
@@ -273,7 +272,7 @@ type GzipJob = (Vec<u8>, SyncSender<io::Result<Vec<u8>>>);
 /// complete gzip member by a pool of threads, and the members are written
 /// in order. A file of several members is one gzip file to every reader
 /// (Python's gzip module included); the cost in size is a few bytes of
-/// header per block and the dictionary starting afresh every 2 MiB.
+/// header per block and the dictionary starting afresh every 1 MiB.
 pub struct ParallelGzip<W: Write> {
     /// Taken by `finish`.
     out: Option<W>,
@@ -312,7 +311,7 @@ impl<W: Write> ParallelGzip<W> {
             jobs: Some(jobs),
             workers,
             in_flight: VecDeque::new(),
-            max_in_flight: 2 * n,
+            max_in_flight: n + 1,
             members: 0,
         }
     }

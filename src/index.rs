@@ -54,6 +54,11 @@ impl Bucket {
         }
     }
 
+    /// The largest offset in the bucket.
+    pub fn max_offset(&self) -> Option<u64> {
+        self.values.iter().map(offset_from_bytes).max()
+    }
+
     fn get(&self, suffix: u16) -> Option<u64> {
         self.keys
             .binary_search(&suffix)

@@ -155,15 +155,29 @@ fn first_pos<R: Read>(r: &mut Reader<R>) -> Result<u64, IndexFileError> {
 /// # Errors
 /// [`IndexFileError`] for anything `fsIndex.save` would not have written.
 pub fn load<R: Read>(input: R) -> Result<IndexFile, IndexFileError> {
+    let mut index = Index::new();
+    let pos = for_each_bucket(input, |prefix, bucket| index.set_bucket(prefix, bucket))?;
+    Ok(IndexFile { pos, index })
+}
+
+/// Read an index file as [`load`] does, handing each bucket to `f` in
+/// prefix order instead of keeping them; returns the position. Checking a
+/// file this way costs the memory of one bucket, not of the index.
+///
+/// # Errors
+/// As [`load`].
+pub fn for_each_bucket<R: Read>(
+    input: R,
+    mut f: impl FnMut([u8; PREFIX_LEN], Bucket),
+) -> Result<u64, IndexFileError> {
     let mut r = Reader::new(input);
     let pos = first_pos(&mut r)?;
-    let mut index = Index::new();
     let mut last: Option<[u8; PREFIX_LEN]> = None;
     loop {
         let offset = r.offset();
         let v = r.load()?.ok_or(IndexFileError::MissingEnd { offset })?;
         if !v.is_truthy() {
-            return Ok(IndexFile { pos, index });
+            return Ok(pos);
         }
         let (prefix, bucket) = match v {
             Value::Tuple(items) if items.len() == 2 => {
@@ -196,7 +210,7 @@ pub fn load<R: Read>(input: R) -> Result<IndexFile, IndexFileError> {
             offset,
             len: bucket.len(),
         })?;
-        index.set_bucket(prefix, b);
+        f(prefix, b);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod backup;
 pub mod cli;
 pub mod data_reader;
+pub mod direct;
 pub mod error;
 pub mod format;
 pub mod fsutil;

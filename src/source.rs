@@ -217,63 +217,78 @@ impl Source {
     /// # Errors
     /// I/O errors reading.
     pub fn index_is_sane(&self, index: &Index, pos: u64) -> Result<bool> {
-        if pos < SANITY_MIN_POS || pos > self.size || self.magic().is_err() {
-            return Ok(false);
-        }
         if index.iter().any(|(_, off)| off >= pos) {
             return Ok(false);
+        }
+        Ok(self.sanity_records(pos)?.is_some_and(|records| {
+            records
+                .iter()
+                .all(|&(oid, offset)| index.get(oid) == Some(offset))
+        }))
+    }
+
+    /// The `(oid, offset)` of the data records that
+    /// [`Source::index_is_sane`] looks up in an index, or `None` when the
+    /// file before `pos` does not end in a transaction, so that no index
+    /// can be sane for it.
+    ///
+    /// # Errors
+    /// I/O errors reading.
+    pub fn sanity_records(&self, pos: u64) -> Result<Option<Vec<(u64, u64)>>> {
+        if pos < SANITY_MIN_POS || pos > self.size || self.magic().is_err() {
+            return Ok(None);
         }
         let mut end = pos;
         loop {
             if end < MAGIC_LEN + TRAILER_LEN {
-                return Ok(false);
+                return Ok(None);
             }
             let mut t = [0u8; TRAILER_LEN as usize];
             if self.read_exact_at(&mut t, end - TRAILER_LEN)?.is_none() {
-                return Ok(false);
+                return Ok(None);
             }
             let tlen = u64::from_be_bytes(t);
             let Some(tpos) = (end - TRAILER_LEN)
                 .checked_sub(tlen)
                 .filter(|&p| p >= MAGIC_LEN)
             else {
-                return Ok(false);
+                return Ok(None);
             };
             let mut hb = [0u8; TRANS_HDR_LEN as usize];
             if self.read_exact_at(&mut hb, tpos)?.is_none() {
-                return Ok(false);
+                return Ok(None);
             }
             let h = TxnHeader::parse(&hb);
             if h.tlen != tlen {
-                return Ok(false);
+                return Ok(None);
             }
             end = tpos;
             if h.status == b'u' {
                 continue;
             }
             if (h.status != b' ' && h.status != b'p') || tlen < h.header_len() {
-                return Ok(false);
+                return Ok(None);
             }
             let tend = tpos + tlen;
             let mut opos = tpos + h.header_len();
             if opos == tend {
                 continue;
             }
-            let mut checked = 0;
-            while opos < tend && checked < SANITY_RECORDS {
+            let mut records = Vec::with_capacity(SANITY_RECORDS);
+            while opos < tend && records.len() < SANITY_RECORDS {
                 let mut db = [0u8; DATA_HDR_LEN as usize];
                 if self.read_exact_at(&mut db, opos)?.is_none() {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let d = DataHeader::parse(&db);
                 let rend = opos.saturating_add(d.record_len());
-                if rend > tend || d.tloc != tpos || d.vlen != 0 || index.get(d.oid) != Some(opos) {
-                    return Ok(false);
+                if rend > tend || d.tloc != tpos || d.vlen != 0 {
+                    return Ok(None);
                 }
-                checked += 1;
+                records.push((d.oid, opos));
                 opos = rend;
             }
-            return Ok(true);
+            return Ok(Some(records));
         }
     }
 

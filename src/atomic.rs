@@ -6,31 +6,23 @@
 //! renames it into place and fsyncs the directory. Dropping it uncommitted
 //! removes the temporary file.
 
-use std::collections::VecDeque;
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use md5::{Digest, Md5};
 use tempfile::NamedTempFile;
 
 use crate::direct::DirectWriter;
 use crate::error::{io_err, Error, Result};
+use crate::gzip::{ParallelGzip, GZIP_LEVEL};
 
 /// Prefix of our temporary files, so that a later run can recognise them.
 pub const TEMP_PREFIX: &str = ".repozo-";
 /// Suffix of our temporary files.
 pub const TEMP_SUFFIX: &str = ".tmp";
-/// gzip level for `.fsz`/`.deltafsz` files. Measured on generated
-/// FileStorage data (docs/benchmarks.md): level 5 compresses within 2% of
-/// Python repozo's level 9 and is faster here than level 6.
-pub const GZIP_LEVEL: u32 = 5;
-
 /// A file being written under a temporary name.
 pub struct AtomicFile {
     tmp: NamedTempFile,
@@ -136,7 +128,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// The bytes of a backup file on their way to disk: md5 of the uncompressed
 /// bytes on a thread of its own, and the bytes plain or gzip'd (on all
-/// cores, see [`ParallelGzip`]) into the file past the page cache ([`DirectWriter`]).
+/// cores, see [`crate::gzip`]) into the file past the page cache ([`DirectWriter`]).
 pub struct DataWriter<'a> {
     md5: Md5Thread,
     written: u64,
@@ -202,7 +194,7 @@ impl Write for DataWriter<'_> {
 }
 
 /// Chunks queued for the md5 thread before a writer waits for it.
-const MD5_QUEUE: usize = 4;
+const MD5_QUEUE: usize = 2;
 
 /// md5 computed on its own thread, so hashing overlaps reading and writing.
 pub struct Md5Thread {
@@ -263,133 +255,6 @@ impl Drop for Md5Thread {
     }
 }
 
-/// Input bytes per gzip member.
-const GZIP_BLOCK: usize = 1 << 20;
-
-type GzipJob = (Vec<u8>, SyncSender<io::Result<Vec<u8>>>);
-
-/// gzip on all cores: the input is cut into blocks, each compressed into a
-/// complete gzip member by a pool of threads, and the members are written
-/// in order. A file of several members is one gzip file to every reader
-/// (Python's gzip module included); the cost in size is a few bytes of
-/// header per block and the dictionary starting afresh every 1 MiB.
-pub struct ParallelGzip<W: Write> {
-    /// Taken by `finish`.
-    out: Option<W>,
-    block: Vec<u8>,
-    jobs: Option<SyncSender<GzipJob>>,
-    workers: Vec<JoinHandle<()>>,
-    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
-    max_in_flight: usize,
-    members: u64,
-}
-
-impl<W: Write> ParallelGzip<W> {
-    /// Compress at `level` into `out`, with one thread per core.
-    pub fn new(out: W, level: u32) -> ParallelGzip<W> {
-        let n = thread::available_parallelism().map_or(2, |n| n.get());
-        let (jobs, rx) = sync_channel::<GzipJob>(n);
-        let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..n)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                thread::spawn(move || loop {
-                    let job = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((input, reply))) = job else { return };
-                    let mut enc = GzEncoder::new(
-                        Vec::with_capacity(input.len() / 2),
-                        Compression::new(level),
-                    );
-                    let member = enc.write_all(&input).and_then(|()| enc.finish());
-                    let _ = reply.send(member);
-                })
-            })
-            .collect();
-        ParallelGzip {
-            out: Some(out),
-            block: Vec::with_capacity(GZIP_BLOCK),
-            jobs: Some(jobs),
-            workers,
-            in_flight: VecDeque::new(),
-            max_in_flight: n + 1,
-            members: 0,
-        }
-    }
-
-    fn write_oldest(&mut self) -> io::Result<()> {
-        if let Some(rx) = self.in_flight.pop_front() {
-            let member = rx
-                .recv()
-                .map_err(|_| io::Error::other("a gzip worker stopped"))??;
-            self.out
-                .as_mut()
-                .expect("open until finish")
-                .write_all(&member)?;
-        }
-        Ok(())
-    }
-
-    fn submit(&mut self) -> io::Result<()> {
-        while self.in_flight.len() >= self.max_in_flight {
-            self.write_oldest()?;
-        }
-        let input = std::mem::replace(&mut self.block, Vec::with_capacity(GZIP_BLOCK));
-        let (reply, rx) = sync_channel(1);
-        self.jobs
-            .as_ref()
-            .expect("jobs open until finish")
-            .send((input, reply))
-            .map_err(|_| io::Error::other("the gzip workers stopped"))?;
-        self.in_flight.push_back(rx);
-        self.members += 1;
-        Ok(())
-    }
-
-    /// Compress what is left, write every member, stop the threads.
-    ///
-    /// # Errors
-    /// I/O errors of `out`.
-    pub fn finish(mut self) -> io::Result<W> {
-        // An empty input still becomes one (empty) member: a valid gzip file.
-        if !self.block.is_empty() || self.members == 0 {
-            self.submit()?;
-        }
-        while !self.in_flight.is_empty() {
-            self.write_oldest()?;
-        }
-        Ok(self.out.take().expect("finished once"))
-    }
-}
-
-impl<W: Write> Write for ParallelGzip<W> {
-    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len();
-        while !buf.is_empty() {
-            let take = (GZIP_BLOCK - self.block.len()).min(buf.len());
-            self.block.extend_from_slice(&buf[..take]);
-            buf = &buf[take..];
-            if self.block.len() == GZIP_BLOCK {
-                self.submit()?;
-            }
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.as_mut().map_or(Ok(()), Write::flush)
-    }
-}
-
-impl<W: Write> Drop for ParallelGzip<W> {
-    fn drop(&mut self) {
-        self.jobs.take();
-        self.in_flight.clear();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
 /// Lowercase hex, as `hexdigest()`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -398,28 +263,6 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::read::MultiGzDecoder;
-    use std::io::Read;
-
-    fn gunzip(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        MultiGzDecoder::new(bytes).read_to_end(&mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn parallel_gzip_is_one_gzip_stream_of_the_input() {
-        for len in [0, 1, GZIP_BLOCK - 1, GZIP_BLOCK, 3 * GZIP_BLOCK + 17] {
-            let input: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ (i / 7) as u8).collect();
-            let mut z = ParallelGzip::new(Vec::new(), GZIP_LEVEL);
-            for piece in input.chunks(100_003) {
-                z.write_all(piece).unwrap();
-            }
-            let out = z.finish().unwrap();
-            assert_eq!(gunzip(&out), input, "length {len}");
-        }
-    }
-
     #[test]
     fn md5_thread_matches_a_direct_digest() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31) as u8).collect();

@@ -2,18 +2,18 @@
 //! it holds.
 //!
 //! gzip'd files are read as multi-member streams, as Python's gzip module
-//! reads them. Errors name the file and, for damaged gzip data, how many
+//! reads them, on all cores where the file allows ([`crate::gzip`]). Errors name the file and, for damaged gzip data, how many
 //! uncompressed bytes came out before the damage.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::Path;
 
-use flate2::read::MultiGzDecoder;
 use md5::{Digest, Md5};
 
 use crate::atomic::hex;
 use crate::error::{io_err, Error, Result};
+use crate::gzip::ParallelGunzip;
 
 /// Bytes handed out per read.
 pub const CHUNK: usize = 1 << 20;
@@ -27,7 +27,7 @@ pub struct DataReader {
 
 enum Inner {
     Plain(File),
-    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+    Gzip(Box<ParallelGunzip>),
 }
 
 impl DataReader {
@@ -38,9 +38,7 @@ impl DataReader {
     pub fn open(path: &Path, shown: &str, gzip: bool) -> Result<DataReader> {
         let file = crate::fsutil::open_regular(path, shown)?;
         let inner = if gzip {
-            Inner::Gzip(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
-                CHUNK, file,
-            ))))
+            Inner::Gzip(Box::new(ParallelGunzip::new(file)))
         } else {
             Inner::Plain(file)
         };

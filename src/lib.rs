@@ -15,6 +15,7 @@ pub mod direct;
 pub mod error;
 pub mod format;
 pub mod fsutil;
+pub mod gzip;
 pub mod index;
 pub mod index_file;
 pub mod lock;

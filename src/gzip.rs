@@ -1,0 +1,557 @@
+//! gzip on all cores, both ways.
+//!
+//! `.fsz` and `.deltafsz` files are gzip files that Python's gzip module
+//! reads. We write them as a series of members, one per 1 MiB of input,
+//! each compressed on its own by a pool of threads ([`ParallelGzip`]); a
+//! file of several members is one gzip stream to every reader. Each member
+//! says its own length in the header's extra field (subfield `Rz`, 4 bytes,
+//! little endian: the whole member, header and trailer included), which
+//! readers that do not know it skip, as RFC 1952 asks. With it,
+//! [`ParallelGunzip`] finds the next member without inflating this one and
+//! inflates several at once. Files without it (Python repozo's, or a member
+//! whose length is wrong) are read one member after the other, as before,
+//! from the first member that cannot be taken whole.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufReader, Chain, Cursor, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use flate2::read::MultiGzDecoder;
+use flate2::{Compression, GzBuilder};
+
+/// gzip level for `.fsz`/`.deltafsz` files. Measured on generated
+/// FileStorage data (docs/benchmarks.md): level 5 compresses within 2% of
+/// Python repozo's level 9 and is faster here than level 6.
+pub const GZIP_LEVEL: u32 = 5;
+
+/// Input bytes per gzip member.
+const GZIP_BLOCK: usize = 1 << 20;
+
+/// The header we write: magic, deflate, FEXTRA, no time, no extra flags,
+/// unknown OS, 8 bytes of extra field holding subfield `Rz` of 4 bytes.
+const HEADER_LEN: usize = 20;
+const FEXTRA: u8 = 4;
+const SUBFIELD: [u8; 4] = [b'R', b'z', 4, 0];
+/// Where the member's length sits in its header.
+const LEN_AT: usize = 16;
+/// Header, an empty deflate block, trailer: no member of ours is shorter.
+const MIN_MEMBER: usize = HEADER_LEN + 2 + 8;
+/// No member of ours is longer: incompressible input grows by a few bytes
+/// per 16 KiB stored block, far below this.
+const MAX_MEMBER: usize = 2 * GZIP_BLOCK;
+
+fn threads() -> usize {
+    thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The member length our header announces, if `h` is such a header.
+fn member_len(h: &[u8]) -> Option<usize> {
+    let ours = h.len() >= HEADER_LEN
+        && h[..4] == [0x1f, 0x8b, 8, FEXTRA]
+        && h[10..12] == [8, 0]
+        && h[12..16] == SUBFIELD;
+    if !ours {
+        return None;
+    }
+    let len = u32::from_le_bytes(h[LEN_AT..LEN_AT + 4].try_into().expect("4 bytes")) as usize;
+    (MIN_MEMBER..=MAX_MEMBER).contains(&len).then_some(len)
+}
+
+/// One complete member of ours holding `input`, written into `out`
+/// (emptied first, so that a buffer can be used again).
+fn compress_member(input: &[u8], mut out: Vec<u8>, level: u32) -> io::Result<Vec<u8>> {
+    out.clear();
+    let mut placeholder = SUBFIELD.to_vec();
+    placeholder.extend_from_slice(&[0; 4]);
+    let mut enc = GzBuilder::new()
+        .extra(placeholder)
+        .write(out, Compression::new(level));
+    enc.write_all(input)?;
+    let mut member = enc.finish()?;
+    let len = u32::try_from(member.len()).map_err(|_| io::Error::other("gzip member too long"))?;
+    member[LEN_AT..LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
+    debug_assert_eq!(member_len(&member), Some(member.len()));
+    Ok(member)
+}
+
+/// A member inflated whole into `out` (emptied first), or `None` if it is
+/// not exactly one sound gzip member (then the sequential reader says what
+/// is wrong).
+fn inflate_member(member: &[u8], mut out: Vec<u8>) -> Option<Vec<u8>> {
+    out.clear();
+    let isize = u32::from_le_bytes(member[member.len() - 4..].try_into().ok()?) as usize;
+    out.reserve(isize.min(2 * GZIP_BLOCK));
+    let mut dec = flate2::bufread::GzDecoder::new(member);
+    dec.read_to_end(&mut out).ok()?;
+    dec.into_inner().is_empty().then_some(out)
+}
+
+/// A pool of threads running `work` on inputs, results in order of input.
+struct Pool<I, O> {
+    jobs: Option<SyncSender<(I, SyncSender<O>)>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
+    fn new(n: usize, work: impl Fn(I) -> O + Send + Sync + 'static) -> Pool<I, O> {
+        let (jobs, rx) = sync_channel::<(I, SyncSender<O>)>(n);
+        let rx = Arc::new(Mutex::new(rx));
+        let work = Arc::new(work);
+        let workers = (0..n)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let work = Arc::clone(&work);
+                thread::spawn(move || loop {
+                    let job = rx.lock().map(|r| r.recv());
+                    let Ok(Ok((input, reply))) = job else { return };
+                    let _ = reply.send(work(input));
+                })
+            })
+            .collect();
+        Pool {
+            jobs: Some(jobs),
+            workers,
+        }
+    }
+
+    /// Queue `input`; the receiver gets its result.
+    fn submit(&self, input: I) -> io::Result<Receiver<O>> {
+        let (reply, rx) = sync_channel(1);
+        self.jobs
+            .as_ref()
+            .expect("open until dropped")
+            .send((input, reply))
+            .map_err(|_| io::Error::other("the gzip threads stopped"))?;
+        Ok(rx)
+    }
+}
+
+impl<I, O> Drop for Pool<I, O> {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("a gzip thread stopped")
+}
+
+/// A block to compress and the buffer to compress it into; both come back.
+type GzipJob = (Vec<u8>, Vec<u8>);
+type GzipDone = (Vec<u8>, io::Result<Vec<u8>>);
+
+/// gzip on all cores: the input is cut into blocks, each compressed into a
+/// complete member by a pool of threads, and the members are written in
+/// order. The cost in size is a few bytes per member and the dictionary
+/// starting afresh every 1 MiB. Buffers go round rather than being
+/// allocated per block, which keeps the allocator from holding on to
+/// megabytes per thread.
+pub struct ParallelGzip<W: Write> {
+    /// Taken by `finish`.
+    out: Option<W>,
+    block: Vec<u8>,
+    pool: Pool<GzipJob, GzipDone>,
+    in_flight: VecDeque<Receiver<GzipDone>>,
+    max_in_flight: usize,
+    members: u64,
+    spare_blocks: Vec<Vec<u8>>,
+    spare_members: Vec<Vec<u8>>,
+}
+
+impl<W: Write> ParallelGzip<W> {
+    /// Compress at `level` into `out`, with one thread per core.
+    pub fn new(out: W, level: u32) -> ParallelGzip<W> {
+        let n = threads();
+        ParallelGzip {
+            out: Some(out),
+            block: Vec::with_capacity(GZIP_BLOCK),
+            pool: Pool::new(n, move |(input, out): GzipJob| {
+                let member = compress_member(&input, out, level);
+                (input, member)
+            }),
+            in_flight: VecDeque::new(),
+            max_in_flight: n + 1,
+            members: 0,
+            spare_blocks: Vec::new(),
+            spare_members: Vec::new(),
+        }
+    }
+
+    fn write_oldest(&mut self) -> io::Result<()> {
+        if let Some(rx) = self.in_flight.pop_front() {
+            let (input, member) = rx.recv().map_err(|_| stopped())?;
+            self.spare_blocks.push(input);
+            let member = member?;
+            self.out
+                .as_mut()
+                .expect("open until finish")
+                .write_all(&member)?;
+            self.spare_members.push(member);
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self) -> io::Result<()> {
+        while self.in_flight.len() >= self.max_in_flight {
+            self.write_oldest()?;
+        }
+        let mut next = self
+            .spare_blocks
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(GZIP_BLOCK));
+        next.clear();
+        let input = std::mem::replace(&mut self.block, next);
+        let out = self
+            .spare_members
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(GZIP_BLOCK / 2));
+        self.in_flight.push_back(self.pool.submit((input, out))?);
+        self.members += 1;
+        Ok(())
+    }
+
+    /// Compress what is left, write every member, stop the threads.
+    ///
+    /// # Errors
+    /// I/O errors of `out`.
+    pub fn finish(mut self) -> io::Result<W> {
+        // An empty input still becomes one (empty) member: a valid gzip file.
+        if !self.block.is_empty() || self.members == 0 {
+            self.submit()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.write_oldest()?;
+        }
+        Ok(self.out.take().expect("finished once"))
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            let take = (GZIP_BLOCK - self.block.len()).min(buf.len());
+            self.block.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.block.len() == GZIP_BLOCK {
+                self.submit()?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+/// What the reader will hand out next, in order.
+enum Next {
+    /// A member being inflated: its compressed bytes come back with the
+    /// result, so a bad one can be read again the slow way.
+    Member(Receiver<GunzipDone>),
+    /// From here on (these bytes, then the rest of the file) is not a
+    /// member we can take whole.
+    Rest(Vec<u8>),
+}
+
+type Sequential = MultiGzDecoder<Chain<Cursor<Vec<u8>>, BufReader<File>>>;
+/// A member and the buffer to inflate it into; both come back.
+type GunzipJob = (Vec<u8>, Vec<u8>);
+type GunzipDone = (Vec<u8>, Option<Vec<u8>>);
+
+/// Reads a gzip file as its uncompressed bytes, inflating our members (see
+/// the module docs) on all cores and anything else one member after the
+/// other. Errors are those of a sequential reader at the same place.
+pub struct ParallelGunzip {
+    /// `None` once the rest is read sequentially. Members are read whole,
+    /// so no buffer in between.
+    file: Option<File>,
+    pool: Pool<GunzipJob, GunzipDone>,
+    queue: VecDeque<Next>,
+    /// Buffers that go round, as in [`ParallelGzip`].
+    spare_members: Vec<Vec<u8>>,
+    spare_outs: Vec<Vec<u8>>,
+    max_in_flight: usize,
+    /// No more members to queue.
+    ended: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    sequential: Option<Box<Sequential>>,
+    /// Members inflated whole, apart from the rest.
+    whole: u64,
+}
+
+impl ParallelGunzip {
+    /// Read the gzip file `file` from its current position.
+    pub fn new(file: File) -> ParallelGunzip {
+        let n = threads();
+        ParallelGunzip {
+            file: Some(file),
+            pool: Pool::new(n, |(member, out): GunzipJob| {
+                let out = inflate_member(&member, out);
+                (member, out)
+            }),
+            queue: VecDeque::new(),
+            spare_members: Vec::new(),
+            spare_outs: Vec::new(),
+            max_in_flight: n,
+            ended: false,
+            out: Vec::new(),
+            out_pos: 0,
+            sequential: None,
+            whole: 0,
+        }
+    }
+
+    /// How many members were inflated whole on the thread pool so far (the
+    /// rest, if any, was read one member after the other).
+    pub fn members_inflated_whole(&self) -> u64 {
+        self.whole
+    }
+
+    /// Queue members until enough are in flight or the file stops being
+    /// ours.
+    fn fill_queue(&mut self) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        while !self.ended && self.queue.len() < self.max_in_flight {
+            let mut head = self.spare_members.pop().unwrap_or_default();
+            head.clear();
+            head.resize(HEADER_LEN, 0);
+            let got = read_full(file, &mut head)?;
+            head.truncate(got);
+            let Some(len) = member_len(&head) else {
+                self.ended = true;
+                if !head.is_empty() || self.queue.is_empty() {
+                    self.queue.push_back(Next::Rest(head));
+                }
+                break;
+            };
+            head.resize(len, 0);
+            let got = read_full(file, &mut head[HEADER_LEN..])?;
+            if got < len - HEADER_LEN {
+                head.truncate(HEADER_LEN + got);
+                self.ended = true;
+                self.queue.push_back(Next::Rest(head));
+                break;
+            }
+            let out = self.spare_outs.pop().unwrap_or_default();
+            self.queue
+                .push_back(Next::Member(self.pool.submit((head, out))?));
+        }
+        Ok(())
+    }
+
+    /// Read everything from `first` on the slow way: the compressed bytes
+    /// of every queued entry, then the rest of the file.
+    fn go_sequential(&mut self, mut first: Vec<u8>) -> io::Result<()> {
+        for next in self.queue.drain(..) {
+            match next {
+                Next::Member(rx) => first.extend(rx.recv().map_err(|_| stopped())?.0),
+                Next::Rest(bytes) => first.extend(bytes),
+            }
+        }
+        let file = self.file.take().expect("sequential once");
+        self.sequential = Some(Box::new(MultiGzDecoder::new(
+            Cursor::new(first).chain(BufReader::with_capacity(GZIP_BLOCK, file)),
+        )));
+        Ok(())
+    }
+}
+
+/// Read until `buf` is full or the end; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+impl Read for ParallelGunzip {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.out_pos < self.out.len() {
+                let n = (self.out.len() - self.out_pos).min(buf.len());
+                buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+                self.out_pos += n;
+                return Ok(n);
+            }
+            if let Some(s) = self.sequential.as_mut() {
+                return s.read(buf);
+            }
+            self.fill_queue()?;
+            match self.queue.pop_front() {
+                None => return Ok(0),
+                Some(Next::Member(rx)) => match rx.recv().map_err(|_| stopped())? {
+                    (member, Some(out)) => {
+                        self.spare_members.push(member);
+                        let done = std::mem::replace(&mut self.out, out);
+                        self.spare_outs.push(done);
+                        self.out_pos = 0;
+                        self.whole += 1;
+                        // Keep the threads busy while this one is handed out.
+                        self.fill_queue()?;
+                    }
+                    (member, None) => self.go_sequential(member)?,
+                },
+                Some(Next::Rest(bytes)) => self.go_sequential(bytes)?,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Seek;
+
+    fn gunzip_sequential(bytes: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i / 7) as u8 ^ (i / 100_000) as u8)
+            .collect()
+    }
+
+    fn gzip(input: &[u8]) -> Vec<u8> {
+        let mut z = ParallelGzip::new(Vec::new(), GZIP_LEVEL);
+        for piece in input.chunks(100_003) {
+            z.write_all(piece).unwrap();
+        }
+        z.finish().unwrap()
+    }
+
+    fn in_file(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f.rewind().unwrap();
+        f
+    }
+
+    /// Reads like the binary: 1 MiB at a time, counting bytes before an
+    /// error.
+    fn read_all(r: &mut impl Read) -> (Vec<u8>, Option<String>) {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+    }
+
+    const SIZES: [usize; 6] = [
+        0,
+        1,
+        GZIP_BLOCK - 1,
+        GZIP_BLOCK,
+        3 * GZIP_BLOCK + 17,
+        9 << 20,
+    ];
+
+    #[test]
+    fn parallel_gzip_is_one_gzip_stream_of_the_input() {
+        for len in SIZES {
+            let input = sample(len);
+            assert_eq!(
+                gunzip_sequential(&gzip(&input)).unwrap(),
+                input,
+                "length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_member_says_its_length() {
+        let z = gzip(&sample(3 * GZIP_BLOCK + 17));
+        let mut at = 0;
+        let mut members = 0;
+        while at < z.len() {
+            let len = member_len(&z[at..]).expect("a member of ours");
+            assert!(inflate_member(&z[at..at + len], Vec::new()).is_some());
+            at += len;
+            members += 1;
+        }
+        assert_eq!((at, members), (z.len(), 4));
+    }
+
+    #[test]
+    fn parallel_gunzip_reads_ours_and_others() {
+        for len in SIZES {
+            let input = sample(len);
+            let mut r = ParallelGunzip::new(in_file(&gzip(&input)));
+            let (ours, err) = read_all(&mut r);
+            assert_eq!((ours.len(), err), (len, None));
+            assert!(ours == input, "ours, length {len}");
+            let members = len.div_ceil(GZIP_BLOCK).max(1) as u64;
+            assert_eq!(r.members_inflated_whole(), members, "length {len}");
+            // A plain single-member file, as Python's gzip module writes it.
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::new(9));
+            enc.write_all(&input).unwrap();
+            let theirs = enc.finish().unwrap();
+            let mut r = ParallelGunzip::new(in_file(&theirs));
+            let (back, err) = read_all(&mut r);
+            assert_eq!((back.len(), err), (len, None));
+            assert_eq!(r.members_inflated_whole(), 0, "length {len}");
+            assert!(back == input, "theirs, length {len}");
+        }
+    }
+
+    /// Damage anywhere gives what the sequential reader gives: the same
+    /// bytes before the error, and the same error.
+    #[test]
+    fn damage_reads_as_sequentially() {
+        let input = sample(5 * GZIP_BLOCK + 999);
+        let z = gzip(&input);
+        let second = member_len(&z).unwrap();
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        for at in [
+            5,
+            LEN_AT,
+            LEN_AT + 1,
+            second + 100,
+            z.len() / 2,
+            z.len() - 6,
+        ] {
+            let mut bad = z.clone();
+            bad[at] ^= 0x55;
+            cases.push((format!("flipped byte {at}"), bad));
+        }
+        for cut in [1, HEADER_LEN + 3, second, second + 7, z.len() - 3] {
+            cases.push((format!("cut at {cut}"), z[..cut].to_vec()));
+        }
+        let mut trailing = z.clone();
+        trailing.extend_from_slice(b"garbage");
+        cases.push(("trailing garbage".into(), trailing));
+        let mut doubled = z.clone();
+        doubled.extend_from_slice(&z);
+        cases.push(("two files in one".into(), doubled));
+        for (what, bad) in cases {
+            let want = read_all(&mut MultiGzDecoder::new(&bad[..]));
+            let got = read_all(&mut ParallelGunzip::new(in_file(&bad)));
+            assert_eq!(got.1, want.1, "{what}: error");
+            assert_eq!(got.0.len(), want.0.len(), "{what}: bytes before the error");
+            assert!(got.0 == want.0, "{what}: content");
+        }
+    }
+}

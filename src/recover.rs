@@ -300,6 +300,11 @@ fn prepare_index(
     }
     log!(log, "Restoring index file {source_shown} to {target_shown}");
     let mut f = AtomicFile::create(target, target_shown)?;
+    // As readable as the recovered file, not the temporary file's 0600:
+    // whoever can open the database can use its index.
+    if let Ok(m) = fs::metadata(recovered_path) {
+        f.set_permissions(m.permissions());
+    }
     file.seek(SeekFrom::Start(0))
         .map_err(io_err(&source_shown, "read"))?;
     let mut buf = vec![0u8; 1 << 16];

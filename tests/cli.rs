@@ -364,6 +364,10 @@ fn recover_at_every_date_matches_python_repozo() {
                 fs::read(fixture(case["index"].as_str().unwrap())).unwrap(),
                 "{repo} at {date}: index"
             );
+            // The index is as readable as the file it belongs to.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &str| fs::metadata(t.path().join(p)).unwrap().permissions().mode();
+            assert_eq!(mode("out.fs.index"), mode("out.fs"), "{repo} at {date}");
             assert!(!t.path().join("out.fs.part").exists());
             // -w agrees, and so does stdout.
             ok(&repozo(

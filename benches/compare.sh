@@ -20,7 +20,9 @@
 #        base/*       repositories made by Python repozo (the reference):
 #                     full (Data.fs @T1), full_incr (+ Data-a1 @T2),
 #                     full_2incr (+ Data-a2 @T3), gz_full (-z Data.fs @T1),
-#                     gz_incr (+ -z Data-a1 @T2)
+#                     gz_incr (+ -z Data-a1 @T2); and ours_gz_full,
+#                     ours_gz_incr: the same two written by our binary
+#                     (remade on every run, as they depend on it)
 #   4. For each row, runs Python repozo and ours alternately (py, ours, py,
 #      ours, ...) --runs times each. Before every run the repository is reset
 #      to the same base state at $WORK/run/repo (hard links to the base's
@@ -52,6 +54,7 @@
 #   verify               repo=full_2incr: -V
 #   verify .fsz repo     repo=gz_incr: -V
 #   verify -Q .fsz repo  repo=gz_incr: -V -Q
+#   the last three again on ours_gz_full / ours_gz_incr (written by ours)
 #   Reference rows (the machine's own limits): md5sum Data.fs, cp Data.fs X,
 #   cp Data.fs X && sync X.
 #
@@ -243,7 +246,7 @@ make_base() {
     fi
     local now="$1" src="$2"; shift 2
     set_index "$src" saved
-    REPOZO_TEST_NOW="$now" py_repozo -B -r "$REPO" -f "$src" "$@"
+    REPOZO_TEST_NOW="$now" ${BASE_TOOL:-py_repozo} -B -r "$REPO" -f "$src" "$@"
     rm -f "$src.index"
     mv "$REPO" "$WORK/base/$name"
     mark_step "base-$name"
@@ -253,6 +256,12 @@ make_base full_incr full "$T2" "$A1"
 make_base full_2incr full_incr "$T3" "$A2"
 make_base gz_full - "$T1" "$DATA" -z
 make_base gz_incr gz_full "$T2" "$A1" -z
+# The same gzip'd repository written by our binary (gzip members that say
+# their length, inflated on all cores): what a user has after switching.
+# Rebuilt on every run, as it depends on the binary being measured.
+rm -f "$WORK"/.done-base-ours_gz_*
+BASE_TOOL="$BIN" make_base ours_gz_full - "$T1" "$DATA" -z
+BASE_TOOL="$BIN" make_base ours_gz_incr ours_gz_full "$T2" "$A1" -z
 
 # ------------------------------------------------------------------ runs
 rm -rf "$RES" "$RUN"
@@ -370,6 +379,9 @@ bench recover_z "recover from a .fsz" gz_full - none "$T4" "recover:$DATA" -- -R
 bench verify "verify (full + 2 increments)" full_2incr - none "$T4" none -- -V "${R[@]}"
 bench verify_z "verify of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" none -- -V "${R[@]}"
 bench verify_qz "verify -Q of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" none -- -V -Q "${R[@]}"
+bench recover_oz "recover from a .fsz written by ours" ours_gz_full - none "$T4" "recover:$DATA" -- -R "${R[@]}" -o "$RUN/out.fs"
+bench verify_oz "verify of a .fsz repo written by ours" ours_gz_incr - none "$T4" none -- -V "${R[@]}"
+bench verify_qoz "verify -Q of a .fsz repo written by ours" ours_gz_incr - none "$T4" none -- -V -Q "${R[@]}"
 
 # Reference rows: the machine's own limits.
 REFS=()

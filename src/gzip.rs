@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, Chain, Cursor, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -252,16 +252,16 @@ impl<W: Write> Write for ParallelGzip<W> {
 }
 
 /// What the reader will hand out next, in order.
+/// Each starts at a file offset (counted from where reading began), from
+/// which a member that fails is read again the slow way.
 enum Next {
-    /// A member being inflated: its compressed bytes come back with the
-    /// result, so a bad one can be read again the slow way.
-    Member(Receiver<GunzipDone>),
-    /// From here on (these bytes, then the rest of the file) is not a
-    /// member we can take whole.
-    Rest(Vec<u8>),
+    /// A member being inflated.
+    Member(u64, Receiver<GunzipDone>),
+    /// From here on the file is not a member we can take whole.
+    Rest(u64),
 }
 
-type Sequential = MultiGzDecoder<Chain<Cursor<Vec<u8>>, BufReader<File>>>;
+type Sequential = MultiGzDecoder<BufReader<File>>;
 /// A member and the buffer to inflate it into; both come back.
 type GunzipJob = (Vec<u8>, Vec<u8>);
 type GunzipDone = (Vec<u8>, Option<Vec<u8>>);
@@ -281,6 +281,8 @@ pub struct ParallelGunzip {
     max_in_flight: usize,
     /// No more members to queue.
     ended: bool,
+    /// Bytes read from the file so far.
+    pos: u64,
     out: Vec<u8>,
     out_pos: usize,
     sequential: Option<Box<Sequential>>,
@@ -303,6 +305,7 @@ impl ParallelGunzip {
             spare_outs: Vec::new(),
             max_in_flight: n,
             ended: false,
+            pos: 0,
             out: Vec::new(),
             out_pos: 0,
             sequential: None,
@@ -323,46 +326,50 @@ impl ParallelGunzip {
             return Ok(());
         };
         while !self.ended && self.queue.len() < self.max_in_flight {
+            let start = self.pos;
             let mut head = self.spare_members.pop().unwrap_or_default();
             head.clear();
             head.resize(HEADER_LEN, 0);
             let got = read_full(file, &mut head)?;
+            self.pos += got as u64;
             head.truncate(got);
             let Some(len) = member_len(&head) else {
                 self.ended = true;
-                if !head.is_empty() || self.queue.is_empty() {
-                    self.queue.push_back(Next::Rest(head));
+                if got > 0 || self.queue.is_empty() {
+                    self.queue.push_back(Next::Rest(start));
                 }
                 break;
             };
             head.resize(len, 0);
             let got = read_full(file, &mut head[HEADER_LEN..])?;
+            self.pos += got as u64;
             if got < len - HEADER_LEN {
-                head.truncate(HEADER_LEN + got);
                 self.ended = true;
-                self.queue.push_back(Next::Rest(head));
+                self.queue.push_back(Next::Rest(start));
                 break;
             }
             let out = self.spare_outs.pop().unwrap_or_default();
-            self.queue
-                .push_back(Next::Member(self.pool.submit((head, out))?));
+            let job = self.pool.submit((head, out))?;
+            self.queue.push_back(Next::Member(start, job));
         }
         Ok(())
     }
 
-    /// Read everything from `first` on the slow way: the compressed bytes
-    /// of every queued entry, then the rest of the file.
-    fn go_sequential(&mut self, mut first: Vec<u8>) -> io::Result<()> {
+    /// Read the file from `start` on the slow way, as a sequential reader
+    /// would have read it from there (same buffering, so the same errors).
+    fn go_sequential(&mut self, start: u64) -> io::Result<()> {
         for next in self.queue.drain(..) {
-            match next {
-                Next::Member(rx) => first.extend(rx.recv().map_err(|_| stopped())?.0),
-                Next::Rest(bytes) => first.extend(bytes),
+            if let Next::Member(_, rx) = next {
+                // Let the thread finish; its result is not wanted.
+                let _ = rx.recv();
             }
         }
-        let file = self.file.take().expect("sequential once");
-        self.sequential = Some(Box::new(MultiGzDecoder::new(
-            Cursor::new(first).chain(BufReader::with_capacity(GZIP_BLOCK, file)),
-        )));
+        let mut file = self.file.take().expect("sequential once");
+        let back = i64::try_from(self.pos - start).map_err(io::Error::other)?;
+        file.seek(SeekFrom::Current(-back))?;
+        self.sequential = Some(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+            GZIP_BLOCK, file,
+        ))));
         Ok(())
     }
 }
@@ -396,7 +403,7 @@ impl Read for ParallelGunzip {
             self.fill_queue()?;
             match self.queue.pop_front() {
                 None => return Ok(0),
-                Some(Next::Member(rx)) => match rx.recv().map_err(|_| stopped())? {
+                Some(Next::Member(start, rx)) => match rx.recv().map_err(|_| stopped())? {
                     (member, Some(out)) => {
                         self.spare_members.push(member);
                         let done = std::mem::replace(&mut self.out, out);
@@ -406,9 +413,9 @@ impl Read for ParallelGunzip {
                         // Keep the threads busy while this one is handed out.
                         self.fill_queue()?;
                     }
-                    (member, None) => self.go_sequential(member)?,
+                    (_, None) => self.go_sequential(start)?,
                 },
-                Some(Next::Rest(bytes)) => self.go_sequential(bytes)?,
+                Some(Next::Rest(start)) => self.go_sequential(start)?,
             }
         }
     }

@@ -18,10 +18,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(e.size(), e.end - e.start);
         assert_eq!(e.md5.len(), 32, "{e:?}");
         assert!(
-            e.md5.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            e.md5
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
             "{e:?}"
         );
-        assert!(!e.path.is_empty() && !e.path.contains(char::is_whitespace), "{e:?}");
+        assert!(
+            !e.path.is_empty() && !e.path.contains(char::is_whitespace),
+            "{e:?}"
+        );
         assert!(!e.file_name().contains('/'));
     }
     let text: String = entries.iter().map(|e| e.line()).collect();

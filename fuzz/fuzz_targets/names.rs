@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = Timestamp::parse_stem(s);
     let parsed = DataFile::parse(s);
-    assert_eq!(parsed.as_ref().map(DataFile::name).as_deref(), parsed.as_ref().map(|_| s));
+    assert_eq!(
+        parsed.as_ref().map(DataFile::name).as_deref(),
+        parsed.as_ref().map(|_| s)
+    );
     if let Some(f) = parsed {
         assert_eq!(f.stem.len(), 19);
         assert!(f.index_name().starts_with(&f.stem));

@@ -62,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
 
     match (&chunked, &whole) {
         (Ok(c), Ok(w)) => {
-            assert!(c.end <= file_size, "end {} past file size {file_size}", c.end);
+            assert!(
+                c.end <= file_size,
+                "end {} past file size {file_size}",
+                c.end
+            );
             assert!(c.end >= 4, "end {} inside the magic", c.end);
             assert!(
                 max_committed <= c.end,

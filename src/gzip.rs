@@ -524,6 +524,25 @@ mod tests {
         }
     }
 
+    /// A first member that cannot be taken whole is read exactly as the
+    /// sequential reader reads the file, down to how many bytes come out
+    /// before the error. Found by the `gzip` fuzz target (the input is
+    /// its, a member of ours with bytes inserted, so its announced length
+    /// is wrong): reading it again from a copy of its bytes fed flate2
+    /// other pieces, and flate2 drops what a failing call inflated, so we
+    /// said 4,793 bytes came out where the sequential reader says 0.
+    #[test]
+    fn regression_a_bad_first_member_reads_exactly_as_sequentially() {
+        let bad = include_bytes!("../fuzz/regressions/gzip-bad-first-member.fsz");
+        let want = read_all(&mut MultiGzDecoder::new(&bad[..]));
+        let mut r = ParallelGunzip::new(in_file(bad));
+        let got = read_all(&mut r);
+        assert!(want.1.is_some(), "the input is damaged");
+        assert_eq!(r.members_inflated_whole(), 0);
+        assert_eq!(got.1, want.1, "error");
+        assert_eq!(got.0.len(), want.0.len(), "bytes before the error");
+    }
+
     /// Damage anywhere gives what the sequential reader gives: the same
     /// bytes before the error, and the same error.
     #[test]

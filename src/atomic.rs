@@ -128,7 +128,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// The bytes of a backup file on their way to disk: md5 of the uncompressed
 /// bytes on a thread of its own, and the bytes plain or gzip'd (on all
-/// cores, see [`crate::gzip`]) into the file past the page cache ([`DirectWriter`]).
+/// cores, see [`crate::gzip`]) into the file past the page cache
+/// ([`DirectWriter`]).
 pub struct DataWriter<'a> {
     md5: Md5Thread,
     written: u64,

@@ -2,8 +2,9 @@
 //! it holds.
 //!
 //! gzip'd files are read as multi-member streams, as Python's gzip module
-//! reads them, on all cores where the file allows ([`crate::gzip`]). Errors name the file and, for damaged gzip data, how many
-//! uncompressed bytes came out before the damage.
+//! reads them, on all cores where the file allows ([`crate::gzip`]). Errors
+//! name the file and, for damaged gzip data, how many uncompressed bytes
+//! came out before the damage.
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -199,11 +199,6 @@ impl<'a> DirectWriter<'a> {
         }
     }
 
-    /// Whether writes bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.writers.is_some() && fcntl_getfl(&*self.file).is_ok_and(|f| f.contains(OFlags::DIRECT))
-    }
-
     /// Write every byte given, leave the file in its usual mode and
     /// positioned after the bytes.
     ///

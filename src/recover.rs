@@ -22,7 +22,7 @@ use crate::lock;
 use crate::log;
 use crate::log::Log;
 use crate::repository::{DataFile, Repository, Timestamp};
-use crate::source::Source;
+use crate::source::{points_at, Source};
 
 /// What `-R` was asked to do.
 #[derive(Debug, Clone)]
@@ -283,12 +283,7 @@ fn prepare_index(
             "it describes {pos} bytes, not the {recovered} recovered"
         )),
         Ok(_) => {
-            let sane = !beyond
-                && wanted.is_some_and(|records| {
-                    records
-                        .iter()
-                        .all(|&(oid, offset)| kept.get(oid) == Some(offset))
-                });
+            let sane = !beyond && wanted.is_some_and(|records| points_at(&kept, &records));
             (!sane).then(|| "it does not match the recovered file".to_string())
         }
     };

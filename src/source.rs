@@ -220,11 +220,9 @@ impl Source {
         if index.iter().any(|(_, off)| off >= pos) {
             return Ok(false);
         }
-        Ok(self.sanity_records(pos)?.is_some_and(|records| {
-            records
-                .iter()
-                .all(|&(oid, offset)| index.get(oid) == Some(offset))
-        }))
+        Ok(self
+            .sanity_records(pos)?
+            .is_some_and(|records| points_at(index, &records)))
     }
 
     /// The `(oid, offset)` of the data records that
@@ -398,6 +396,14 @@ impl Source {
         }
         Ok(result)
     }
+}
+
+/// Whether `index` gives each of `records` (from [`Source::sanity_records`])
+/// its offset: the lookup half of [`Source::index_is_sane`].
+pub fn points_at(index: &Index, records: &[(u64, u64)]) -> bool {
+    records
+        .iter()
+        .all(|&(oid, offset)| index.get(oid) == Some(offset))
 }
 
 #[cfg(test)]

@@ -15,14 +15,15 @@
 //! reading the source overlaps writing, and the disk gets more than one
 //! request at a time.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::mpsc::Receiver;
 
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+
+use crate::pool::{stopped, Pool};
 
 /// Alignment of buffer, offset and length that `O_DIRECT` asks for: a
 /// multiple of every logical block size in use (512 or 4096 bytes).
@@ -64,68 +65,42 @@ impl Block {
 /// A block to write at a file offset.
 type Job = (Block, u64);
 
-/// The threads that write blocks, and the blocks they give back.
+/// The threads that write blocks, and the blocks on their way.
 struct Writers {
-    jobs: Option<SyncSender<Job>>,
-    done: Receiver<io::Result<Block>>,
-    threads: Vec<JoinHandle<()>>,
-    /// Blocks handed out and not yet given back.
-    out: usize,
+    pool: Pool<Job, io::Result<Block>>,
+    /// Blocks handed out, oldest first.
+    out: VecDeque<Receiver<io::Result<Block>>>,
 }
 
 impl Writers {
     fn spawn(file: &File) -> io::Result<Writers> {
-        let (jobs, rx) = sync_channel::<Job>(BUFFERS);
-        let rx = Arc::new(Mutex::new(rx));
-        let (done_tx, done): (Sender<io::Result<Block>>, _) = channel();
-        let mut threads = Vec::with_capacity(WRITERS);
-        for _ in 0..WRITERS {
-            // A duplicate descriptor shares the open file (and its O_DIRECT
-            // flag); positioned writes keep the threads out of each other's way.
-            let file = file.try_clone()?;
-            let rx = Arc::clone(&rx);
-            let done_tx = done_tx.clone();
-            threads.push(thread::spawn(move || loop {
-                let job = rx.lock().map(|r| r.recv());
-                let Ok(Ok((block, at))) = job else { return };
-                let r = write_block(&file, block.bytes(), at).map(|()| block);
-                if done_tx.send(r).is_err() {
-                    return;
-                }
-            }));
-        }
+        // A duplicate descriptor shares the open file (and its O_DIRECT
+        // flag); positioned writes keep the threads out of each other's way.
+        let file = file.try_clone()?;
+        let pool = Pool::new(WRITERS, move |(block, at): Job| {
+            write_block(&file, block.bytes(), at).map(|()| block)
+        });
         Ok(Writers {
-            jobs: Some(jobs),
-            done,
-            threads,
-            out: 0,
+            pool,
+            out: VecDeque::with_capacity(BUFFERS),
         })
     }
 
     fn send(&mut self, job: Job) -> io::Result<()> {
-        self.jobs
-            .as_ref()
-            .expect("open until stopped")
-            .send(job)
-            .map_err(|_| io::Error::other("a writer thread stopped"))?;
-        self.out += 1;
+        self.out.push_back(self.pool.submit(job)?);
         Ok(())
     }
 
-    /// Wait for one block to come back written.
+    /// Wait for the oldest block to come back written.
     fn take_back(&mut self) -> io::Result<Block> {
-        let r = self
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("a writer thread stopped"))?;
-        self.out -= 1;
-        r
+        let rx = self.out.pop_front().expect("a block is out");
+        rx.recv().map_err(|_| stopped())?
     }
 
     /// Wait for every block; the first error wins.
     fn wait_all(&mut self) -> io::Result<()> {
         let mut first = Ok(());
-        while self.out > 0 {
+        while !self.out.is_empty() {
             if let Err(e) = self.take_back() {
                 if first.is_ok() {
                     first = Err(e);
@@ -133,13 +108,6 @@ impl Writers {
             }
         }
         first
-    }
-
-    fn stop(&mut self) {
-        self.jobs.take();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
@@ -167,9 +135,8 @@ pub struct DirectWriter<'a> {
     /// `None` when the file could not be put in `O_DIRECT` mode: then
     /// every write goes straight to the file.
     writers: Option<Writers>,
-    /// The block being filled, and the spare ones.
+    /// The block being filled.
     block: Block,
-    spare: Vec<Block>,
     /// File offset where `block` starts.
     at: u64,
 }
@@ -194,7 +161,6 @@ impl<'a> DirectWriter<'a> {
             file,
             writers,
             block: Block::new(),
-            spare: Vec::new(),
             at: at.unwrap_or(0),
         }
     }
@@ -211,7 +177,7 @@ impl<'a> DirectWriter<'a> {
             }
             Some(mut w) => {
                 let waited = w.wait_all();
-                w.stop();
+                drop(w);
                 set_direct(self.file, false)?;
                 waited?;
                 self.file.write_all_at(self.block.bytes(), self.at)?;
@@ -230,10 +196,10 @@ impl<'a> DirectWriter<'a> {
             self.block.len = 0;
             return Ok(());
         };
-        let next = match self.spare.pop() {
-            Some(b) => b,
-            None if w.out + 1 < BUFFERS => Block::new(),
-            None => w.take_back()?,
+        let next = if w.out.len() + 1 < BUFFERS {
+            Block::new()
+        } else {
+            w.take_back()?
         };
         let full = std::mem::replace(&mut self.block, next);
         self.block.len = 0;
@@ -268,7 +234,7 @@ impl Drop for DirectWriter<'_> {
     fn drop(&mut self) {
         if let Some(mut w) = self.writers.take() {
             let _ = w.wait_all();
-            w.stop();
+            drop(w);
             let _ = set_direct(self.file, false);
         }
     }

@@ -15,12 +15,13 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::mpsc::Receiver;
+use std::thread;
 
 use flate2::read::MultiGzDecoder;
 use flate2::{Compression, GzBuilder};
+
+use crate::pool::{stopped, Pool};
 
 /// gzip level for `.fsz`/`.deltafsz` files. Measured on generated
 /// FileStorage data (docs/benchmarks.md): level 5 compresses within 2% of
@@ -87,59 +88,6 @@ fn inflate_member(member: &[u8], mut out: Vec<u8>) -> Option<Vec<u8>> {
     let mut dec = flate2::bufread::GzDecoder::new(member);
     dec.read_to_end(&mut out).ok()?;
     dec.into_inner().is_empty().then_some(out)
-}
-
-/// A pool of threads running `work` on inputs, results in order of input.
-struct Pool<I, O> {
-    jobs: Option<SyncSender<(I, SyncSender<O>)>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
-    fn new(n: usize, work: impl Fn(I) -> O + Send + Sync + 'static) -> Pool<I, O> {
-        let (jobs, rx) = sync_channel::<(I, SyncSender<O>)>(n);
-        let rx = Arc::new(Mutex::new(rx));
-        let work = Arc::new(work);
-        let workers = (0..n)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                let work = Arc::clone(&work);
-                thread::spawn(move || loop {
-                    let job = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((input, reply))) = job else { return };
-                    let _ = reply.send(work(input));
-                })
-            })
-            .collect();
-        Pool {
-            jobs: Some(jobs),
-            workers,
-        }
-    }
-
-    /// Queue `input`; the receiver gets its result.
-    fn submit(&self, input: I) -> io::Result<Receiver<O>> {
-        let (reply, rx) = sync_channel(1);
-        self.jobs
-            .as_ref()
-            .expect("open until dropped")
-            .send((input, reply))
-            .map_err(|_| io::Error::other("the gzip threads stopped"))?;
-        Ok(rx)
-    }
-}
-
-impl<I, O> Drop for Pool<I, O> {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
-fn stopped() -> io::Error {
-    io::Error::other("a gzip thread stopped")
 }
 
 /// A block to compress and the buffer to compress it into; both come back.

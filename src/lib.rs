@@ -21,6 +21,7 @@ pub mod index_file;
 pub mod lock;
 pub mod log;
 pub mod pickle;
+pub mod pool;
 pub mod recover;
 pub mod repair;
 pub mod repository;

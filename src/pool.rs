@@ -1,0 +1,70 @@
+//! A fixed set of threads running one function on queued inputs.
+//!
+//! gzip compresses and inflates members on it, and the direct writer sends
+//! blocks to the disk from it: each caller keeps the receivers of what it
+//! submitted, in order, and so gets results in the order it asked.
+
+use std::io;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+/// Threads running `work` on inputs; each input's result comes back on a
+/// receiver of its own.
+pub struct Pool<I, O> {
+    jobs: Option<SyncSender<(I, SyncSender<O>)>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
+    /// `n` threads; up to `n` inputs wait for one before `submit` blocks.
+    pub fn new(n: usize, work: impl Fn(I) -> O + Send + Sync + 'static) -> Pool<I, O> {
+        let (jobs, rx) = sync_channel::<(I, SyncSender<O>)>(n);
+        let rx = Arc::new(Mutex::new(rx));
+        let work = Arc::new(work);
+        let workers = (0..n)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let work = Arc::clone(&work);
+                thread::spawn(move || loop {
+                    let job = rx.lock().map(|r| r.recv());
+                    let Ok(Ok((input, reply))) = job else { return };
+                    let _ = reply.send(work(input));
+                })
+            })
+            .collect();
+        Pool {
+            jobs: Some(jobs),
+            workers,
+        }
+    }
+
+    /// Queue `input`; the receiver gets its result.
+    ///
+    /// # Errors
+    /// The threads are gone (one panicked).
+    pub fn submit(&self, input: I) -> io::Result<Receiver<O>> {
+        let (reply, rx) = sync_channel(1);
+        self.jobs
+            .as_ref()
+            .expect("open until dropped")
+            .send((input, reply))
+            .map_err(|_| stopped())?;
+        Ok(rx)
+    }
+}
+
+/// Stops taking inputs, lets the threads finish what they hold, joins them.
+impl<I, O> Drop for Pool<I, O> {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The error for a pool whose threads are gone, or a result that never came.
+pub fn stopped() -> io::Error {
+    io::Error::other("a worker thread stopped")
+}

@@ -61,6 +61,11 @@ fn member_len(h: &[u8]) -> Option<usize> {
     (MIN_MEMBER..=MAX_MEMBER).contains(&len).then_some(len)
 }
 
+/// Whether `h` starts with a member header of ours.
+pub fn is_ours(h: &[u8]) -> bool {
+    member_len(h).is_some()
+}
+
 /// One complete member of ours holding `input`, written into `out`
 /// (emptied first, so that a buffer can be used again).
 fn compress_member(input: &[u8], mut out: Vec<u8>, level: u32) -> io::Result<Vec<u8>> {

@@ -10,14 +10,17 @@
 pub mod atomic;
 pub mod backup;
 pub mod cli;
+pub mod crc_later;
 pub mod data_reader;
 pub mod direct;
 pub mod error;
 pub mod format;
 pub mod fsutil;
 pub mod gzip;
+pub mod gzip_size;
 pub mod index;
 pub mod index_file;
+pub mod inflate_raw;
 pub mod lock;
 pub mod log;
 pub mod pickle;

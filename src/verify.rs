@@ -10,6 +10,7 @@ use std::thread;
 use crate::atomic::Md5Thread;
 use crate::data_reader::DataReader;
 use crate::error::{Error, Result};
+use crate::gzip_size;
 use crate::lock;
 use crate::log;
 use crate::log::Log;
@@ -128,6 +129,16 @@ fn measure(
     if quick && !gzip {
         let meta = std::fs::metadata(&path).map_err(crate::error::io_err(shown, "cannot stat"))?;
         return Ok((meta.len(), None));
+    }
+    if quick && gzip {
+        // Python repozo's one-member files on two cores; None for anything
+        // else, which the reader below reads (and reports) as it always did.
+        let split = std::fs::File::open(&path)
+            .ok()
+            .and_then(|f| gzip_size::inflated_size(&f, gzip_size::MIN_SPLIT));
+        if let Some(found) = split {
+            return Ok((found.size, None));
+        }
     }
     let r = DataReader::open(&path, shown, gzip)?;
     if quick {

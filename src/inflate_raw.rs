@@ -154,3 +154,103 @@ fn check(ret: i32) -> Result<(), InflateError> {
         Err(InflateError::Stream(ret))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::DeflateEncoder;
+    use flate2::Compression;
+    use std::io::Write;
+
+    fn text(len: usize) -> Vec<u8> {
+        let mut seed = 7u64;
+        (0..len)
+            .map(|i| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                if i % 40 < 30 {
+                    b"persistent.mapping PersistentMapping "[i % 37]
+                } else {
+                    b'a' + (seed >> 60) as u8
+                }
+            })
+            .collect()
+    }
+
+    /// Inflate `deflate` whole, stopping at block ends: the output and the
+    /// bit and output offset of every block end.
+    fn with_block_ends(deflate: &[u8]) -> (Vec<u8>, Vec<(u64, usize)>) {
+        let mut z = RawInflate::new().unwrap();
+        let mut out = Vec::new();
+        let mut ends = Vec::new();
+        let mut taken = 0;
+        let mut buf = vec![0; 4096];
+        loop {
+            let step = z
+                .inflate(&deflate[taken..], &mut buf, Stop::BlockEnd)
+                .unwrap();
+            taken += step.consumed;
+            out.extend_from_slice(&buf[..step.produced]);
+            if step.end {
+                return (out, ends);
+            }
+            if z.at_block_end() {
+                ends.push((taken as u64 * 8 - z.pending_bits(), out.len()));
+            }
+        }
+    }
+
+    /// From every block end, a decoder started at that bit with the
+    /// output before it as its dictionary inflates exactly the rest: the
+    /// bit positions are right, and prime and set_dictionary work.
+    #[test]
+    fn a_decoder_started_at_any_block_end_inflates_the_rest() {
+        let data = text(600_000);
+        let mut enc = DeflateEncoder::new(Vec::new(), Compression::new(9));
+        enc.write_all(&data).unwrap();
+        let deflate = enc.finish().unwrap();
+        let (out, ends) = with_block_ends(&deflate);
+        assert_eq!(out, data);
+        let blocks = ends
+            .iter()
+            .filter(|&&(_, at)| at > 0 && at < data.len())
+            .count();
+        assert!(blocks >= 3, "{blocks} block ends inside");
+        let mut z = RawInflate::new().unwrap();
+        // After the last block there is nothing left to start from.
+        for &(bit, at) in ends.iter().filter(|&&(_, at)| at < data.len()) {
+            z.reset().unwrap();
+            let (byte, shift) = ((bit / 8) as usize, (bit % 8) as u8);
+            let mut from = byte;
+            if shift != 0 {
+                z.prime(8 - shift, u16::from(deflate[byte] >> shift))
+                    .unwrap();
+                from += 1;
+            }
+            z.set_dictionary(&out[at.saturating_sub(32 << 10)..at])
+                .unwrap();
+            let mut rest = vec![0; data.len() - at + 1];
+            let step = z.inflate(&deflate[from..], &mut rest, Stop::Never).unwrap();
+            assert!(step.end, "from bit {bit}");
+            assert_eq!(&rest[..step.produced], &data[at..], "from bit {bit}");
+        }
+    }
+
+    #[test]
+    fn a_header_stop_comes_before_any_output_and_garbage_is_an_error() {
+        let data = text(100_000);
+        let mut enc = DeflateEncoder::new(Vec::new(), Compression::new(9));
+        enc.write_all(&data).unwrap();
+        let deflate = enc.finish().unwrap();
+        let mut z = RawInflate::new().unwrap();
+        let mut out = vec![0; 1 << 20];
+        let step = z.inflate(&deflate, &mut out, Stop::Header).unwrap();
+        assert_eq!(step.produced, 0);
+        assert!(z.after_header() && !z.at_block_end());
+        z.reset().unwrap();
+        // BTYPE 3 is no block type.
+        assert_eq!(
+            z.inflate(&[0b110, 0, 0, 0], &mut out, Stop::Never),
+            Err(InflateError::Data)
+        );
+    }
+}

@@ -46,13 +46,19 @@ pub const MIN_SPLIT: u64 = 4 << 20;
 const CHUNK: usize = 1 << 20;
 /// Output taken per call while inflating twice.
 const PROBE: usize = crc_later::MAX_RUN;
-/// Input bytes whose bits are tried as a block start.
-const SCAN: u64 = 1 << 20;
+/// Input bytes whose bits are tried as a block start. A deflate block is
+/// at most about 100 KB of input (16 Ki symbols of at most 48 bits, or a
+/// 64 KiB stored block), so this spans two or more.
+const SCAN: u64 = 256 << 10;
 /// Bytes enough for any block header (at most 17 + 19 * 3 + 316 * 7 bits).
 const HEADER_MAX: usize = 320;
 /// Output a guess must inflate to without error before the first thread
 /// is told of it.
 const TRIAL: u64 = 1 << 20;
+/// Output all the guesses that came to nothing may inflate to. With
+/// [`SCAN`], this bounds how long the first thread can wait for the second,
+/// whatever the input (tens of milliseconds, beside seconds of inflating).
+const SEARCH_BUDGET: u64 = 8 * TRIAL;
 /// Where the second thread starts, as a fraction of the compressed bytes.
 const SPLIT_NUM: u64 = 7;
 const SPLIT_DEN: u64 = 10;
@@ -312,6 +318,8 @@ impl Tail {
 
 /// Inflate from `body` (the first byte after the header), checking the
 /// second thread's guess at the first block end at or after bit `split`.
+/// It waits there for the guess; the second thread's search is bounded
+/// ([`SCAN`], [`SEARCH_BUDGET`]), so the wait is too.
 fn first_part(file: &File, body: u64, split: u64, shared: &Shared) -> Option<First> {
     let mut z = RawInflate::new()?;
     let mut input = Input::new(file, body);
@@ -407,6 +415,7 @@ fn second_part(file: &File, split: u64, shared: &Shared) -> Option<Rest> {
         (0..WINDOW).map(stand_in_1).collect(),
     ];
     let last_bit = 8 * (got.saturating_sub(HEADER_MAX) as u64);
+    let mut budget = SEARCH_BUDGET;
     for bit in 0..last_bit {
         if shared.give_up.load(Ordering::Relaxed) {
             return None;
@@ -421,7 +430,7 @@ fn second_part(file: &File, split: u64, shared: &Shared) -> Option<Rest> {
             z.set_dictionary(w).ok()?;
         }
         let from = split + at as u64 + u64::from(shift != 0);
-        match inflate_twice(&mut twins, file, from, 8 * split + bit, shared) {
+        match inflate_twice(&mut twins, file, from, 8 * split + bit, shared, &mut budget) {
             Twice::NotABlock => continue,
             Twice::Failed => return None,
             Twice::Done(rest) => return Some(rest),
@@ -507,13 +516,15 @@ fn find_copies(a: &[u8], b: &[u8], copies: &mut Vec<(usize, u16)>) -> bool {
 }
 
 /// Inflate both stand-ins side by side from file offset `from` (bit
-/// `start` of the file) to the end of the member.
+/// `start` of the file) to the end of the member; output made before the
+/// first thread is told counts against `budget`.
 fn inflate_twice(
     twins: &mut [RawInflate; 2],
     file: &File,
     from: u64,
     start: u64,
     shared: &Shared,
+    budget: &mut u64,
 ) -> Twice {
     let mut input = Input::new(file, from);
     let mut outs = [vec![0; PROBE], vec![0; PROBE]];
@@ -547,6 +558,12 @@ fn inflate_twice(
         }
         input.take(s0.consumed);
         let n = s0.produced;
+        if !told {
+            let Some(left) = budget.checked_sub(n as u64) else {
+                return Twice::Failed;
+            };
+            *budget = left;
+        }
         copies.clear();
         if !find_copies(&o0[..n], &o1[..n], &mut copies) {
             return broke(told);
@@ -685,6 +702,27 @@ mod tests {
     #[test]
     fn without_compressed_blocks_the_first_thread_does_it_all() {
         check_records(1 << 20, 0, false);
+    }
+
+    /// The last half is random bytes, which zlib stores as they are: the
+    /// second thread searches random bits for a block start, finds none
+    /// that lasts, and the first does it all.
+    #[test]
+    fn no_block_start_in_the_second_part_leaves_it_to_the_first() {
+        let mut data = records(1 << 20);
+        let mut seed = 9u64;
+        data.extend((0..1 << 20).map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 56) as u8
+        }));
+        let gz = python_like(&data, 9);
+        let want = Inflated {
+            size: data.len() as u64,
+            split: false,
+        };
+        assert_eq!(inflated_size(&in_file(&gz), 0), Some(want));
     }
 
     /// Damage anywhere: whenever we answer, a sequential reader reads the

@@ -133,7 +133,7 @@ fn measure(
     if quick && gzip {
         // Python repozo's one-member files on two cores; None for anything
         // else, which the reader below reads (and reports) as it always did.
-        let split = std::fs::File::open(&path)
+        let split = crate::fsutil::open_regular(&path, shown)
             .ok()
             .and_then(|f| gzip_size::inflated_size(&f, gzip_size::MIN_SPLIT));
         if let Some(found) = split {

@@ -532,6 +532,20 @@ fn verify_cases(v: &mut Vec<Case>) {
             format!("{inc1} is 4000 bytes, should be {size} bytes"),
         ));
     }
+    // Regression (fixed): -V -Q opened a .fsz with open(2) before the
+    // regular-file check, to read it on two threads, and hung on a FIFO.
+    for (mode, args) in short {
+        v.push(case(
+            format!("{mode}: a listed .fsz is a FIFO"),
+            |t: &Path| {
+                gzipped(t);
+                rm(t, &format!("repo/{FULL}.fsz"));
+                mkfifo(t, &format!("repo/{FULL}.fsz"));
+            },
+            args,
+            format!("repo/{FULL}.fsz: cannot open: not a regular file"),
+        ));
+    }
     let mut b = read(&format!("testdata/repo-plain/{INC1}"));
     b[100] ^= 0xff;
     v.push(case(

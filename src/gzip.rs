@@ -283,7 +283,7 @@ impl ParallelGunzip {
             let mut head = self.spare_members.pop().unwrap_or_default();
             head.clear();
             head.resize(HEADER_LEN, 0);
-            let got = read_full(file, &mut head)?;
+            let got = read_full(&mut head, |b, _| file.read(b))?;
             self.pos += got as u64;
             head.truncate(got);
             let Some(len) = member_len(&head) else {
@@ -294,7 +294,7 @@ impl ParallelGunzip {
                 break;
             };
             head.resize(len, 0);
-            let got = read_full(file, &mut head[HEADER_LEN..])?;
+            let got = read_full(&mut head[HEADER_LEN..], |b, _| file.read(b))?;
             self.pos += got as u64;
             if got < len - HEADER_LEN {
                 self.ended = true;
@@ -327,11 +327,16 @@ impl ParallelGunzip {
     }
 }
 
-/// Read until `buf` is full or the end; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Read until `buf` is full or `read` says the end (0); returns the bytes
+/// read. `read` gets the rest of `buf` and how many bytes are in already
+/// (for positioned reads).
+pub(crate) fn read_full(
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8], usize) -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
-        match r.read(&mut buf[got..]) {
+        match read(&mut buf[got..], got) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -179,16 +179,7 @@ fn header_len(h: &[u8]) -> Option<usize> {
 
 /// `pread` until `buf` is full or the file ends; the bytes read.
 fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> Option<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], at + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    Some(got)
+    crate::gzip::read_full(buf, |b, done| file.read_at(b, at + done as u64)).ok()
 }
 
 /// What the second thread tells the first.
@@ -281,6 +272,12 @@ impl<'f> Input<'f> {
     }
 }
 
+/// The file's bit that `z`, fed from `input`, decodes next (after the
+/// last block: the padding before the trailer).
+fn next_bit(input: &Input, z: &RawInflate) -> u64 {
+    (input.offset() * 8).saturating_sub(z.pending_bits())
+}
+
 /// How far the first thread got.
 enum First {
     /// To the end of the member, whose trailer is at `end`.
@@ -332,27 +329,21 @@ fn first_part(file: &File, body: u64, split: u64, shared: &Shared) -> Option<Fir
     let mut asked = false;
     let mut guess: Option<u64> = None;
     loop {
-        let stop = if !asked || guess.is_some() {
+        // Up to the split, never past it, so that the first block end from
+        // there on is seen; from there, stop at block ends while a guess
+        // may still come true.
+        let before_split = (split / 8).saturating_sub(8).saturating_sub(input.offset());
+        let watching = !asked || guess.is_some();
+        let stop = if before_split == 0 && watching {
             Stop::BlockEnd
         } else {
             Stop::Never
         };
-        // Until then, never past the split: the first block end from
-        // there on is to be seen.
-        let before_split = (split / 8).saturating_sub(8).saturating_sub(input.offset());
-        let stop = if stop == Stop::BlockEnd && !asked && before_split > 0 {
-            Stop::Never
-        } else {
-            stop
-        };
         let pending = input.pending();
         let at_eof = pending.is_empty();
-        let pending = if stop == Stop::Never && !asked {
-            &pending[..pending
-                .len()
-                .min(usize::try_from(before_split).unwrap_or(usize::MAX))]
-        } else {
-            pending
+        let pending = match usize::try_from(before_split) {
+            Ok(0) | Err(_) => pending,
+            Ok(n) => &pending[..n.min(pending.len())],
         };
         let Step {
             consumed,
@@ -361,17 +352,19 @@ fn first_part(file: &File, body: u64, split: u64, shared: &Shared) -> Option<Fir
         } = z.inflate(pending, &mut out, stop).ok()?;
         input.take(consumed);
         crc.update(&out[..produced]);
-        tail.push(&out[..produced]);
+        if watching {
+            tail.push(&out[..produced]);
+        }
         size += produced as u64;
         if end {
-            let end = ((input.offset() * 8).saturating_sub(z.pending_bits())).div_ceil(8);
+            let end = next_bit(&input, &z).div_ceil(8);
             return Some(First::Whole { crc, size, end });
         }
         if consumed == 0 && produced == 0 && at_eof {
             return None; // truncated
         }
         if stop == Stop::BlockEnd && z.at_block_end() {
-            let bit = (input.offset() * 8).saturating_sub(z.pending_bits());
+            let bit = next_bit(&input, &z);
             if !asked && bit >= split {
                 asked = true;
                 if let Verdict::Found(start) = shared.wait() {
@@ -441,8 +434,8 @@ fn second_part(file: &File, split: u64, shared: &Shared) -> Option<Rest> {
 
 /// Whether the bits at `bit` could begin a compressed block with its own
 /// Huffman tables: BTYPE 2, at most 286 literal/length and 30 distance
-/// codes. The check zlib makes of the rest
-/// is dearer, so this skips most bits cheaply.
+/// codes. The check zlib makes of the rest is dearer, so this skips most
+/// bits cheaply.
 fn may_start_dynamic_block(scan: &[u8], bit: u64) -> bool {
     let at = (bit / 8) as usize;
     let Some(b) = scan.get(at..at + 3) else {
@@ -485,7 +478,8 @@ fn header_reads(z: &mut RawInflate, scan: &[u8], at: usize, shift: u8) -> bool {
 enum Twice {
     /// It broke before the first thread was told: not a block start.
     NotABlock,
-    /// It broke later, or the first thread gave up on it.
+    /// It broke later, the first thread gave up on it, or the search ran
+    /// out of [`SEARCH_BUDGET`].
     Failed,
     Done(Rest),
 }
@@ -571,7 +565,7 @@ fn inflate_twice(
         crc.update(&o0[..n]);
         deferred.add_run(n, copies.iter().copied());
         if s0.end {
-            let end = ((input.offset() * 8).saturating_sub(z0.pending_bits())).div_ceil(8);
+            let end = next_bit(&input, z0).div_ceil(8);
             if !told {
                 shared.publish(Verdict::Found(start));
             }

@@ -176,6 +176,12 @@ mod tests {
             .collect()
     }
 
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut enc = DeflateEncoder::new(Vec::new(), Compression::new(9));
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
     /// Inflate `deflate` whole, stopping at block ends: the output and the
     /// bit and output offset of every block end.
     fn with_block_ends(deflate: &[u8]) -> (Vec<u8>, Vec<(u64, usize)>) {
@@ -205,9 +211,7 @@ mod tests {
     #[test]
     fn a_decoder_started_at_any_block_end_inflates_the_rest() {
         let data = text(600_000);
-        let mut enc = DeflateEncoder::new(Vec::new(), Compression::new(9));
-        enc.write_all(&data).unwrap();
-        let deflate = enc.finish().unwrap();
+        let deflate = deflate(&data);
         let (out, ends) = with_block_ends(&deflate);
         assert_eq!(out, data);
         let blocks = ends
@@ -238,9 +242,7 @@ mod tests {
     #[test]
     fn a_header_stop_comes_before_any_output_and_garbage_is_an_error() {
         let data = text(100_000);
-        let mut enc = DeflateEncoder::new(Vec::new(), Compression::new(9));
-        enc.write_all(&data).unwrap();
-        let deflate = enc.finish().unwrap();
+        let deflate = deflate(&data);
         let mut z = RawInflate::new().unwrap();
         let mut out = vec![0; 1 << 20];
         let step = z.inflate(&deflate, &mut out, Stop::Header).unwrap();

@@ -33,3 +33,14 @@ pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result
     }
     File::open(path).map_err(io_err(shown, "cannot open"))
 }
+
+/// The whole of `path` (shown as `shown`) if it is a regular file.
+///
+/// # Errors
+/// As [`open_regular`], and read errors.
+pub fn read_regular(path: &Path, shown: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut open_regular(path, shown)?, &mut bytes)
+        .map_err(io_err(shown, "read"))?;
+    Ok(bytes)
+}

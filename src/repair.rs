@@ -9,19 +9,31 @@
 //! chain on it); or a last `.dat` line cut short by the crash. Damage from
 //! outside can add a `.dat` line whose file is missing or of the wrong size.
 //!
+//! A complete line that does not parse is damage, not a crash's trace: the
+//! chain is left as it is, and the backup starts a new one.
+//!
+//! Only the newest chain is looked at: a backup only ever appends to it,
+//! so nothing an interrupted run left can be elsewhere, and damage in an
+//! older chain is not a new backup's concern (recover and verify report it).
+//!
 //! Temporary files are removed. A data file not listed, and every file of
-//! its chain after the first bad line, is renamed to `<name>.orphaned`
-//! (with its `.index`), and the `.dat` is rewritten without the bad lines
-//! (the old one kept as `<stem>.dat.orphaned`): the chain then ends at its
-//! last good backup, and the next backup continues from there. Nothing is
-//! deleted but temporary files. Every step is reported.
+//! the chain after the first bad line, is renamed to `<name>.orphaned`
+//! (with its `.index`), and the `.dat` is rewritten without the bad lines:
+//! the chain then ends at its last good backup, and the next backup
+//! continues from there. The old `.dat` is kept as `<stem>.dat.orphaned`
+//! (a hard link, made only once the new `.dat` is written and fsync'd), so
+//! a full disk or a crash during the repair leaves the old `.dat` or the
+//! new one in place, never neither. Nothing is deleted but temporary files.
+//! Every step is reported.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 
 use crate::atomic::{AtomicFile, TEMP_PREFIX, TEMP_SUFFIX};
-use crate::error::{io_err, Result};
-use crate::repository::{parse_dat, DatEntry, DataFile, Kind, Repository};
+use crate::error::{io_err, Error, Result};
+use crate::fsutil;
+use crate::repository::{parse_dat_line, DatEntry, DataFile, Kind, Repository};
 
 /// Python repozo's one temporary file name.
 pub const PYTHON_TEMP: &str = "tmp.tmp";
@@ -37,16 +49,10 @@ pub fn repair(repo: &Repository) -> Result<Vec<String>> {
     let mut said = Vec::new();
     remove_temporaries(repo, &mut said)?;
     let files = repo.data_files()?;
-    let mut chains: Vec<Vec<DataFile>> = Vec::new();
-    for f in files {
-        match (f.kind, chains.last_mut()) {
-            (Kind::Full, _) | (_, None) => chains.push(vec![f]),
-            (Kind::Incremental, Some(chain)) => chain.push(f),
-        }
-    }
-    let newest = chains.len().saturating_sub(1);
-    for (i, chain) in chains.iter().enumerate() {
-        repair_chain(repo, chain, i == newest, &mut said)?;
+    // Increments with no full backup before them (it was deleted) are no
+    // crash's trace: the backup starts a new chain and leaves them be.
+    if let Some(newest) = files.iter().rposition(|f| f.kind == Kind::Full) {
+        repair_chain(repo, &files[newest..], &mut said)?;
     }
     Ok(said)
 }
@@ -71,73 +77,75 @@ fn remove_temporaries(repo: &Repository, said: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn repair_chain(
-    repo: &Repository,
-    chain: &[DataFile],
-    newest: bool,
-    said: &mut Vec<String>,
-) -> Result<()> {
+fn repair_chain(repo: &Repository, chain: &[DataFile], said: &mut Vec<String>) -> Result<()> {
     let full = &chain[0];
     let dat_name = full.dat_name();
     let dat_shown = repo.display(&dat_name);
-    let text = match fs::read(repo.path(&dat_name)) {
+    let dat_path = repo.path(&dat_name);
+    let text = match fsutil::read_regular(&dat_path, &dat_shown) {
         Ok(t) => t,
         // The newest full backup without its log is one cut short before
         // its `.dat` was written; an incremental would have nowhere to be
-        // logged. Older chains recover without a log: leave them be.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if newest {
-                let why = format!("{dat_shown} is missing");
-                for f in chain {
-                    set_aside_backup(repo, f, &why, said)?;
-                }
+        // logged.
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let why = format!("{dat_shown} is missing");
+            for f in chain {
+                set_aside_backup(repo, f, &why, said)?;
             }
             return Ok(());
         }
-        Err(e) => return Err(io_err(&dat_shown, "read")(e)),
+        Err(e) => return Err(e),
     };
-    // A last line without its newline is an append cut short.
-    let complete = match text.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &text[..=i],
-        None => &text[..0],
-    };
-    let torn = complete.len() < text.len();
-    let mut entries = parse_dat(complete, &dat_shown)?;
+    let on_disk: HashMap<String, &DataFile> = chain.iter().map(|f| (f.name(), f)).collect();
+    let mut entries = Vec::new();
     let mut reasons = Vec::new();
-    if torn {
-        reasons.push(format!(
-            "its last line was cut short: {:?}",
-            String::from_utf8_lossy(&text[complete.len()..])
-        ));
+    // A last line without its newline is an append cut short, unless it is
+    // whole and its file is there: then only the newline is missing.
+    let mut lacks_newline = false;
+    for (i, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        let complete = line.ends_with(b"\n");
+        let entry = match parse_dat_line(line, &dat_shown, i + 1) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            // Not what a crash leaves, but damage: nothing here is
+            // changed, and the backup gives the chain up for a full one.
+            Err(_) if complete => return Ok(()),
+            Err(_) => {
+                reasons.push(format!(
+                    "its last line was cut short: {:?}",
+                    String::from_utf8_lossy(line)
+                ));
+                break;
+            }
+        };
+        if !matches_file(repo, &on_disk, &entry) {
+            reasons.push(if complete {
+                format!(
+                    "{} is missing or not {} bytes",
+                    repo.display(entry.file_name()),
+                    entry.size()
+                )
+            } else {
+                format!(
+                    "its last line was cut short: {:?}",
+                    String::from_utf8_lossy(line)
+                )
+            });
+            break;
+        }
+        lacks_newline = !complete;
+        entries.push(entry);
     }
-    // The first line whose file is missing or of the wrong size ends the
-    // chain: everything after it depends on it.
-    if let Some(bad) = entries.iter().position(|e| !matches_file(repo, chain, e)) {
-        let e = &entries[bad];
-        reasons.push(format!(
-            "{} is missing or not {} bytes",
-            repo.display(e.file_name()),
-            e.size()
-        ));
-        entries.truncate(bad);
-    }
-    let listed: Vec<&str> = entries.iter().map(DatEntry::file_name).collect();
+    let listed: HashSet<&str> = entries.iter().map(DatEntry::file_name).collect();
     let orphans: Vec<&DataFile> = chain
         .iter()
-        .filter(|f| !listed.contains(&f.name().as_str()))
+        .filter(|f| !listed.contains(f.name().as_str()))
         .collect();
-    if reasons.is_empty() && orphans.is_empty() {
-        return Ok(());
-    }
-    if !reasons.is_empty() {
-        set_aside(repo, &dat_name, "it is being rewritten", said)?;
-        if !entries.is_empty() {
-            let mut f = AtomicFile::create(&repo.path(&dat_name), &dat_shown)?;
-            let body: String = entries.iter().map(DatEntry::line).collect();
-            std::io::Write::write_all(f.file(), body.as_bytes())
-                .map_err(io_err(&dat_shown, "write"))?;
-            f.commit(true)?;
+    if !reasons.is_empty() || lacks_newline {
+        if lacks_newline && reasons.is_empty() {
+            reasons.push("its last line lacked its newline".into());
         }
+        rewrite_dat(repo, &dat_name, &entries, said)?;
         said.push(format!(
             "rewrote {dat_shown} without its bad lines ({})",
             reasons.join("; ")
@@ -150,15 +158,47 @@ fn repair_chain(
     Ok(())
 }
 
+/// Replace the `.dat` by `entries`, keeping the old one as
+/// `<name>.orphaned`: the new one is written and fsync'd first, so a full
+/// disk changes nothing; the old one is kept by a second name (a hard
+/// link, or a copy where links are refused) before the new one is renamed
+/// over it. With no entries left the old one is only set aside.
+fn rewrite_dat(
+    repo: &Repository,
+    dat_name: &str,
+    entries: &[DatEntry],
+    said: &mut Vec<String>,
+) -> Result<()> {
+    let dat_shown = repo.display(dat_name);
+    if entries.is_empty() {
+        return set_aside(repo, dat_name, "it is being rewritten", said);
+    }
+    let mut new = AtomicFile::create(&repo.path(dat_name), &dat_shown)?;
+    let body: String = entries.iter().map(DatEntry::line).collect();
+    std::io::Write::write_all(new.file(), body.as_bytes()).map_err(io_err(&dat_shown, "write"))?;
+    let kept = free_name(repo, dat_name);
+    let kept_shown = repo.display(&kept);
+    if fs::hard_link(repo.path(dat_name), repo.path(&kept)).is_err() {
+        let old = fsutil::read_regular(&repo.path(dat_name), &dat_shown)?;
+        let mut copy = AtomicFile::create(&repo.path(&kept), &kept_shown)?;
+        std::io::Write::write_all(copy.file(), &old).map_err(io_err(&kept_shown, "write"))?;
+        copy.commit(false)?;
+    }
+    said.push(format!(
+        "kept {dat_shown} as {kept_shown}: it is being rewritten"
+    ));
+    new.commit(true)
+}
+
 /// Whether the file a `.dat` line names is there, in this chain, with the
 /// size the line gives (for a gzip'd file, being there is all that is
 /// checked: its size needs a full read, which verify does).
-fn matches_file(repo: &Repository, chain: &[DataFile], e: &DatEntry) -> bool {
-    let Some(f) = chain.iter().find(|f| f.name() == e.file_name()) else {
+fn matches_file(repo: &Repository, on_disk: &HashMap<String, &DataFile>, e: &DatEntry) -> bool {
+    let Some(f) = on_disk.get(e.file_name()) else {
         return false;
     };
-    match fs::metadata(repo.path(&f.name())) {
-        Ok(m) => f.gzip || m.len() == e.size(),
+    match fs::symlink_metadata(repo.path(e.file_name())) {
+        Ok(m) => m.is_file() && (f.gzip || m.len() == e.size()),
         Err(_) => false,
     }
 }
@@ -177,14 +217,20 @@ fn set_aside_backup(
     Ok(())
 }
 
-/// Rename `name` to `name.orphaned` (or `.orphaned.N` if that is taken).
-fn set_aside(repo: &Repository, name: &str, why: &str, said: &mut Vec<String>) -> Result<()> {
+/// `name.orphaned`, or `name.orphaned.N` for the first N free.
+fn free_name(repo: &Repository, name: &str) -> String {
     let mut target = format!("{name}{SET_ASIDE_SUFFIX}");
     let mut n = 1;
-    while repo.path(&target).exists() {
+    while fs::symlink_metadata(repo.path(&target)).is_ok() {
         target = format!("{name}{SET_ASIDE_SUFFIX}.{n}");
         n += 1;
     }
+    target
+}
+
+/// Rename `name` to `name.orphaned` (or `.orphaned.N` if that is taken).
+fn set_aside(repo: &Repository, name: &str, why: &str, said: &mut Vec<String>) -> Result<()> {
+    let target = free_name(repo, name);
     let shown = repo.display(name);
     fs::rename(repo.path(name), repo.path(&target)).map_err(io_err(&shown, "set aside"))?;
     crate::atomic::sync_dir(repo.dir()).map_err(io_err(repo.given(), "fsync"))?;

@@ -51,6 +51,18 @@ impl Timestamp {
             .map(Timestamp)
     }
 
+    /// Whether "now" is fixed by [`NOW_ENV`], so that waiting changes
+    /// nothing.
+    pub fn is_fixed() -> bool {
+        std::env::var_os(NOW_ENV).is_some()
+    }
+
+    /// How long until the clock shows the next second.
+    pub fn until_next_second(&self) -> std::time::Duration {
+        let nanos = u64::from(self.0.and_utc().timestamp_subsec_nanos()).min(999_999_999);
+        std::time::Duration::from_nanos(1_000_000_000 - nanos + 1_000_000)
+    }
+
     /// The file name stem for this moment.
     pub fn stem(&self) -> String {
         self.0.format(STEM_FORMAT).to_string()
@@ -174,6 +186,14 @@ pub fn join(repository: &str, name: &str) -> String {
     } else {
         format!("{repository}/{name}")
     }
+}
+
+/// The newest stem any backup file of a repository carries (data file,
+/// `.index` or `.dat`), and one such file's name, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct Stems {
+    pub newest: Option<String>,
+    pub newest_name: String,
 }
 
 /// A repository directory, with the path spelled as the user gave it.
@@ -315,8 +335,64 @@ impl Repository {
                 files.push(f);
             }
         }
-        files.sort_by_key(DataFile::name);
+        files.sort_by_cached_key(DataFile::name);
         Ok(files)
+    }
+
+    fn names(&self) -> Result<Vec<String>, RepositoryError> {
+        self.check_dir()?;
+        let mut names = Vec::new();
+        for entry in fs::read_dir(self.dir()).map_err(self.io_err(self.given.clone()))? {
+            let entry = entry.map_err(self.io_err(self.given.clone()))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// The newest stem in use, see [`Stems`].
+    ///
+    /// # Errors
+    /// As [`Repository::data_files`].
+    pub fn stems(&self) -> Result<Stems, RepositoryError> {
+        let mut stems = Stems::default();
+        for name in self.names()? {
+            let stem = match name.split_at_checked(19) {
+                Some((stem, ".index" | ".dat")) if Timestamp::parse_stem(stem).is_some() => stem,
+                _ if DataFile::parse(&name).is_some() => &name[..19],
+                _ => continue,
+            };
+            // On a tie the data file names the stem in messages.
+            let newer = stems.newest.as_deref().is_none_or(|n| stem > n);
+            let tie = stems.newest.as_deref() == Some(stem) && DataFile::parse(&name).is_some();
+            if newer || tie {
+                stems.newest = Some(stem.to_string());
+                stems.newest_name = name.clone();
+            }
+        }
+        Ok(stems)
+    }
+
+    /// Files that a repair set aside: `<name>.orphaned` and
+    /// `<name>.orphaned.N`.
+    ///
+    /// # Errors
+    /// As [`Repository::data_files`].
+    pub fn set_aside_files(&self) -> Result<Vec<String>, RepositoryError> {
+        Ok(self
+            .names()?
+            .into_iter()
+            .filter(|n| {
+                let Some((_, tail)) = n.split_once(".orphaned") else {
+                    return false;
+                };
+                tail.is_empty()
+                    || tail
+                        .strip_prefix('.')
+                        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .collect())
     }
 
     /// repozo's `find_files`: the newest full backup whose stem sorts at or
@@ -380,9 +456,26 @@ impl Repository {
     pub fn read_dat_required(&self, full: &DataFile) -> Result<Vec<DatEntry>, RepositoryError> {
         let name = full.dat_name();
         let shown = self.display(&name);
-        let text =
-            fs::read(self.path(&name)).map_err(self.io_err(format!("{shown}: cannot open")))?;
+        let text = match crate::fsutil::read_regular(&self.path(&name), &shown) {
+            Ok(t) => t,
+            Err(crate::Error::Io { source, .. }) => {
+                return Err(self.io_err(format!("{shown}: cannot open"))(source))
+            }
+            Err(e) => return Err(self.io_err(shown)(io::Error::other(e.to_string()))),
+        };
         parse_dat(&text, &shown)
+    }
+}
+
+/// `text` (trimmed) split at its last separator: what comes before (trimmed)
+/// and the last field; no separator gives an empty rest.
+fn last_field(text: &str, is_sep: impl Fn(char) -> bool) -> (&str, &str) {
+    match text.rfind(&is_sep) {
+        Some(i) => {
+            let sep_len = text[i..].chars().next().map_or(1, char::len_utf8);
+            (text[..i].trim_end_matches(&is_sep), &text[i + sep_len..])
+        }
+        None => ("", text),
     }
 }
 
@@ -394,46 +487,61 @@ impl Repository {
 pub fn parse_dat(text: &[u8], shown: &str) -> Result<Vec<DatEntry>, RepositoryError> {
     let mut entries = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        let bad = |reason: String| RepositoryError::BadDatLine {
-            path: shown.to_string(),
-            line: i + 1,
-            reason,
-        };
-        let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8 text".into()))?;
-        // Python's str.split() also splits at the separators \x1c-\x1f.
-        let fields: Vec<&str> = text
-            .split(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
-            .filter(|f| !f.is_empty())
-            .collect();
-        // A trailing blank line is what a crash mid-append can leave.
-        if fields.is_empty() {
-            continue;
-        }
-        let [path, start, end, md5] = fields[..] else {
-            return Err(bad(format!(
-                "expected 4 fields (file start end md5), found {}",
-                fields.len()
-            )));
-        };
-        let num = |s: &str, what: &str| {
-            s.parse::<u64>()
-                .map_err(|_| bad(format!("{what} {s:?} is not a number")))
-        };
-        let (start, end) = (num(start, "start")?, num(end, "end")?);
-        if end < start {
-            return Err(bad(format!("end {end} is before start {start}")));
-        }
-        if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad(format!("{md5:?} is not an md5 checksum")));
-        }
-        entries.push(DatEntry {
-            path: path.to_string(),
-            start,
-            end,
-            md5: md5.to_ascii_lowercase(),
-        });
+        entries.extend(parse_dat_line(line, shown, i + 1)?);
     }
     Ok(entries)
+}
+
+/// Parse line `number` (from 1) of a `.dat` log; `None` for a blank line.
+///
+/// # Errors
+/// [`RepositoryError::BadDatLine`] naming the line.
+pub fn parse_dat_line(
+    line: &[u8],
+    shown: &str,
+    number: usize,
+) -> Result<Option<DatEntry>, RepositoryError> {
+    let bad = |reason: String| RepositoryError::BadDatLine {
+        path: shown.to_string(),
+        line: number,
+        reason,
+    };
+    let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8 text".into()))?;
+    // Python's str.split() also splits at the separators \x1c-\x1f.
+    let is_sep = |c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c);
+    let text = text.trim_matches(is_sep);
+    // A trailing blank line is what a crash mid-append can leave.
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // The path is the repository as the user spelled it, spaces and tabs
+    // included: the three numbers are taken from the right.
+    let (rest, md5) = last_field(text, is_sep);
+    let (rest, end) = last_field(rest, is_sep);
+    let (path, start) = last_field(rest, is_sep);
+    if path.is_empty() {
+        let found = text.split(is_sep).filter(|f| !f.is_empty()).count();
+        return Err(bad(format!(
+            "expected 4 fields (file start end md5), found {found}"
+        )));
+    }
+    let num = |s: &str, what: &str| {
+        s.parse::<u64>()
+            .map_err(|_| bad(format!("{what} {s:?} is not a number")))
+    };
+    let (start, end) = (num(start, "start")?, num(end, "end")?);
+    if end < start {
+        return Err(bad(format!("end {end} is before start {start}")));
+    }
+    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!("{md5:?} is not an md5 checksum")));
+    }
+    Ok(Some(DatEntry {
+        path: path.to_string(),
+        start,
+        end,
+        md5: md5.to_ascii_lowercase(),
+    }))
 }
 
 #[cfg(test)]
@@ -493,5 +601,29 @@ mod tests {
             md5: "0".repeat(32),
         };
         assert_eq!(e.file_name(), "passwd");
+    }
+
+    /// Regression: a repository path with a space made every `.dat` line
+    /// five fields, and the repository unusable after its first backup.
+    #[test]
+    fn regression_paths_with_spaces_and_tabs_keep_their_numbers() {
+        let md5 = "d41d8cd98f00b204e9800998ecf8427e";
+        for path in [
+            "my repo/2024-01-01-10-00-00.fs",
+            "a\tb  c /2024-01-01-10-00-00.fs",
+        ] {
+            let line = format!("{path} 0 4 {md5}\n");
+            let e = parse_dat(line.as_bytes(), "x.dat").unwrap();
+            assert_eq!(e[0].path, path);
+            assert_eq!((e[0].start, e[0].end), (0, 4));
+            assert_eq!(e[0].file_name(), "2024-01-01-10-00-00.fs");
+        }
+        for (bad, found) in [("a 1 2\n", 3), ("1 2\n", 2), ("x\n", 1)] {
+            let err = parse_dat(bad.as_bytes(), "x.dat").unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("x.dat: line 1: expected 4 fields (file start end md5), found {found}")
+            );
+        }
     }
 }

@@ -18,12 +18,13 @@ use crate::atomic::{AtomicFile, DataWriter};
 use crate::data_reader::{DataReader, CHUNK};
 use crate::error::{io_err, Error, Result};
 use crate::format::WalkResult;
+use crate::fsutil;
 use crate::index_file;
 use crate::lock;
 use crate::log;
 use crate::log::Log;
 use crate::repair;
-use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
+use crate::repository::{DatEntry, DataFile, Kind, Repository, Stems, Timestamp};
 use crate::source::{Resume, Source};
 
 /// What `-B` was asked to do.
@@ -65,6 +66,15 @@ enum Plan {
 /// file, an existing file of the same name, I/O errors.
 pub fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<Outcome> {
     let repo = Repository::new(&opts.repository);
+    if opts.repository.contains(['\n', '\r']) {
+        return Err(Error::Io {
+            path: opts.repository.clone(),
+            action: "cannot back up into it",
+            source: std::io::Error::other(
+                "a line break in the repository path cannot be written to the .dat log",
+            ),
+        });
+    }
     let _lock = lock::acquire(&repo, lock::Mode::Exclusive)?;
     for msg in repair::repair(&repo)? {
         log.notice(format_args!("{msg}"));
@@ -99,33 +109,103 @@ fn backup_once(
     now: Timestamp,
     log: &Log,
 ) -> Result<Outcome> {
-    let chain = repo.find_files(&now.stem(), log)?;
+    let stems = repo.stems()?;
+    // The newest chain, whatever the clock says: a clock gone back must not
+    // make an older chain the one compared with.
+    let when = stems
+        .newest
+        .clone()
+        .map_or(now.stem(), |n| n.max(now.stem()));
+    let chain = repo.find_files(&when, log)?;
     let source = Source::open(&opts.file)?;
     let plan = if opts.full || chain.is_empty() {
         log!(log, "doing a full backup");
+        Plan::Full
+    } else if chain[0].kind != Kind::Full {
+        log.notice(format_args!(
+            "{} has no full backup before it (full backup)",
+            repo.display(&chain[0].name())
+        ));
+        Plan::Full
+    } else if let Err(e) = repo.read_dat(&chain[0]) {
+        log.notice(format_args!(
+            "{e}: the newest chain cannot be continued (full backup)"
+        ));
         Plan::Full
     } else if opts.quick {
         decide_quick(repo, &chain, &source, log)?
     } else {
         decide_by_content(repo, &chain, &source, log)?
     };
-    match plan {
-        Plan::Nothing => Ok(Outcome::NothingToDo),
-        Plan::Full => full_backup(opts, repo, &source, now, log),
+    let (kind, start) = match plan {
+        Plan::Nothing => return Ok(Outcome::NothingToDo),
+        Plan::Full => (Kind::Full, 0),
         Plan::Incremental { start } => {
             log!(log, "doing incremental, starting at: {start}");
-            incremental_backup(opts, repo, &chain[0], &source, start, now, log)
+            (Kind::Incremental, start)
         }
-    }
+    };
+    let now = free_stem(repo, now, stems, log)?;
+    write_backup(opts, repo, &chain, &source, now, kind, start, log)
 }
 
-/// `-Q`: compare only the md5 of the range the last `.dat` line names.
+/// A moment whose stem no file of the repository has and that sorts after
+/// every backup in it. Two backups in one second (a weekly `-F` and an
+/// hourly `-B` fired together) would share a stem, so one waits for the
+/// next second; a clock that went back would name a backup that sorts
+/// before the newest, which recover and `-k` read as older: refused.
+fn free_stem(repo: &Repository, now: Timestamp, stems: Stems, log: &Log) -> Result<Timestamp> {
+    let mut now = now;
+    let mut stems = stems;
+    for _ in 0..3 {
+        let stem = now.stem();
+        let Some(newest) = stems.newest.as_deref().filter(|n| *n >= stem.as_str()) else {
+            return Ok(now);
+        };
+        if newest > stem.as_str() {
+            return Err(Error::ClockBehind {
+                newest: repo.display(&stems.newest_name),
+                now: stem,
+            });
+        }
+        if Timestamp::is_fixed() {
+            break;
+        }
+        log!(
+            log,
+            "a backup of {stem} exists already: waiting for the next second"
+        );
+        std::thread::sleep(now.until_next_second());
+        now = Timestamp::now().map_err(Error::Clock)?;
+        stems = repo.stems()?;
+    }
+    Err(Error::StemTaken {
+        existing: repo.display(&stems.newest_name),
+        stem: now.stem(),
+    })
+}
+
+/// `-Q`: compare only the md5 of the last range the `.dat` log names.
+///
+/// The range must hold bytes: Python repozo logs an empty increment
+/// `[E, E)` when only a commit in progress followed E, and the md5 of
+/// nothing matches any file, so after a pack and regrowth past E it would
+/// append the new file's tail to the old bytes. The last non-empty range
+/// confirms the transaction that ends at E.
 fn decide_quick(repo: &Repository, chain: &[DataFile], source: &Source, log: &Log) -> Result<Plan> {
-    let last = repo.read_dat(&chain[0])?.and_then(|mut v| v.pop());
-    let Some(last) = last else {
+    let entries = repo.read_dat(&chain[0])?.unwrap_or_default();
+    let Some(last) = entries.iter().rev().find(|e| e.end > e.start) else {
         log!(log, "missing or empty .dat file (full backup)");
         return Ok(Plan::Full);
     };
+    if entries.last().is_some_and(|e| e.end != last.end) {
+        log!(
+            log,
+            "the last .dat lines do not continue {} (full backup)",
+            last.path
+        );
+        return Ok(Plan::Full);
+    }
     if source.size() < last.end {
         log!(log, "file shrunk, possibly because of a pack (full backup)");
         return Ok(Plan::Full);
@@ -157,7 +237,10 @@ fn decide_quick(repo: &Repository, chain: &[DataFile], source: &Source, log: &Lo
 ///
 /// Comparing the bytes themselves gives repozo's guarantee (its md5 of both
 /// sides is a proxy for this) without hashing either side. A thread reads
-/// (and inflates) the repository while this one reads Data.fs.
+/// (and inflates) the repository while this one reads Data.fs. A backup
+/// file that cannot be read (damaged, missing) cannot be continued: the
+/// chain is given up for a fresh full backup, said on stderr, rather than
+/// failing every night.
 fn decide_by_content(
     repo: &Repository,
     chain: &[DataFile],
@@ -198,7 +281,16 @@ fn decide_by_content(
         let mut pos = 0u64;
         let mut ours = vec![0u8; CHUNK];
         for theirs in rx {
-            let theirs = theirs?;
+            let theirs = match theirs {
+                Ok(t) => t,
+                Err(e) => {
+                    log.notice(format_args!(
+                        "{e}: the repository cannot be compared with {} (full backup)",
+                        source.shown()
+                    ));
+                    return Ok(Plan::Full);
+                }
+            };
             let end = pos + theirs.len() as u64;
             if end > source.size() {
                 log!(log, "repository state: more than {} bytes", source.size());
@@ -258,54 +350,34 @@ fn copy(
     Ok((walk, n, md5))
 }
 
-fn full_backup(
+/// Write a full backup (`start` 0) or an increment from `start`, which the
+/// decision confirmed to be where the repository's bytes end.
+#[allow(clippy::too_many_arguments)]
+fn write_backup(
     opts: &BackupOptions,
     repo: &Repository,
+    chain: &[DataFile],
     source: &Source,
     now: Timestamp,
-    log: &Log,
-) -> Result<Outcome> {
-    let dest = DataFile::new(now, Kind::Full, opts.gzip);
-    let mut out = start_file(repo, &dest, source)?;
-    let resume = saved_index(repo, source, &opts.file, log)?;
-    let (walk, n, md5) = copy(source, resume, &mut out, 0, opts.gzip, log)?;
-    log!(
-        log,
-        "writing full backup: {} bytes to {}",
-        walk.end,
-        out.shown()
-    );
-    debug_assert_eq!(n, walk.end);
-    let entry = DatEntry {
-        path: repo.display(&dest.name()),
-        start: 0,
-        end: walk.end,
-        md5,
-    };
-    commit_all(repo, &dest, &dest, source, &walk, &entry, out, log)?;
-    if opts.kill_old {
-        delete_old_backups(repo, log)?;
-    }
-    Ok(Outcome::Written {
-        file: entry.path,
-        kind: Kind::Full,
-        start: 0,
-        end: walk.end,
-    })
-}
-
-fn incremental_backup(
-    opts: &BackupOptions,
-    repo: &Repository,
-    full: &DataFile,
-    source: &Source,
+    kind: Kind,
     start: u64,
-    now: Timestamp,
     log: &Log,
 ) -> Result<Outcome> {
-    let dest = DataFile::new(now, Kind::Incremental, opts.gzip);
+    let dest = DataFile::new(now, kind, opts.gzip);
+    // A full backup owns its `.dat`; an increment is logged in its chain's.
+    let owner = match kind {
+        Kind::Full => &dest,
+        Kind::Incremental => &chain[0],
+    };
     let mut out = start_file(repo, &dest, source)?;
-    let resume = saved_index(repo, source, &opts.file, log)?;
+    // Only an increment may start from the repository's index: its bytes
+    // up to `start` were just confirmed. A full backup is full because the
+    // repository no longer describes Data.fs, nor does its index.
+    let confirmed = match kind {
+        Kind::Full => None,
+        Kind::Incremental => chain.last().map(|f| (f.index_name(), start)),
+    };
+    let resume = saved_index(repo, source, &opts.file, confirmed, log)?;
     let (walk, _, md5) = copy(source, resume, &mut out, start, opts.gzip, log)?;
     if walk.end < start {
         return Err(Error::SourceShorter {
@@ -314,7 +386,7 @@ fn incremental_backup(
             backed_up: start,
         });
     }
-    if walk.end == start {
+    if kind == Kind::Incremental && walk.end == start {
         // Only a transaction still being committed follows the backed-up
         // bytes; repozo would write an empty increment.
         log!(
@@ -323,22 +395,44 @@ fn incremental_backup(
         );
         return Ok(Outcome::NothingToDo);
     }
-    log!(
-        log,
-        "writing incremental: {} bytes to {}",
-        walk.end - start,
-        out.shown()
-    );
+    match kind {
+        Kind::Full => log!(
+            log,
+            "writing full backup: {} bytes to {}",
+            walk.end,
+            out.shown()
+        ),
+        Kind::Incremental => log!(
+            log,
+            "writing incremental: {} bytes to {}",
+            walk.end - start,
+            out.shown()
+        ),
+    }
     let entry = DatEntry {
         path: repo.display(&dest.name()),
         start,
         end: walk.end,
         md5,
     };
-    commit_all(repo, full, &dest, source, &walk, &entry, out, log)?;
+    commit_all(
+        repo,
+        &Commit {
+            owner,
+            dest: &dest,
+            source,
+            walk: &walk,
+            entry: &entry,
+        },
+        out,
+        log,
+    )?;
+    if kind == Kind::Full && opts.kill_old {
+        delete_old_backups(repo, log)?;
+    }
     Ok(Outcome::Written {
         file: entry.path,
-        kind: Kind::Incremental,
+        kind,
         start,
         end: walk.end,
     })
@@ -357,6 +451,16 @@ fn start_file(repo: &Repository, dest: &DataFile, source: &Source) -> Result<Ato
     Ok(f)
 }
 
+/// What [`commit_all`] puts into place.
+struct Commit<'a> {
+    /// The full backup whose `.dat` logs the new file.
+    owner: &'a DataFile,
+    dest: &'a DataFile,
+    source: &'a Source,
+    walk: &'a WalkResult,
+    entry: &'a DatEntry,
+}
+
 /// Write the `.index` and the new `.dat` aside, then rename the data file,
 /// the `.index` and the `.dat` into place, in that order.
 ///
@@ -364,31 +468,23 @@ fn start_file(repo: &Repository, dest: &DataFile, source: &Source) -> Result<Ato
 /// rename, so a full disk leaves the repository as it was; the `.dat`, the
 /// commit point, is replaced whole, so it is never left half-appended.
 /// Nothing is renamed if Data.fs was replaced meanwhile.
-#[allow(clippy::too_many_arguments)]
-fn commit_all(
-    repo: &Repository,
-    full: &DataFile,
-    dest: &DataFile,
-    source: &Source,
-    walk: &WalkResult,
-    entry: &DatEntry,
-    data: AtomicFile,
-    log: &Log,
-) -> Result<()> {
+fn commit_all(repo: &Repository, c: &Commit<'_>, data: AtomicFile, log: &Log) -> Result<()> {
     log!(log, "writing index");
-    let index = write_aside(repo, &dest.index_name(), source, |w| {
-        let dialect = index_file::dialect_for(walk.magic);
-        index_file::save(w, walk.end, &walk.index, dialect).map(drop)
+    let index = write_aside(repo, &c.dest.index_name(), c.source, |w| {
+        let dialect = index_file::dialect_for(c.walk.magic);
+        index_file::save(w, c.walk.end, &c.walk.index, dialect).map(drop)
     })?;
-    let mut log_text = if full == dest {
+    let mut log_text = if c.owner == c.dest {
         Vec::new()
     } else {
-        fs::read(repo.path(&full.dat_name()))
-            .map_err(io_err(&repo.display(&full.dat_name()), "cannot open"))?
+        let name = c.owner.dat_name();
+        fsutil::read_regular(&repo.path(&name), &repo.display(&name))?
     };
-    log_text.extend_from_slice(entry.line().as_bytes());
-    let dat = write_aside(repo, &full.dat_name(), source, |w| w.write_all(&log_text))?;
-    source.check_not_replaced()?;
+    log_text.extend_from_slice(c.entry.line().as_bytes());
+    let dat = write_aside(repo, &c.owner.dat_name(), c.source, |w| {
+        w.write_all(&log_text)
+    })?;
+    c.source.check_not_replaced()?;
     data.commit(false)?;
     index.commit(true)?;
     dat.commit(true)
@@ -414,7 +510,9 @@ fn write_aside(
     Ok(f)
 }
 
-/// `-k`: keep only the newest full backup and its chain's metadata.
+/// `-k`: keep only the newest full backup and its chain's metadata, and
+/// drop what repair set aside more than [`ORPHAN_GRACE`] ago (kept that
+/// long for whoever wants to look at it, never for ever).
 fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
     let files = repo.data_files()?;
     let Some(newest_full) = files.iter().rev().find(|f| f.kind == Kind::Full) else {
@@ -432,41 +530,65 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
         let name = f.name();
         fs::remove_file(repo.path(&name)).map_err(io_err(&repo.display(&name), "remove"))?;
     }
+    let now = std::time::SystemTime::now();
+    for name in repo.set_aside_files()? {
+        let path = repo.path(&name);
+        let age = fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok());
+        if age.is_some_and(|a| a > ORPHAN_GRACE) {
+            log!(
+                log,
+                "removing {}, set aside by a repair",
+                repo.display(&name)
+            );
+            fs::remove_file(&path).map_err(io_err(&repo.display(&name), "remove"))?;
+        }
+    }
     Ok(())
 }
 
-/// The best saved index to start the walk from: the newest `.index` in the
-/// repository or `Data.fs.index`, whichever describes more of the file,
+/// How long `-k` keeps files that repair set aside.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The saved index to start the walk from: `Data.fs.index`, or the index of
+/// the repository's last backup when `confirmed` says that this run found
+/// the repository's bytes to be Data.fs's prefix up to its position,
+/// whichever describes more of the file (`Data.fs.index` on a tie),
 /// provided it passes FileStorage's sanity check. Without one the whole
 /// file is walked, which gives the same index, only slower.
 fn saved_index(
     repo: &Repository,
     source: &Source,
     file: &str,
+    confirmed: Option<(String, u64)>,
     log: &Log,
 ) -> Result<Option<Resume>> {
     let mut candidates: Vec<(u64, PathBuf, String)> = Vec::new();
-    let newest = repo.data_files()?.pop();
-    let repo_index = newest.map(|f| (repo.path(&f.index_name()), repo.display(&f.index_name())));
     let own_index = format!("{file}.index");
-    for (path, shown) in repo_index
-        .into_iter()
-        .chain([(PathBuf::from(&own_index), own_index.clone())])
-    {
-        let Ok(f) = fs::File::open(&path) else {
+    let own = (PathBuf::from(&own_index), own_index.clone(), None);
+    let repo_index =
+        confirmed.map(|(name, pos)| (repo.path(&name), repo.display(&name), Some(pos)));
+    for (path, shown, want) in std::iter::once(own).chain(repo_index) {
+        let Ok(f) = fsutil::open_regular(&path, &shown) else {
             continue;
         };
         match index_file::read_pos(std::io::BufReader::new(f)) {
-            Ok(pos) if pos <= source.size() => {
-                candidates.push((pos, path, shown));
-            }
+            Ok(pos) if want.is_some_and(|w| w != pos) => log!(
+                log,
+                "not using index {shown}: it describes {pos} bytes, the repository {} bytes",
+                want.unwrap_or_default()
+            ),
+            Ok(pos) if pos <= source.size() => candidates.push((pos, path, shown)),
             Ok(pos) => log!(log, "not using index {shown}: it describes {pos} bytes"),
             Err(e) => log!(log, "not using index {shown}: {e}"),
         }
     }
+    // Stable: Data.fs.index stays first on a tie.
     candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (pos, path, shown) in candidates {
-        let loaded = fs::File::open(&path)
+        let loaded = fsutil::open_regular(&path, &shown)
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 index_file::load(std::io::BufReader::with_capacity(1 << 20, f))

@@ -51,6 +51,10 @@ pub enum Error {
     SourceReplaced { path: String },
     /// Another repozo run holds the repository's lock.
     Locked { repository: String, lock: String },
+    /// A backup would sort before the newest one in the repository.
+    ClockBehind { newest: String, now: String },
+    /// A backup of this second exists, and the clock cannot move on.
+    StemTaken { existing: String, stem: String },
 }
 
 impl fmt::Display for Error {
@@ -92,6 +96,14 @@ impl fmt::Display for Error {
             Error::Locked { repository, lock } => write!(
                 f,
                 "{repository}: repository is locked by another repozo run (lock held on {lock}); try again when it has finished"
+            ),
+            Error::ClockBehind { newest, now } => write!(
+                f,
+                "{newest}: cannot back up: this backup is newer than the time now ({now}); did the clock go back?"
+            ),
+            Error::StemTaken { existing, stem } => write!(
+                f,
+                "{existing}: cannot back up: a backup of this second ({stem}) exists already; try again in a second"
             ),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use md5::{Digest, Md5};
@@ -94,9 +94,11 @@ impl Source {
         &self.shown
     }
 
-    /// The source's permission bits, for the backup files.
+    /// The source's read and write bits, for the backup files: never its
+    /// setuid, setgid or sticky bits, nor write for others, which a backup
+    /// of a carelessly shared Data.fs must not hand on.
     pub fn permissions(&self) -> Permissions {
-        self.permissions.clone()
+        Permissions::from_mode(self.permissions.mode() & 0o664)
     }
 
     /// Call `f` with the bytes of `[start, end)` in order, in chunks, until

@@ -244,7 +244,7 @@ fn a_backup_never_overwrites_and_kill_old_keeps_the_newest_chain() {
     ));
     assert_eq!(
         err.trim(),
-        "Cannot overwrite existing file: repo/2024-01-01-00-00-00.fs"
+        "repo/2024-01-01-00-00-00.fs: cannot back up: a backup of this second (2024-01-01-00-00-00) exists already; try again in a second"
     );
     ok(&repozo(
         t.path(),

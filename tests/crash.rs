@@ -18,69 +18,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// Appends valid FileStorage transactions (the record layout of
-/// docs/format.md) to make databases of any size quickly.
-struct Db {
-    bytes: Vec<u8>,
-    tid: u64,
-    seed: u64,
-}
-
-impl Db {
-    fn new() -> Db {
-        Db {
-            bytes: b"FS30".to_vec(),
-            tid: 0x03e0_0000_0000_0000,
-            seed: 0x9e37_79b9_7f4a_7c15,
-        }
-    }
-
-    fn rand(&mut self) -> u64 {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        self.seed
-    }
-
-    /// One transaction of `n` records of up to `max` bytes.
-    fn txn(&mut self, n: usize, max: u64) {
-        self.tid += 1;
-        let tpos = self.bytes.len() as u64;
-        let recs: Vec<(u64, u64)> = (0..n)
-            .map(|_| (self.rand() % 5000, 1 + self.rand() % max))
-            .collect();
-        let body: u64 = recs.iter().map(|&(_, l)| 42 + l).sum();
-        let tlen = 23 + body;
-        let b = &mut self.bytes;
-        b.extend_from_slice(&self.tid.to_be_bytes());
-        b.extend_from_slice(&tlen.to_be_bytes());
-        b.extend_from_slice(&[b' ', 0, 0, 0, 0, 0, 0]);
-        for (oid, plen) in recs {
-            b.extend_from_slice(&oid.to_be_bytes());
-            b.extend_from_slice(&self.tid.to_be_bytes());
-            b.extend_from_slice(&0u64.to_be_bytes());
-            b.extend_from_slice(&tpos.to_be_bytes());
-            b.extend_from_slice(&0u16.to_be_bytes());
-            b.extend_from_slice(&plen.to_be_bytes());
-            let start = b.len();
-            b.resize(start + plen as usize, 0);
-            for (i, x) in b[start..].iter_mut().enumerate() {
-                *x = (i as u64 * 7 + oid) as u8 | 0x20;
-            }
-        }
-        b.extend_from_slice(&tlen.to_be_bytes());
-    }
-
-    fn grow(&mut self, txns: usize) {
-        for _ in 0..txns {
-            self.txn(50, 2000);
-        }
-    }
-
-    fn save(&self, path: &Path) {
-        fs::write(path, &self.bytes).unwrap();
-    }
-}
+mod common;
+use common::{assert_index_is_a_scan, Db};
 
 fn stamp(i: u32) -> String {
     format!(
@@ -372,6 +311,13 @@ fn backups_killed_at_random_moments_lose_nothing() {
         assert!(
             recovered(t.path(), &now) == db.bytes,
             "run {i}: recover after the next backup"
+        );
+        // The index the backup wrote (installed by recover) is the one a
+        // scan of the recovered bytes gives, whatever index it started from.
+        assert_index_is_a_scan(
+            &t.path().join("out.fs"),
+            &t.path().join("out.fs.index"),
+            &format!("run {i}"),
         );
         let leftovers: Vec<_> = fs::read_dir(t.path().join("repo"))
             .unwrap()

@@ -55,6 +55,10 @@
 #   verify .fsz repo     repo=gz_incr: -V
 #   verify -Q .fsz repo  repo=gz_incr: -V -Q
 #   the last three again on ours_gz_full / ours_gz_incr (written by ours)
+#   -B -Q, nothing changed, -V -Q, -R on a repository of MANY (env, default
+#                        20000) files: one full backup and MANY-1 one-
+#                        transaction increments (every step must be linear
+#                        in the number of files)
 #   Reference rows (the machine's own limits): md5sum Data.fs, cp Data.fs X,
 #   cp Data.fs X && sync X.
 #
@@ -112,6 +116,8 @@ T1=2024-01-01-00-00-00
 T2=2024-01-01-01-00-00
 T3=2024-01-01-02-00-00
 T4=2024-01-01-03-00-00
+# After the last of the MANY files (one a second from 2024-01-01).
+TM=2024-01-02-00-00-00
 
 say() { echo "compare.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -263,6 +269,62 @@ rm -f "$WORK"/.done-base-ours_gz_*
 BASE_TOOL="$BIN" make_base ours_gz_full - "$T1" "$DATA" -z
 BASE_TOOL="$BIN" make_base ours_gz_incr ours_gz_full "$T2" "$A1" -z
 
+# A repository of MANY files (default 20,000): a full backup and MANY-1
+# increments of one small transaction each, split from a Data.fs that ZODB
+# wrote with MANY+1 commits (Data-many.fs holds the first MANY, the source
+# of "nothing changed"; Data-many-a.fs all of them, the source of -Q).
+MANY="${MANY:-20000}"
+MANYDATA="$WORK/Data-many.fs"
+MANYDATA_A="$WORK/Data-many-a.fs"
+if ! done_step "many-$MANY"; then
+    say "base repository many: $MANY files"
+    rm -rf "$WORK/base/many" "$MANYDATA"* "$MANYDATA_A"*
+    mkdir -p "$WORK/base/many"
+    "$PYTHON" - "$MANY" "$MANYDATA_A" "$MANYDATA" "$WORK/base/many" "$REPO" <<'PYEOF'
+import datetime, hashlib, os, struct, sys
+import ZODB, ZODB.FileStorage, transaction
+from persistent.mapping import PersistentMapping
+many, path_a, path, base, shown = int(sys.argv[1]), *sys.argv[2:]
+db = ZODB.DB(ZODB.FileStorage.FileStorage(path_a))
+conn = db.open()
+root = conn.root()
+root['n'] = 0
+transaction.commit()
+for i in range(many):
+    root['n'] = i
+    root['m%d' % (i % 50)] = PersistentMapping({'i': i})
+    transaction.commit()
+conn.close()
+db.close()
+for ext in ('.index', '.lock', '.tmp'):
+    if os.path.exists(path_a + ext):
+        os.remove(path_a + ext)
+data = open(path_a, 'rb').read()
+ends, pos = [], 4
+while pos < len(data):
+    tlen = struct.unpack('>Q', data[pos + 8:pos + 16])[0]
+    pos += tlen + 8
+    ends.append(pos)
+assert pos == len(data) and len(ends) == many + 1, (pos, len(ends))
+with open(path, 'wb') as f:
+    f.write(data[:ends[many - 1]])
+t0 = datetime.datetime(2024, 1, 1)
+lines, start = [], 0
+for i in range(many):
+    stem = (t0 + datetime.timedelta(seconds=i)).strftime('%Y-%m-%d-%H-%M-%S')
+    name = stem + ('.fs' if i == 0 else '.deltafs')
+    chunk = data[start:ends[i]]
+    with open(os.path.join(base, name), 'wb') as f:
+        f.write(chunk)
+    lines.append('%s %d %d %s\n' % (os.path.join(shown, name), start,
+                                     ends[i], hashlib.md5(chunk).hexdigest()))
+    start = ends[i]
+with open(os.path.join(base, '2024-01-01-00-00-00.dat'), 'w') as f:
+    f.write(''.join(lines))
+PYEOF
+    mark_step "many-$MANY"
+fi
+
 # ------------------------------------------------------------------ runs
 rm -rf "$RES" "$RUN"
 mkdir -p "$RES" "$RUN"
@@ -382,6 +444,10 @@ bench verify_qz "verify -Q of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" 
 bench recover_oz "recover from a .fsz written by ours" ours_gz_full - none "$T4" "recover:$DATA" -- -R "${R[@]}" -o "$RUN/out.fs"
 bench verify_oz "verify of a .fsz repo written by ours" ours_gz_incr - none "$T4" none -- -V "${R[@]}"
 bench verify_qoz "verify -Q of a .fsz repo written by ours" ours_gz_incr - none "$T4" none -- -V -Q "${R[@]}"
+bench many_q "-B -Q, $MANY files, +1 transaction" many "$MANYDATA_A" none "$TM" backup -- -B -Q "${R[@]}" -f "$MANYDATA_A"
+bench many_nochange "nothing changed, default mode, $MANY files" many "$MANYDATA" none "$TM" nochange -- -B "${R[@]}" -f "$MANYDATA"
+bench many_verify "verify -Q, $MANY files" many - none "$TM" none -- -V -Q "${R[@]}"
+bench many_recover "recover, $MANY files" many - none "$TM" "recover:$MANYDATA" -- -R "${R[@]}" -o "$RUN/out.fs"
 
 # Reference rows: the machine's own limits.
 REFS=()

@@ -7,7 +7,7 @@
 //! otherwise any old `<output>.index` is removed, because an index left from
 //! another database must never sit beside the recovered one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -120,6 +120,7 @@ fn chain_from_dat(
         );
         return Ok(found.to_vec());
     }
+    let on_disk: HashSet<&DataFile> = found.iter().collect();
     let mut chain = Vec::new();
     let mut end = 0;
     for e in &entries {
@@ -134,7 +135,7 @@ fn chain_from_dat(
         if f.stem.as_str() > when {
             break;
         }
-        if !found.contains(&f) {
+        if !on_disk.contains(&f) {
             return Err(Error::Verification(format!("{shown} is missing")));
         }
         if e.start != end {
@@ -146,7 +147,8 @@ fn chain_from_dat(
         end = e.end;
         chain.push(f);
     }
-    for f in found.iter().filter(|f| !chain.contains(f)) {
+    let listed: HashSet<&DataFile> = chain.iter().collect();
+    for f in found.iter().filter(|f| !listed.contains(f)) {
         log.notice(format_args!(
             "leaving out {}: {dat_shown} does not list it (left by an interrupted backup?)",
             repo.display(&f.name())

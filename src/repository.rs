@@ -101,14 +101,14 @@ pub fn parse_date(s: &str) -> Result<String, String> {
 }
 
 /// What a repository data file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Full,
     Incremental,
 }
 
 /// A data file's name, split into its parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DataFile {
     /// `YYYY-MM-DD-hh-mm-ss`.
     pub stem: String,

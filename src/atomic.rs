@@ -75,6 +75,19 @@ impl AtomicFile {
     /// # Errors
     /// I/O errors, or [`Error::WouldOverwrite`].
     pub fn commit(self, replace: bool) -> Result<()> {
+        let dir = File::open(parent_dir(&self.dest))
+            .map_err(io_err(&self.shown, "open its directory"))?;
+        self.commit_in(replace, &dir)
+    }
+
+    /// [`AtomicFile::commit`] with the target's directory already open:
+    /// a caller that commits several files opens it before the first
+    /// rename, so that running out of descriptors cannot stop it between
+    /// two renames.
+    ///
+    /// # Errors
+    /// As [`AtomicFile::commit`].
+    pub fn commit_in(self, replace: bool, dir: &File) -> Result<()> {
         let shown = self.shown;
         self.tmp
             .as_file()
@@ -95,7 +108,8 @@ impl AtomicFile {
             }
             Err(e) => return Err(io_err(&shown, "rename into place")(e)),
         }
-        sync_dir(parent_dir(&self.dest)).map_err(io_err(&shown, "fsync its directory"))
+        dir.sync_all()
+            .map_err(io_err(&shown, "fsync its directory"))
     }
 }
 

@@ -485,9 +485,10 @@ fn commit_all(repo: &Repository, c: &Commit<'_>, data: AtomicFile, log: &Log) ->
         w.write_all(&log_text)
     })?;
     c.source.check_not_replaced()?;
-    data.commit(false)?;
-    index.commit(true)?;
-    dat.commit(true)
+    let dir = fs::File::open(repo.dir()).map_err(io_err(repo.given(), "open"))?;
+    data.commit_in(false, &dir)?;
+    index.commit_in(true, &dir)?;
+    dat.commit_in(true, &dir)
 }
 
 /// A file of the repository written under a temporary name and fsync'd,

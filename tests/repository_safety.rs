@@ -512,3 +512,24 @@ fn kill_old_removes_what_repair_set_aside_long_ago() {
     assert!(young.exists());
     assert!(other.exists(), "not a name repair gives");
 }
+
+/// Found trying `ulimit -n`: with few descriptors left, the directory
+/// fsync after the data file's rename failed, leaving a data file without
+/// its `.dat` line. The directory is now opened before the first rename.
+#[test]
+fn regression_running_out_of_descriptors_renames_nothing() {
+    let (t, db) = workspace(5);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 8 && exec \"$0\" -B -r repo -f Data.fs")
+        .arg(env!("CARGO_BIN_EXE_repozo"))
+        .current_dir(t.path())
+        .env("REPOZO_TEST_NOW", "2024-01-01-00-00-00")
+        .output()
+        .unwrap();
+    let err = fails(&out, "ulimit -n 8");
+    assert!(err.contains("Too many open files"), "{err}");
+    assert!(names(&t.path().join("repo")).is_empty(), "{err}");
+    ok(&repozo(t.path(), Some("2024-01-01-00-00-01"), B), "after");
+    recovers_to(t.path(), "2024-01-01-00-00-01", &db.bytes, "recover");
+}

@@ -31,7 +31,8 @@ use crate::source::{Resume, Source};
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     pub repository: String,
-    pub file: String,
+    /// Data.fs: any bytes, as Unix paths are.
+    pub file: PathBuf,
     pub full: bool,
     pub quick: bool,
     pub gzip: bool,
@@ -562,13 +563,19 @@ pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(7 *
 fn saved_index(
     repo: &Repository,
     source: &Source,
-    file: &str,
+    file: &std::path::Path,
     confirmed: Option<(String, u64)>,
     log: &Log,
 ) -> Result<Option<Resume>> {
     let mut candidates: Vec<(u64, PathBuf, String)> = Vec::new();
-    let own_index = format!("{file}.index");
-    let own = (PathBuf::from(&own_index), own_index.clone(), None);
+    let mut own_index = file.as_os_str().to_owned();
+    own_index.push(".index");
+    let own_index = PathBuf::from(own_index);
+    let own = (
+        own_index.clone(),
+        own_index.to_string_lossy().into_owned(),
+        None,
+    );
     let repo_index =
         confirmed.map(|(name, pos)| (repo.path(&name), repo.display(&name), Some(pos)));
     for (path, shown, want) in std::iter::once(own).chain(repo_index) {

@@ -79,7 +79,7 @@ pub struct RawArgs {
     pub verbose: bool,
     pub help: bool,
     pub repository: Option<String>,
-    pub file: Option<String>,
+    pub file: Option<std::ffi::OsString>,
     pub full: bool,
     pub quick: bool,
     pub gzip: bool,
@@ -135,7 +135,7 @@ fn command() -> Command {
         .arg(flag("verbose", 'v', "verbose"))
         .arg(flag("help", 'h', "help"))
         .arg(value("repository", 'r', "repository"))
-        .arg(value("file", 'f', "file"))
+        .arg(value("file", 'f', "file").value_parser(clap::value_parser!(std::ffi::OsString)))
         .arg(flag("full", 'F', "full"))
         .arg(flag("quick", 'Q', "quick"))
         .arg(flag("gzip", 'z', "gzip"))
@@ -173,7 +173,7 @@ impl RawArgs {
             verbose: m.get_flag("verbose"),
             help: m.get_flag("help"),
             repository: s("repository"),
-            file: s("file"),
+            file: m.get_one::<std::ffi::OsString>("file").cloned(),
             full: m.get_flag("full"),
             quick: m.get_flag("quick"),
             gzip: m.get_flag("gzip"),
@@ -257,7 +257,7 @@ impl Plan {
             ignore(raw.output.is_some(), "output", "backup");
             ignore(raw.with_verify, "with-verify", "backup");
             let file = match raw.file {
-                Some(f) if !f.is_empty() => f,
+                Some(f) if !f.is_empty() => std::path::PathBuf::from(f),
                 _ => return Err(UsageError("--file is required in backup mode".into())),
             };
             Plan::Backup(BackupOptions {
@@ -321,7 +321,7 @@ mod tests {
             panic!("not a backup")
         };
         assert_eq!(
-            (b.repository.as_str(), b.file.as_str()),
+            (b.repository.as_str(), b.file.to_str().unwrap()),
             ("/backups", "Data.fs")
         );
         assert!(b.quick && b.gzip && !b.full);
@@ -334,7 +334,10 @@ mod tests {
             let Plan::Backup(b) = plan(args).unwrap().plan else {
                 panic!("not a backup: {args:?}")
             };
-            assert_eq!((b.repository.as_str(), b.file.as_str()), ("/b", "D.fs"));
+            assert_eq!(
+                (b.repository.as_str(), b.file.to_str().unwrap()),
+                ("/b", "D.fs")
+            );
         }
     }
 

@@ -8,7 +8,7 @@
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
@@ -40,6 +40,7 @@ const SANITY_MIN_POS: u64 = 100;
 /// An open Data.fs.
 pub struct Source {
     file: File,
+    path: PathBuf,
     shown: String,
     size: u64,
     permissions: Permissions,
@@ -52,12 +53,17 @@ impl Source {
     ///
     /// # Errors
     /// The file cannot be opened or is not a regular file.
-    pub fn open(path: &str) -> Result<Source> {
-        let file = crate::fsutil::open_regular_to(Path::new(path), path, "cannot back up")?;
-        let meta = file.metadata().map_err(io_err(path, "cannot stat"))?;
+    pub fn open(path: impl AsRef<Path>) -> Result<Source> {
+        let path = path.as_ref();
+        // Paths are bytes on Unix: messages show them lossily, the file is
+        // opened by its real name.
+        let shown = path.to_string_lossy().into_owned();
+        let file = crate::fsutil::open_regular_to(path, &shown, "cannot back up")?;
+        let meta = file.metadata().map_err(io_err(&shown, "cannot stat"))?;
         Ok(Source {
             file,
-            shown: path.to_string(),
+            path: path.to_path_buf(),
+            shown,
             size: meta.len(),
             permissions: meta.permissions(),
             identity: (meta.dev(), meta.ino()),
@@ -70,7 +76,7 @@ impl Source {
     /// # Errors
     /// [`Error::SourceReplaced`]; I/O errors other than the file being gone.
     pub fn check_not_replaced(&self) -> Result<()> {
-        let same = match std::fs::metadata(&self.shown) {
+        let same = match std::fs::metadata(&self.path) {
             Ok(m) => (m.dev(), m.ino()) == self.identity,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_err(&self.shown, "cannot stat")(e)),

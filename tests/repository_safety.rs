@@ -533,3 +533,39 @@ fn regression_running_out_of_descriptors_renames_nothing() {
     ok(&repozo(t.path(), Some("2024-01-01-00-00-01"), B), "after");
     recovers_to(t.path(), "2024-01-01-00-00-01", &db.bytes, "recover");
 }
+
+/// Issue 16, smaller: a `-f` path that is not UTF-8 was a usage error;
+/// Python backs it up (Unix paths are bytes). Its `.index` beside it is
+/// found under the same bytes.
+#[test]
+fn regression_a_data_fs_path_of_any_bytes_is_backed_up() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let (t, db) = workspace(8);
+    let name = OsStr::from_bytes(b"D\xffata.fs");
+    // A first backup only makes the index that will sit beside the file.
+    ok(&repozo(t.path(), Some("2024-01-01-00-00-00"), B), "first");
+    let mut index = name.to_owned();
+    index.push(".index");
+    fs::copy(
+        t.path().join("repo/2024-01-01-00-00-00.index"),
+        t.path().join(&index),
+    )
+    .unwrap();
+    fs::rename(t.path().join("Data.fs"), t.path().join(name)).unwrap();
+    fs::remove_dir_all(t.path().join("repo")).unwrap();
+    fs::create_dir(t.path().join("repo")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_repozo"))
+        .args(["-B", "-v", "-r", "repo", "-f"])
+        .arg(name)
+        .current_dir(t.path())
+        .env("REPOZO_TEST_NOW", "2024-01-02-00-00-00")
+        .output()
+        .unwrap();
+    let err = ok(&out, "odd bytes");
+    assert!(
+        err.contains("reading the index from D\u{fffd}ata.fs.index"),
+        "{err}"
+    );
+    recovers_to(t.path(), "2024-01-02-00-00-00", &db.bytes, "recover");
+}

@@ -26,7 +26,7 @@ fn path(rel: &str) -> String {
 }
 
 fn walk(rel: &str) -> repozo::Result<repozo::format::WalkResult> {
-    Source::open(&path(rel))?.walk(0, None, None)
+    Source::open(path(rel))?.walk(0, None, None)
 }
 
 fn index_bytes(result: &repozo::format::WalkResult) -> Vec<u8> {
@@ -180,7 +180,7 @@ fn a_walk_resumed_from_a_sane_saved_index_equals_a_full_walk() {
             continue;
         }
         let ix = index_file::load(fs::read(&saved).unwrap().as_slice()).unwrap();
-        let src = Source::open(&path(rel)).unwrap();
+        let src = Source::open(path(rel)).unwrap();
         if !src.index_is_sane(&ix.index, ix.pos).unwrap() {
             // FileStorage refuses indexes of tiny files too.
             assert!(ix.pos < 100, "{rel}: ZODB's own index judged insane");
@@ -220,7 +220,7 @@ fn a_walk_resumed_from_a_sane_saved_index_equals_a_full_walk() {
             .as_slice(),
     )
     .unwrap();
-    let late = Source::open(&path(states[2]["state"].as_str().unwrap())).unwrap();
+    let late = Source::open(path(states[2]["state"].as_str().unwrap())).unwrap();
     assert!(late.index_is_sane(&early.index, early.pos).unwrap());
     let start = states[1]["end"].as_u64().unwrap();
     let mut tail = Vec::new();
@@ -242,7 +242,7 @@ fn a_walk_resumed_from_a_sane_saved_index_equals_a_full_walk() {
 
 #[test]
 fn indexes_of_other_databases_are_judged_insane() {
-    let sample = Source::open(&path("testdata/sample/Data.fs")).unwrap();
+    let sample = Source::open(path("testdata/sample/Data.fs")).unwrap();
     let load =
         |rel: &str| index_file::load(fs::read(root().join(rel)).unwrap().as_slice()).unwrap();
     let own = load("testdata/sample/Data.fs.index");

@@ -156,6 +156,30 @@ fn is_root() -> bool {
     String::from_utf8_lossy(&uid).trim() == "0"
 }
 
+/// Regression: `-r ""` (an unset `$REPO` in a cron line) backed up into
+/// the current directory, exit 0. A usage error, like an empty `-f`/`-o`.
+#[test]
+fn regression_empty_repository_option_is_a_usage_error() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    fs::copy(fixture("testdata/sample/Data.fs"), dir.join("Data.fs")).unwrap();
+    let before = contents(dir);
+    for args in [
+        &["-B", "-r", "", "-f", "Data.fs"][..],
+        &["-V", "-r", ""][..],
+        &["-R", "-r", "", "-o", "out.fs"][..],
+    ] {
+        let ran = run(dir, args);
+        assert_eq!(ran.code, Some(1), "{args:?}: {}", ran.stderr);
+        assert_eq!(
+            ran.stderr.lines().next(),
+            Some("repozo: --repository must not be empty"),
+            "{args:?}"
+        );
+        assert!(contents(dir) == before, "{args:?} changed the directory");
+    }
+}
+
 /// Regression: under umask 077 the lock file was made 0600, and every
 /// other user who could read the repository was locked out of `-V` and
 /// `-R` ("cannot open: Permission denied"). It is 0644 whatever the umask,

@@ -51,6 +51,9 @@ pub enum Error {
     SourceReplaced { path: String },
     /// Another repozo run holds the repository's lock.
     Locked { repository: String, lock: String },
+    /// The files found for the date start with an increment: the full
+    /// backup they extend is gone, and they alone are no Data.fs.
+    NoFullBackup { before: Option<String> },
 }
 
 impl fmt::Display for Error {
@@ -93,6 +96,10 @@ impl fmt::Display for Error {
                 f,
                 "{repository}: repository is locked by another repozo run (lock held on {lock}); try again when it has finished"
             ),
+            Error::NoFullBackup { before: Some(d) } => {
+                write!(f, "No full backup in repository before {d}")
+            }
+            Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
         }
     }
 }

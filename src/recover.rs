@@ -6,6 +6,9 @@
 //! installed as `<output>.index` when its position is the recovered size;
 //! otherwise any old `<output>.index` is removed, because an index left from
 //! another database must never sit beside the recovered one.
+//!
+//! The chain must start with a full backup, so that a damaged repository
+//! fails the run instead of making a Data.fs that is not one.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -21,7 +24,7 @@ use crate::index_file;
 use crate::lock;
 use crate::log;
 use crate::log::Log;
-use crate::repository::{DataFile, Repository, Timestamp};
+use crate::repository::{DataFile, Kind, Repository, Timestamp};
 use crate::source::{points_at, Source};
 
 /// What `-R` was asked to do.
@@ -56,6 +59,13 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
     let found = repo.find_files(&when, log)?;
     if found.is_empty() {
         return Err(Error::NoFiles {
+            before: opts.date.clone(),
+        });
+    }
+    // Increments alone (their full backup deleted) are no Data.fs: without
+    // its magic and first transactions ZODB cannot open what they make.
+    if found[0].kind != Kind::Full {
+        return Err(Error::NoFullBackup {
             before: opts.date.clone(),
         });
     }

@@ -20,6 +20,8 @@ use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repozo");
 const NOW: &str = "2030-01-01-00-00-00";
+/// `testdata/repo-plain`'s files.
+const FULL: &str = "2024-01-01-10-00-00";
 /// Data.fs as of the last backup of `testdata/repo-plain`, and its index.
 const STATE: &str = "testdata/repo-plain/states/2024-01-03-12-45-30.fs";
 /// A run that takes longer is killed and fails its test (a hang).
@@ -178,6 +180,25 @@ fn regression_empty_repository_option_is_a_usage_error() {
         );
         assert!(contents(dir) == before, "{args:?} changed the directory");
     }
+}
+
+/// Regression: with the full backup deleted, the increments alone were
+/// "recovered", exit 0, into a file without the FileStorage magic, and
+/// `-V` blamed a missing `.dat`. Both say what is wrong.
+#[test]
+fn regression_chain_without_full_backup_is_refused() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    fs::remove_file(dir.join(format!("repo/{FULL}.fs"))).unwrap();
+    run(dir, &["-R", "-r", "repo", "-o", "out.fs"]).fails_with("No full backup in repository");
+    let d = "2024-01-02-12";
+    run(dir, &["-R", "-r", "repo", "-D", d, "-o", "out.fs"])
+        .fails_with(&format!("No full backup in repository before {d}"));
+    assert!(!dir.join("out.fs").exists() && !dir.join("out.fs.part").exists());
+    let ran = run(dir, &["-R", "-r", "repo"]);
+    ran.fails_with("No full backup in repository");
+    assert!(ran.stdout.is_empty());
+    run(dir, &["-V", "-r", "repo"]).fails_with("No full backup in repository");
 }
 
 /// Regression: under umask 077 the lock file was made 0600, and every

@@ -7,8 +7,9 @@
 //! otherwise any old `<output>.index` is removed, because an index left from
 //! another database must never sit beside the recovered one.
 //!
-//! The chain must start with a full backup, so that a damaged repository
-//! fails the run instead of making a Data.fs that is not one.
+//! The chain must start with a full backup, and each plain file must be as
+//! long as its `.dat` line says before a byte is written, so that a damaged
+//! repository fails the run instead of making a Data.fs that is not one.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -19,6 +20,7 @@ use crate::atomic::{sync_dir, AtomicFile, Md5Thread};
 use crate::data_reader::DataReader;
 use crate::direct::{clones_extents, DirectWriter};
 use crate::error::{io_err, Error, Result};
+use crate::fsutil;
 use crate::index::{Index, PREFIX_LEN};
 use crate::index_file;
 use crate::lock;
@@ -36,6 +38,14 @@ pub struct RecoverOptions {
     /// `-o`; `None` means stdout.
     pub output: Option<String>,
     pub with_verify: bool,
+}
+
+/// A file of the chain, with the size its `.dat` line gives (none when
+/// there is no usable log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    file: DataFile,
+    logged_size: Option<u64>,
 }
 
 /// What a recovery produced.
@@ -70,6 +80,7 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
         });
     }
     let chain = chain_from_dat(&repo, &found, &when, log)?;
+    check_logged_sizes(&repo, &chain)?;
     let truth = if opts.with_verify {
         Some(expected_sizes_and_sums(&repo, &chain)?)
     } else {
@@ -99,6 +110,38 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
     }
 }
 
+/// Fail unless each plain file is as long as its `.dat` line says, before
+/// a byte is written (stdout cannot be taken back). A file changed since
+/// its backup, say overwritten by a recovery into the repository, would
+/// otherwise be spliced in and shift everything after it.
+///
+/// # Errors
+/// [`Error::Verification`] naming the file; the file cannot be opened.
+fn check_logged_sizes(repo: &Repository, chain: &[Piece]) -> Result<()> {
+    for p in chain.iter().filter(|p| !p.file.gzip) {
+        let Some(want) = p.logged_size else {
+            continue;
+        };
+        let name = p.file.name();
+        let shown = repo.display(&name);
+        let got = fsutil::open_regular(&repo.path(&name), &shown)?
+            .metadata()
+            .map_err(io_err(&shown, "cannot stat"))?
+            .len();
+        if got != want {
+            return Err(wrong_size(&shown, got, want, false));
+        }
+    }
+    Ok(())
+}
+
+fn wrong_size(shown: &str, got: u64, want: u64, gzip: bool) -> Error {
+    let when = if gzip { " (when uncompressed)" } else { "" };
+    Error::Verification(format!(
+        "{shown} is {got} bytes{when}, should be {want} bytes"
+    ))
+}
+
 /// The files to concatenate, as the full backup's `.dat` log records them.
 ///
 /// repozo takes whatever files sort between the full backup and the date;
@@ -116,19 +159,28 @@ fn chain_from_dat(
     found: &[DataFile],
     when: &str,
     log: &Log,
-) -> Result<Vec<DataFile>> {
+) -> Result<Vec<Piece>> {
+    let as_found = || {
+        found
+            .iter()
+            .map(|f| Piece {
+                file: f.clone(),
+                logged_size: None,
+            })
+            .collect()
+    };
     let full = &found[0];
     let dat_shown = repo.display(&full.dat_name());
     let Some(entries) = repo.read_dat(full)? else {
         log!(log, "no {dat_shown}: using the files as found");
-        return Ok(found.to_vec());
+        return Ok(as_found());
     };
     if entries.first().map(|e| e.file_name()) != Some(full.name().as_str()) {
         log!(
             log,
             "{dat_shown} does not start with {full}: using the files as found"
         );
-        return Ok(found.to_vec());
+        return Ok(as_found());
     }
     let mut chain = Vec::new();
     let mut end = 0;
@@ -154,9 +206,15 @@ fn chain_from_dat(
             )));
         }
         end = e.end;
-        chain.push(f);
+        chain.push(Piece {
+            file: f,
+            logged_size: Some(e.size()),
+        });
     }
-    for f in found.iter().filter(|f| !chain.contains(f)) {
+    for f in found
+        .iter()
+        .filter(|f| !chain.iter().any(|p| p.file == **f))
+    {
         log.notice(format_args!(
             "leaving out {}: {dat_shown} does not list it (left by an interrupted backup?)",
             repo.display(&f.name())
@@ -167,7 +225,7 @@ fn chain_from_dat(
 
 fn recover_to_file(
     repo: &Repository,
-    chain: &[DataFile],
+    chain: &[Piece],
     output: &str,
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
@@ -197,7 +255,7 @@ fn recover_to_file(
 
     // Everything that can fail for want of space is done before the old
     // output or its index is touched: the new index is written aside now.
-    let last = chain.last().expect("a chain is never empty");
+    let last = &chain.last().expect("a chain is never empty").file;
     let index_shown = format!("{output}.index");
     let index_path = PathBuf::from(&index_shown);
     let new_index = prepare_index(
@@ -329,9 +387,9 @@ fn prepare_index(
 /// The `.dat` log as `file name -> (size, md5)`, for `-w`.
 fn expected_sizes_and_sums(
     repo: &Repository,
-    chain: &[DataFile],
+    chain: &[Piece],
 ) -> Result<HashMap<String, (u64, String)>> {
-    let full = &chain[0];
+    let full = &chain[0].file;
     let entries = repo.read_dat_required(full)?;
     Ok(entries
         .into_iter()
@@ -364,7 +422,7 @@ impl Out<'_> {
 /// the `-v` message; on a thread of its own, beside the copy.
 fn concat(
     repo: &Repository,
-    chain: &[DataFile],
+    chain: &[Piece],
     mut out: Out<'_>,
     out_shown: &str,
     truth: Option<&HashMap<String, (u64, String)>>,
@@ -372,7 +430,8 @@ fn concat(
 ) -> Result<u64> {
     let mut total = 0u64;
     let mut all = (truth.is_none() && log.enabled()).then(Md5Thread::spawn);
-    for f in chain {
+    for p in chain {
+        let f = &p.file;
         let name = f.name();
         let shown = repo.display(&name);
         let path = repo.path(&name);
@@ -401,7 +460,7 @@ fn concat(
             let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
                 Error::Verification(format!(
                     "{shown} is not listed in {}",
-                    repo.display(&chain[0].dat_name())
+                    repo.display(&chain[0].file.dat_name())
                 ))
             })?;
             let sum = one.finish();
@@ -416,6 +475,11 @@ fn concat(
                 )));
             }
             log!(log, "Recovered chunk {shown} : {size} bytes, md5: {sum}");
+        }
+        // Checked before the copy for a plain file; a gzip'd one's size is
+        // known only now, and a plain one may have changed since.
+        if let Some(want) = p.logged_size.filter(|&want| want != size) {
+            return Err(wrong_size(&shown, size, want, f.gzip));
         }
     }
     match all {

@@ -22,6 +22,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_repozo");
 const NOW: &str = "2030-01-01-00-00-00";
 /// `testdata/repo-plain`'s files.
 const FULL: &str = "2024-01-01-10-00-00";
+const INC1: &str = "2024-01-02-11-30-00.deltafs";
 /// Data.fs as of the last backup of `testdata/repo-plain`, and its index.
 const STATE: &str = "testdata/repo-plain/states/2024-01-03-12-45-30.fs";
 /// A run that takes longer is killed and fails its test (a hang).
@@ -156,6 +157,52 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn is_root() -> bool {
     let uid = Command::new("id").arg("-u").output().unwrap().stdout;
     String::from_utf8_lossy(&uid).trim() == "0"
+}
+
+/// Regression: a plain backup file whose length differs from its `.dat`
+/// line (overwritten by a recovery into the repository, or truncated) was
+/// spliced in without -w, exit 0, making a Data.fs whose later
+/// transactions sit at the wrong offsets. It is refused before a byte is
+/// written, to a file or stdout; a gzip'd file, whose size is known only
+/// once inflated, fails the run with the old output kept.
+#[test]
+fn regression_recover_checks_backup_sizes_against_the_dat() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    let state = read(STATE);
+    fs::write(dir.join(format!("repo/{INC1}")), &state).unwrap();
+    fs::write(dir.join("out.fs"), b"keep me").unwrap();
+    let want = format!("repo/{INC1} is {} bytes, should be 4966 bytes", state.len());
+    run(dir, &["-R", "-r", "repo", "-o", "out.fs"]).fails_with(&want);
+    assert_eq!(fs::read(dir.join("out.fs")).unwrap(), b"keep me");
+    assert!(!dir.join("out.fs.part").exists());
+    let ran = run(dir, &["-R", "-r", "repo"]);
+    ran.fails_with(&want);
+    assert!(
+        ran.stdout.is_empty(),
+        "{} bytes on stdout",
+        ran.stdout.len()
+    );
+
+    let t = with_repo("testdata/repo-gzip");
+    let dir = t.path();
+    let dat = dir.join(format!("repo/{FULL}.dat"));
+    let text = fs::read_to_string(&dat).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut last: Vec<String> = lines[2].split(' ').map(String::from).collect();
+    let end: u64 = last[2].parse().unwrap();
+    let start: u64 = last[1].parse().unwrap();
+    last[2] = (end + 1).to_string();
+    lines[2] = last.join(" ");
+    fs::write(&dat, lines.join("\n") + "\n").unwrap();
+    fs::write(dir.join("out.fs"), b"keep me").unwrap();
+    run(dir, &["-R", "-r", "repo", "-o", "out.fs"]).fails_with(&format!(
+        "repo/2024-01-03-12-45-30.deltafsz is {} bytes (when uncompressed), should be {} bytes",
+        end - start,
+        end - start + 1
+    ));
+    assert_eq!(fs::read(dir.join("out.fs")).unwrap(), b"keep me");
+    assert!(!dir.join("out.fs.part").exists());
 }
 
 /// Regression: `-r ""` (an unset `$REPO` in a cron line) backed up into

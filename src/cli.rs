@@ -59,7 +59,9 @@ Options for -R/--recover:
     -o filename / --output=filename
         Write the recovered Data.fs here (through filename.part, renamed
         when complete) and install the backup's index as filename.index.
-        Default: stdout, with no index.
+        A symbolic link is followed: its target is replaced, the link kept.
+        A device or pipe is refused unless it is stdout itself; so is a
+        file in the repository. Default: stdout, with no index.
     -w / --with-verify
         Check each file's size and md5 against the .dat log while recovering;
         on a mismatch the output is left untouched.

@@ -7,6 +7,13 @@
 //! otherwise any old `<output>.index` is removed, because an index left from
 //! another database must never sit beside the recovered one.
 //!
+//! `<output>` is the file `-o` leads to: a symbolic link is followed (the
+//! `.part` and `.index` go beside its target, which is replaced; the link
+//! stays). A device or FIFO is never replaced by a regular file: it is
+//! written to as stdout when it is our stdout, refused otherwise; so is any
+//! file in the repository, which a recovery would corrupt. A leftover
+//! `<output>.part` is removed, never written through.
+//!
 //! The chain must start with a full backup, and each plain file must be as
 //! long as its `.dat` line says before a byte is written, so that a damaged
 //! repository fails the run instead of making a Data.fs that is not one.
@@ -14,6 +21,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{sync_dir, AtomicFile, Md5Thread};
@@ -48,6 +56,17 @@ struct Piece {
     logged_size: Option<u64>,
 }
 
+/// Where the recovered bytes go.
+enum Dest {
+    Stdout,
+    /// A regular file, to be replaced: the path `-o` leads to, and how it
+    /// is shown.
+    File {
+        path: PathBuf,
+        shown: String,
+    },
+}
+
 /// What a recovery produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
@@ -65,6 +84,10 @@ pub struct Recovered {
 pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recovered> {
     let repo = Repository::new(&opts.repository);
     let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
+    let dest = match &opts.output {
+        None => Dest::Stdout,
+        Some(output) => destination(&repo, output)?,
+    };
     let when = opts.date.clone().unwrap_or_else(|| now.stem());
     let found = repo.find_files(&when, log)?;
     if found.is_empty() {
@@ -86,9 +109,12 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
     } else {
         None
     };
-    match &opts.output {
-        None => {
-            log!(log, "Recovering file to stdout");
+    match dest {
+        Dest::Stdout => {
+            match &opts.output {
+                Some(output) => log!(log, "Recovering file to {output} (our stdout)"),
+                None => log!(log, "Recovering file to stdout"),
+            }
             let stdout = io::stdout();
             let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
             let bytes = concat(
@@ -106,8 +132,75 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
                 index_installed: false,
             })
         }
-        Some(output) => recover_to_file(&repo, &chain, output, truth.as_ref(), log),
+        Dest::File { path, shown } => {
+            if opts.output.as_deref() == Some(shown.as_str()) {
+                log!(log, "Recovering file to {shown}");
+            } else {
+                let given = opts.output.as_deref().unwrap_or_default();
+                log!(log, "Recovering file to {shown}, which {given} leads to");
+            }
+            recover_to_file(&repo, &chain, &path, &shown, truth.as_ref(), log)
+        }
     }
+}
+
+/// Where `-o` sends the recovery; refused when replacing what it names
+/// would destroy something: a directory, a device or FIFO (as root,
+/// `-o /dev/null` would replace the device), a file of the repository.
+///
+/// # Errors
+/// [`Error::Io`] on `output`, saying why.
+fn destination(repo: &Repository, output: &str) -> Result<Dest> {
+    let refuse = |why: io::Error| Error::Io {
+        path: output.to_string(),
+        action: "cannot recover into it",
+        source: why,
+    };
+    let given = Path::new(output);
+    let target = match fs::metadata(given) {
+        Ok(m) if m.is_dir() => return Err(refuse(io::Error::other("it is a directory"))),
+        Ok(m) if !m.is_file() => {
+            // `-o /dev/stdout`, or a link to `/proc/self/fd/1`: the user
+            // asked for a stream, which stdout is.
+            return if fsutil::is_stdout(given) {
+                Ok(Dest::Stdout)
+            } else {
+                Err(refuse(io::Error::other("not a regular file")))
+            };
+        }
+        Ok(m) => {
+            let target = fsutil::final_target(given).map_err(refuse)?;
+            // A /proc/self/fd/N link names its file by a text that need not
+            // be a path to it (a deleted file's ends in " (deleted)").
+            let same = fs::symlink_metadata(&target)
+                .is_ok_and(|t| (t.dev(), t.ino()) == (m.dev(), m.ino()));
+            if !same {
+                return Err(refuse(io::Error::other(
+                    "its symbolic link does not name the file it leads to",
+                )));
+            }
+            target
+        }
+        // Missing, or a dangling link: the file to make is the one the
+        // link names. Other errors (a loop, a directory we may not search)
+        // come again from following the links, or later, when creating.
+        Err(_) => fsutil::final_target(given).map_err(refuse)?,
+    };
+    if fsutil::same_file(parent(&target), repo.dir()) {
+        return Err(refuse(io::Error::other(format!(
+            "it is in the repository {}",
+            repo.given()
+        ))));
+    }
+    let Some(shown) = target.to_str().map(str::to_string) else {
+        return Err(refuse(io::Error::other(
+            "its symbolic link leads to a name that is not UTF-8",
+        )));
+    };
+    Ok(Dest::File {
+        path: target,
+        shown,
+    })
 }
 
 /// Fail unless each plain file is as long as its `.dat` line says, before
@@ -226,22 +319,15 @@ fn chain_from_dat(
 fn recover_to_file(
     repo: &Repository,
     chain: &[Piece],
-    output: &str,
+    output: &Path,
+    shown: &str,
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
 ) -> Result<Recovered> {
-    if fs::metadata(output).is_ok_and(|m| m.is_dir()) {
-        return Err(Error::Io {
-            path: output.to_string(),
-            action: "cannot recover into it",
-            source: io::Error::other("it is a directory"),
-        });
-    }
-    log!(log, "Recovering file to {output}");
-    let part_shown = format!("{output}.part");
+    let part_shown = format!("{shown}.part");
     let part = PathBuf::from(&part_shown);
+    let mut file = fsutil::create_new(&part, &part_shown)?;
     let guard = PartFile(&part);
-    let mut file = File::create(&part).map_err(io_err(&part_shown, "cannot create"))?;
     let bytes = if clones_extents(&file) {
         concat(repo, chain, Out::File(&mut file), &part_shown, truth, log)?
     } else {
@@ -256,7 +342,7 @@ fn recover_to_file(
     // Everything that can fail for want of space is done before the old
     // output or its index is touched: the new index is written aside now.
     let last = &chain.last().expect("a chain is never empty").file;
-    let index_shown = format!("{output}.index");
+    let index_shown = format!("{shown}.index");
     let index_path = PathBuf::from(&index_shown);
     let new_index = prepare_index(
         repo,
@@ -277,16 +363,16 @@ fn recover_to_file(
     fs::rename(&part, output).map_err(|e| {
         log!(
             log,
-            "ZODB has been fully recovered as {part_shown}, but it cannot be renamed into : {output}"
+            "ZODB has been fully recovered as {part_shown}, but it cannot be renamed into : {shown}"
         );
-        io_err(output, "rename into place")(e)
+        io_err(shown, "rename into place")(e)
     })?;
     std::mem::forget(guard);
     let index_installed = new_index.is_some();
     if let Some(f) = new_index {
         f.commit(true)?;
     }
-    sync_dir(parent(Path::new(output))).map_err(io_err(output, "fsync its directory"))?;
+    sync_dir(parent(output)).map_err(io_err(shown, "fsync its directory"))?;
     Ok(Recovered {
         bytes,
         files: chain.len(),
@@ -488,4 +574,46 @@ fn concat(
         None => {}
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn recover_destination_follows_links_and_refuses_the_repository() {
+        let t = tempfile::TempDir::new().unwrap();
+        let d = t.path();
+        fs::create_dir_all(d.join("repo")).unwrap();
+        fs::create_dir_all(d.join("sub")).unwrap();
+        let repo = Repository::new(d.join("repo").to_str().unwrap());
+        let at = |rel: &str| d.join(rel).to_str().unwrap().to_string();
+        let refused = |rel: &str| match destination(&repo, &at(rel)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{rel} accepted"),
+        };
+
+        symlink("sub/new.fs", d.join("dangling")).unwrap();
+        match destination(&repo, &at("dangling")).unwrap() {
+            Dest::File { path, shown } => {
+                assert_eq!(path, d.join("sub/new.fs"));
+                assert_eq!(shown, at("sub/new.fs"));
+            }
+            Dest::Stdout => panic!("a dangling link is not stdout"),
+        }
+        symlink("repo/2024-01-01-00-00-00.fs", d.join("into")).unwrap();
+        let repo_shown = at("repo");
+        assert_eq!(
+            refused("into"),
+            format!(
+                "{}: cannot recover into it: it is in the repository {repo_shown}",
+                at("into")
+            )
+        );
+        assert!(refused("repo/x.fs").ends_with(&format!("in the repository {repo_shown}")));
+        assert!(refused("sub").ends_with(": cannot recover into it: it is a directory"));
+        symlink("loop", d.join("loop")).unwrap();
+        assert!(refused("loop").contains("cannot recover into it: Too many levels"));
+    }
 }

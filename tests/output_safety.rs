@@ -5,10 +5,11 @@
 //! and when the lock file is not what it should be.
 //!
 //! Each test is named after the bug it pins down; each failed before its
-//! fix.
+//! fix. The real `/dev/null` is never handed to the binary as root: a
+//! character device made with `mknod` in a temporary directory stands in.
 
 use std::collections::BTreeMap;
-use std::fs::{self, Permissions};
+use std::fs::{self, File, Permissions};
 use std::io::Read;
 use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ const FULL: &str = "2024-01-01-10-00-00";
 const INC1: &str = "2024-01-02-11-30-00.deltafs";
 /// Data.fs as of the last backup of `testdata/repo-plain`, and its index.
 const STATE: &str = "testdata/repo-plain/states/2024-01-03-12-45-30.fs";
+const STATE_INDEX: &str = "testdata/repo-plain/2024-01-03-12-45-30.index";
 /// A run that takes longer is killed and fails its test (a hang).
 const TIMEOUT: Duration = Duration::from_secs(10);
 const AS_NOBODY: [&str; 4] = [
@@ -159,6 +161,56 @@ fn is_root() -> bool {
     String::from_utf8_lossy(&uid).trim() == "0"
 }
 
+/// A null character device (1, 3) at `path`, when root.
+fn mknod_null(path: &Path) -> bool {
+    is_root()
+        && Command::new("mknod")
+            .arg(path)
+            .args(["c", "1", "3"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn is_char_device(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+}
+
+/// Regression: `-o repo/<a backup file>` replaced the backup with the
+/// recovered Data.fs and exited 0; every later recovery was silently
+/// corrupt. Any output whose directory is the repository is refused, by
+/// its name, through a symbolic link to the repository, or a new name.
+#[test]
+fn regression_output_in_the_repository_is_refused() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    symlink("repo", dir.join("alias")).unwrap();
+    symlink(format!("repo/{INC1}"), dir.join("link.fs")).unwrap();
+    let before = contents(&dir.join("repo"));
+    for out in [
+        format!("repo/{INC1}"),
+        format!("repo/{FULL}.fs"),
+        "repo/new.fs".to_string(),
+        "alias/new.fs".to_string(),
+        "link.fs".to_string(),
+    ] {
+        run(dir, &["-R", "-r", "repo", "-o", &out]).fails_with(&format!(
+            "{out}: cannot recover into it: it is in the repository repo"
+        ));
+        let mut after = contents(&dir.join("repo"));
+        after.remove(repozo::lock::LOCK_NAME);
+        let mut want = before.clone();
+        want.remove(repozo::lock::LOCK_NAME);
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{out}"
+        );
+        assert!(after == want, "{out}: the repository changed");
+    }
+    run(dir, &["-R", "-r", "repo", "-o", "out.fs"]).ok();
+    assert!(fs::read(dir.join("out.fs")).unwrap() == read(STATE));
+}
+
 /// Regression: a plain backup file whose length differs from its `.dat`
 /// line (overwritten by a recovery into the repository, or truncated) was
 /// spliced in without -w, exit 0, making a Data.fs whose later
@@ -203,6 +255,160 @@ fn regression_recover_checks_backup_sizes_against_the_dat() {
     ));
     assert_eq!(fs::read(dir.join("out.fs")).unwrap(), b"keep me");
     assert!(!dir.join("out.fs.part").exists());
+}
+
+/// Regression: `-o` naming a FIFO or a character device replaced it with a
+/// regular file, exit 0 (as root, `-o /dev/null` destroyed /dev/null).
+/// Refused, and left as it was.
+#[test]
+fn regression_output_device_or_fifo_is_refused_not_replaced() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    assert!(Command::new("mkfifo")
+        .arg(dir.join("fifo"))
+        .status()
+        .unwrap()
+        .success());
+    run(dir, &["-R", "-r", "repo", "-o", "fifo"])
+        .fails_with("fifo: cannot recover into it: not a regular file");
+    assert!(fs::symlink_metadata(dir.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(!dir.join("fifo.part").exists() && !dir.join("fifo.index").exists());
+
+    // As root only a device of our own is risked; otherwise /dev/null,
+    // which a user cannot replace even with the bug.
+    let null = if mknod_null(&dir.join("null")) {
+        "null".to_string()
+    } else {
+        assert!(!is_root(), "mknod failed as root");
+        "/dev/null".to_string()
+    };
+    run(dir, &["-R", "-r", "repo", "-o", &null]).fails_with(&format!(
+        "{null}: cannot recover into it: not a regular file"
+    ));
+    assert!(is_char_device(&dir.join(&null)), "{null} was replaced");
+    assert!(!dir.join("null.part").exists());
+}
+
+/// Regression: with `-o` a link to `/proc/self/fd/1` (or `/dev/stdout`, or
+/// a device that is stdout) the link or device was replaced by a regular
+/// file and nothing reached stdout. What is our stdout is written to as a
+/// stream, as without `-o`; nothing is left beside it.
+#[test]
+fn regression_output_that_is_stdout_is_streamed_not_replaced() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    let state = read(STATE);
+    symlink("/proc/self/fd/1", dir.join("out.fs")).unwrap();
+    for out in ["out.fs", "/dev/stdout"] {
+        let ran = run(dir, &["-R", "-r", "repo", "-o", out]);
+        ran.ok();
+        assert!(
+            ran.stdout == state,
+            "{out}: {} bytes on stdout",
+            ran.stdout.len()
+        );
+    }
+    assert_eq!(
+        fs::read_link(dir.join("out.fs")).unwrap(),
+        Path::new("/proc/self/fd/1")
+    );
+    for left in ["out.fs.part", "out.fs.index"] {
+        assert!(fs::symlink_metadata(dir.join(left)).is_err(), "{left} left");
+    }
+
+    let null = if mknod_null(&dir.join("null")) {
+        dir.join("null")
+    } else {
+        assert!(!is_root(), "mknod failed as root");
+        PathBuf::from("/dev/null")
+    };
+    let stdout = File::options().write(true).open(&null).unwrap();
+    let out = null.to_str().unwrap();
+    let ran = run_as(dir, &[], &["-R", "-r", "repo", "-o", out], stdout.into());
+    ran.ok();
+    assert!(is_char_device(&null), "{out} was replaced");
+    assert!(!dir.join("null.part").exists() && !dir.join("null.index").exists());
+}
+
+/// Regression: `-o Data.fs`, a symbolic link to the real database, replaced
+/// the link with a regular file and left its target stale (and its old
+/// index beside it). The chain of links is followed; the target is
+/// replaced, its index installed beside it, the links kept. A dangling
+/// link's target is created.
+#[test]
+fn regression_output_symlink_is_followed_not_replaced() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    fs::create_dir(dir.join("data")).unwrap();
+    fs::write(dir.join("data/Data.fs"), b"old database").unwrap();
+    fs::write(dir.join("data/Data.fs.index"), b"stale").unwrap();
+    symlink("data/Data.fs", dir.join("Data.fs")).unwrap();
+    symlink("../Data.fs", dir.join("data/second")).unwrap();
+    symlink("data/second", dir.join("first")).unwrap();
+    symlink("data/new.fs", dir.join("new.fs")).unwrap();
+    for (out, target) in [("first", "data/Data.fs"), ("new.fs", "data/new.fs")] {
+        run(dir, &["-R", "-r", "repo", "-o", out]).ok();
+        assert!(fs::read(dir.join(target)).unwrap() == read(STATE), "{out}");
+        assert_eq!(
+            fs::read(dir.join(format!("{target}.index"))).unwrap(),
+            read(STATE_INDEX),
+            "{out}"
+        );
+    }
+    let links = [
+        ("Data.fs", "data/Data.fs"),
+        ("data/second", "../Data.fs"),
+        ("first", "data/second"),
+        ("new.fs", "data/new.fs"),
+    ];
+    for (link, to) in links {
+        assert_eq!(fs::read_link(dir.join(link)).unwrap(), Path::new(to));
+    }
+    let mut left: Vec<String> = contents(dir).into_keys().collect();
+    left.extend(
+        contents(&dir.join("data"))
+            .into_keys()
+            .map(|n| format!("data/{n}")),
+    );
+    assert_eq!(
+        left,
+        [
+            "Data.fs",
+            "data",
+            "first",
+            "new.fs",
+            "repo",
+            "data/Data.fs",
+            "data/Data.fs.index",
+            "data/new.fs",
+            "data/new.fs.index",
+            "data/second",
+        ]
+    );
+}
+
+/// Regression: a symbolic link planted as `<output>.part` was followed and
+/// its target overwritten with the recovery. The leftover is removed, its
+/// target untouched, and nothing is created through a dangling one.
+#[test]
+fn regression_planted_part_symlink_is_not_followed() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    fs::write(dir.join("victim"), b"precious").unwrap();
+    symlink("victim", dir.join("out.fs.part")).unwrap();
+    symlink("elsewhere", dir.join("new.fs.part")).unwrap();
+    for out in ["out.fs", "new.fs"] {
+        run(dir, &["-R", "-r", "repo", "-o", out]).ok();
+        let meta = fs::symlink_metadata(dir.join(out)).unwrap();
+        assert!(meta.is_file(), "{out} is not a regular file");
+        assert!(fs::read(dir.join(out)).unwrap() == read(STATE), "{out}");
+        assert!(fs::symlink_metadata(dir.join(format!("{out}.part"))).is_err());
+    }
+    assert_eq!(fs::read(dir.join("victim")).unwrap(), b"precious");
+    assert!(fs::symlink_metadata(dir.join("elsewhere")).is_err());
 }
 
 /// Regression: `-r ""` (an unset `$REPO` in a cron line) backed up into

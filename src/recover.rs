@@ -28,6 +28,7 @@ use crate::atomic::{sync_dir, AtomicFile, Md5Thread};
 use crate::data_reader::DataReader;
 use crate::direct::{clones_extents, DirectWriter};
 use crate::error::{io_err, Error, Result};
+use crate::format::MAGIC_LEN;
 use crate::fsutil;
 use crate::index::{Index, PREFIX_LEN};
 use crate::index_file;
@@ -399,8 +400,9 @@ fn parent(p: &Path) -> &Path {
 /// Write the last backup's index, ready to be renamed into place, if it is
 /// one we can vouch for: it reads as a whole with our own reader (which
 /// runs no code, unlike a pickle loaded by ZODB), and FileStorage's sanity
-/// check passes against the recovered bytes at exactly their size.
-/// Otherwise say why and install none.
+/// check passes against the recovered bytes at exactly their size (for a
+/// Data.fs that is only its magic, which that check passes over, the
+/// index must be empty). Otherwise say why and install none.
 fn prepare_index(
     repo: &Repository,
     last: &DataFile,
@@ -421,11 +423,17 @@ fn prepare_index(
     };
     // Checked as a stream, keeping only the buckets the sanity check looks
     // in: a 3-million-oid index is never held in memory.
-    let wanted = Source::open(recovered_path)?.sanity_records(recovered)?;
+    let source = Source::open(recovered_path)?;
+    let wanted = source.sanity_records(recovered)?;
+    // FileStorage checks no index below 100 bytes; a database with no
+    // transaction has exactly one right index, the empty one.
+    let magic_only = recovered == MAGIC_LEN && source.magic().is_ok();
     let mut kept = Index::new();
     let mut beyond = false;
+    let mut entries = false;
     let read = index_file::for_each_bucket(BufReader::new(&file), |prefix, bucket| {
         beyond |= bucket.max_offset().is_some_and(|o| o >= recovered);
+        entries |= !bucket.is_empty();
         let oid_prefix = |oid: u64| oid.to_be_bytes()[..PREFIX_LEN] == prefix;
         if wanted.iter().flatten().any(|&(oid, _)| oid_prefix(oid)) {
             kept.set_bucket(prefix, bucket);
@@ -436,6 +444,7 @@ fn prepare_index(
         Ok(pos) if pos != recovered => Some(format!(
             "it describes {pos} bytes, not the {recovered} recovered"
         )),
+        Ok(_) if magic_only => entries.then(|| "it does not match the recovered file".to_string()),
         Ok(_) => {
             let sane = !beyond && wanted.is_some_and(|records| points_at(&kept, &records));
             (!sane).then(|| "it does not match the recovered file".to_string())

@@ -551,3 +551,24 @@ fn regression_lock_file_fifo_or_symlink_is_refused_without_blocking() {
         );
     }
 }
+
+/// Regression: a Data.fs holding only its magic (no transaction yet),
+/// backed up and recovered, came back without its index ("does not match
+/// the recovered file"): FileStorage's sanity check looks at nothing below
+/// 100 bytes. Its one right index, empty at position 4, is installed.
+#[test]
+fn regression_empty_datafs_recovers_with_its_index() {
+    let t = TempDir::new().unwrap();
+    let dir = t.path();
+    fs::write(dir.join("Data.fs"), b"FS30").unwrap();
+    fs::create_dir(dir.join("repo")).unwrap();
+    run(dir, &["-B", "-r", "repo", "-f", "Data.fs"]).ok();
+    let ran = run(dir, &["-R", "-r", "repo", "-o", "out.fs"]);
+    ran.ok();
+    assert!(ran.stderr.is_empty(), "{}", ran.stderr);
+    assert_eq!(fs::read(dir.join("out.fs")).unwrap(), b"FS30");
+    assert_eq!(
+        fs::read(dir.join("out.fs.index")).unwrap(),
+        fs::read(dir.join(format!("repo/{NOW}.index"))).unwrap()
+    );
+}

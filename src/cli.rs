@@ -3,8 +3,9 @@
 //! [`RawArgs`] holds the flags as given (clap does the getopt work: bundled
 //! short flags such as `-BQzr DIR`, `--opt=value` and `--opt value`, unique
 //! prefixes of long options). [`Plan::from_raw`] then applies repozo's rules
-//! (one mode, `-r` required, `-f` for `-B`, options that do not apply are
-//! ignored with a note under `-v`) before anything touches the disk.
+//! (one mode, a non-empty `-r` required, `-f` for `-B`, options that do not
+//! apply are ignored with a note under `-v`) before anything touches the
+//! disk.
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -29,8 +30,8 @@ Exactly one of -B, -R, or -V must be given:
     -h / --help          Print this text and exit.
 
     -r dir / --repository=dir
-        The repository directory holding the backup files (required; it must
-        already exist). Do not edit or add files in it.
+        The repository directory holding the backup files (required, not
+        empty; it must already exist). Do not edit or add files in it.
 
 Options for -B/--backup:
     -f file / --file=file
@@ -58,7 +59,9 @@ Options for -R/--recover:
     -o filename / --output=filename
         Write the recovered Data.fs here (through filename.part, renamed
         when complete) and install the backup's index as filename.index.
-        Default: stdout, with no index.
+        A symbolic link is followed: its target is replaced, the link kept.
+        A device or pipe is refused unless it is stdout itself; so is a
+        file in the repository. Default: stdout, with no index.
     -w / --with-verify
         Check each file's size and md5 against the .dat log while recovering;
         on a mismatch the output is left untouched.
@@ -218,8 +221,8 @@ impl Plan {
     /// Apply repozo's rules to the raw flags.
     ///
     /// # Errors
-    /// No mode or more than one, no `-r`, `-B` without `-f`, stray
-    /// arguments, a `-D` that is not a date.
+    /// No mode or more than one, no `-r` (or an empty one), `-B` without
+    /// `-f`, stray arguments, a `-D` that is not a date.
     pub fn from_raw(raw: RawArgs) -> Result<Checked, UsageError> {
         let mut notes = Vec::new();
         let verbose = raw.verbose;
@@ -247,6 +250,12 @@ impl Plan {
         let Some(repository) = raw.repository.clone() else {
             return Err(UsageError("--repository is required".into()));
         };
+        // An empty path is the current directory to the filesystem: a cron
+        // line whose $REPO is unset would back up into (or recover from)
+        // wherever it runs. Refused, as an empty -f or -o is.
+        if repository.is_empty() {
+            return Err(UsageError("--repository must not be empty".into()));
+        }
         let mut ignore = |given: bool, opt: &str, mode: &str| {
             if given {
                 notes.push(format!("--{opt} option is ignored in {mode} mode"));
@@ -353,6 +362,13 @@ mod tests {
             "-B, -R, and -V are mutually exclusive"
         );
         assert_eq!(msg(&["-V"]), "--repository is required");
+        for mode in ["-B", "-R", "-V"] {
+            assert_eq!(
+                msg(&[mode, "-r", "", "-f", "Data.fs"]),
+                "--repository must not be empty",
+                "{mode}"
+            );
+        }
         assert_eq!(msg(&["-B", "-r", "x"]), "--file is required in backup mode");
         assert_eq!(
             msg(&["-V", "-r", "x", "extra", "more"]),

@@ -55,6 +55,9 @@ pub enum Error {
     ClockBehind { newest: String, now: String },
     /// A backup of this second exists, and the clock cannot move on.
     StemTaken { existing: String, stem: String },
+    /// The files found for the date start with an increment: the full
+    /// backup they extend is gone, and they alone are no Data.fs.
+    NoFullBackup { before: Option<String> },
 }
 
 impl fmt::Display for Error {
@@ -105,6 +108,10 @@ impl fmt::Display for Error {
                 f,
                 "{existing}: cannot back up: a backup of this second ({stem}) exists already; try again in a second"
             ),
+            Error::NoFullBackup { before: Some(d) } => {
+                write!(f, "No full backup in repository before {d}")
+            }
+            Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
         }
     }
 }

@@ -6,22 +6,36 @@
 //! installed as `<output>.index` when its position is the recovered size;
 //! otherwise any old `<output>.index` is removed, because an index left from
 //! another database must never sit beside the recovered one.
+//!
+//! `<output>` is the file `-o` leads to: a symbolic link is followed (the
+//! `.part` and `.index` go beside its target, which is replaced; the link
+//! stays). A device or FIFO is never replaced by a regular file: it is
+//! written to as stdout when it is our stdout, refused otherwise; so is any
+//! file in the repository, which a recovery would corrupt. A leftover
+//! `<output>.part` is removed, never written through.
+//!
+//! The chain must start with a full backup, and each plain file must be as
+//! long as its `.dat` line says before a byte is written, so that a damaged
+//! repository fails the run instead of making a Data.fs that is not one.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{sync_dir, AtomicFile, Md5Thread};
 use crate::data_reader::DataReader;
 use crate::direct::{clones_extents, DirectWriter};
 use crate::error::{io_err, Error, Result};
+use crate::format::MAGIC_LEN;
+use crate::fsutil;
 use crate::index::{Index, PREFIX_LEN};
 use crate::index_file;
 use crate::lock;
 use crate::log;
 use crate::log::Log;
-use crate::repository::{DataFile, Repository, Timestamp};
+use crate::repository::{DataFile, Kind, Repository, Timestamp};
 use crate::source::{points_at, Source};
 
 /// What `-R` was asked to do.
@@ -33,6 +47,25 @@ pub struct RecoverOptions {
     /// `-o`; `None` means stdout.
     pub output: Option<String>,
     pub with_verify: bool,
+}
+
+/// A file of the chain, with the size its `.dat` line gives (none when
+/// there is no usable log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    file: DataFile,
+    logged_size: Option<u64>,
+}
+
+/// Where the recovered bytes go.
+enum Dest {
+    Stdout,
+    /// A regular file, to be replaced: the path `-o` leads to, and how it
+    /// is shown.
+    File {
+        path: PathBuf,
+        shown: String,
+    },
 }
 
 /// What a recovery produced.
@@ -52,6 +85,10 @@ pub struct Recovered {
 pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recovered> {
     let repo = Repository::new(&opts.repository);
     let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
+    let dest = match &opts.output {
+        None => Dest::Stdout,
+        Some(output) => destination(&repo, output)?,
+    };
     let when = opts.date.clone().unwrap_or_else(|| now.stem());
     let found = repo.find_files(&when, log)?;
     if found.is_empty() {
@@ -59,15 +96,26 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
             before: opts.date.clone(),
         });
     }
+    // Increments alone (their full backup deleted) are no Data.fs: without
+    // its magic and first transactions ZODB cannot open what they make.
+    if found[0].kind != Kind::Full {
+        return Err(Error::NoFullBackup {
+            before: opts.date.clone(),
+        });
+    }
     let chain = chain_from_dat(&repo, &found, &when, log)?;
+    check_logged_sizes(&repo, &chain)?;
     let truth = if opts.with_verify {
         Some(expected_sizes_and_sums(&repo, &chain)?)
     } else {
         None
     };
-    match &opts.output {
-        None => {
-            log!(log, "Recovering file to stdout");
+    match dest {
+        Dest::Stdout => {
+            match &opts.output {
+                Some(output) => log!(log, "Recovering file to {output} (our stdout)"),
+                None => log!(log, "Recovering file to stdout"),
+            }
             let stdout = io::stdout();
             let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
             let bytes = concat(
@@ -85,8 +133,107 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
                 index_installed: false,
             })
         }
-        Some(output) => recover_to_file(&repo, &chain, output, truth.as_ref(), log),
+        Dest::File { path, shown } => {
+            if opts.output.as_deref() == Some(shown.as_str()) {
+                log!(log, "Recovering file to {shown}");
+            } else {
+                let given = opts.output.as_deref().unwrap_or_default();
+                log!(log, "Recovering file to {shown}, which {given} leads to");
+            }
+            recover_to_file(&repo, &chain, &path, &shown, truth.as_ref(), log)
+        }
     }
+}
+
+/// Where `-o` sends the recovery; refused when replacing what it names
+/// would destroy something: a directory, a device or FIFO (as root,
+/// `-o /dev/null` would replace the device), a file of the repository.
+///
+/// # Errors
+/// [`Error::Io`] on `output`, saying why.
+fn destination(repo: &Repository, output: &str) -> Result<Dest> {
+    let refuse = |why: io::Error| Error::Io {
+        path: output.to_string(),
+        action: "cannot recover into it",
+        source: why,
+    };
+    let given = Path::new(output);
+    let target = match fs::metadata(given) {
+        Ok(m) if m.is_dir() => return Err(refuse(io::Error::other("it is a directory"))),
+        Ok(m) if !m.is_file() => {
+            // `-o /dev/stdout`, or a link to `/proc/self/fd/1`: the user
+            // asked for a stream, which stdout is.
+            return if fsutil::is_stdout(given) {
+                Ok(Dest::Stdout)
+            } else {
+                Err(refuse(io::Error::other("not a regular file")))
+            };
+        }
+        Ok(m) => {
+            let target = fsutil::final_target(given).map_err(refuse)?;
+            // A /proc/self/fd/N link names its file by a text that need not
+            // be a path to it (a deleted file's ends in " (deleted)").
+            let same = fs::symlink_metadata(&target)
+                .is_ok_and(|t| (t.dev(), t.ino()) == (m.dev(), m.ino()));
+            if !same {
+                return Err(refuse(io::Error::other(
+                    "its symbolic link does not name the file it leads to",
+                )));
+            }
+            target
+        }
+        // Missing, or a dangling link: the file to make is the one the
+        // link names. Other errors (a loop, a directory we may not search)
+        // come again from following the links, or later, when creating.
+        Err(_) => fsutil::final_target(given).map_err(refuse)?,
+    };
+    if fsutil::same_file(parent(&target), repo.dir()) {
+        return Err(refuse(io::Error::other(format!(
+            "it is in the repository {}",
+            repo.given()
+        ))));
+    }
+    let Some(shown) = target.to_str().map(str::to_string) else {
+        return Err(refuse(io::Error::other(
+            "its symbolic link leads to a name that is not UTF-8",
+        )));
+    };
+    Ok(Dest::File {
+        path: target,
+        shown,
+    })
+}
+
+/// Fail unless each plain file is as long as its `.dat` line says, before
+/// a byte is written (stdout cannot be taken back). A file changed since
+/// its backup, say overwritten by a recovery into the repository, would
+/// otherwise be spliced in and shift everything after it.
+///
+/// # Errors
+/// [`Error::Verification`] naming the file; the file cannot be opened.
+fn check_logged_sizes(repo: &Repository, chain: &[Piece]) -> Result<()> {
+    for p in chain.iter().filter(|p| !p.file.gzip) {
+        let Some(want) = p.logged_size else {
+            continue;
+        };
+        let name = p.file.name();
+        let shown = repo.display(&name);
+        let got = fsutil::open_regular(&repo.path(&name), &shown)?
+            .metadata()
+            .map_err(io_err(&shown, "cannot stat"))?
+            .len();
+        if got != want {
+            return Err(wrong_size(&shown, got, want, false));
+        }
+    }
+    Ok(())
+}
+
+fn wrong_size(shown: &str, got: u64, want: u64, gzip: bool) -> Error {
+    let when = if gzip { " (when uncompressed)" } else { "" };
+    Error::Verification(format!(
+        "{shown} is {got} bytes{when}, should be {want} bytes"
+    ))
 }
 
 /// The files to concatenate, as the full backup's `.dat` log records them.
@@ -106,19 +253,28 @@ fn chain_from_dat(
     found: &[DataFile],
     when: &str,
     log: &Log,
-) -> Result<Vec<DataFile>> {
+) -> Result<Vec<Piece>> {
+    let as_found = || {
+        found
+            .iter()
+            .map(|f| Piece {
+                file: f.clone(),
+                logged_size: None,
+            })
+            .collect()
+    };
     let full = &found[0];
     let dat_shown = repo.display(&full.dat_name());
     let Some(entries) = repo.read_dat(full)? else {
         log!(log, "no {dat_shown}: using the files as found");
-        return Ok(found.to_vec());
+        return Ok(as_found());
     };
     if entries.first().map(|e| e.file_name()) != Some(full.name().as_str()) {
         log!(
             log,
             "{dat_shown} does not start with {full}: using the files as found"
         );
-        return Ok(found.to_vec());
+        return Ok(as_found());
     }
     let on_disk: HashSet<&DataFile> = found.iter().collect();
     let mut chain = Vec::new();
@@ -145,9 +301,12 @@ fn chain_from_dat(
             )));
         }
         end = e.end;
-        chain.push(f);
+        chain.push(Piece {
+            file: f,
+            logged_size: Some(e.size()),
+        });
     }
-    let listed: HashSet<&DataFile> = chain.iter().collect();
+    let listed: HashSet<&DataFile> = chain.iter().map(|p| &p.file).collect();
     for f in found.iter().filter(|f| !listed.contains(f)) {
         log.notice(format_args!(
             "leaving out {}: {dat_shown} does not list it (left by an interrupted backup?)",
@@ -159,23 +318,16 @@ fn chain_from_dat(
 
 fn recover_to_file(
     repo: &Repository,
-    chain: &[DataFile],
-    output: &str,
+    chain: &[Piece],
+    output: &Path,
+    shown: &str,
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
 ) -> Result<Recovered> {
-    if fs::metadata(output).is_ok_and(|m| m.is_dir()) {
-        return Err(Error::Io {
-            path: output.to_string(),
-            action: "cannot recover into it",
-            source: io::Error::other("it is a directory"),
-        });
-    }
-    log!(log, "Recovering file to {output}");
-    let part_shown = format!("{output}.part");
+    let part_shown = format!("{shown}.part");
     let part = PathBuf::from(&part_shown);
+    let mut file = fsutil::create_new(&part, &part_shown)?;
     let guard = PartFile(&part);
-    let mut file = File::create(&part).map_err(io_err(&part_shown, "cannot create"))?;
     let bytes = if clones_extents(&file) {
         concat(repo, chain, Out::File(&mut file), &part_shown, truth, log)?
     } else {
@@ -189,8 +341,8 @@ fn recover_to_file(
 
     // Everything that can fail for want of space is done before the old
     // output or its index is touched: the new index is written aside now.
-    let last = chain.last().expect("a chain is never empty");
-    let index_shown = format!("{output}.index");
+    let last = &chain.last().expect("a chain is never empty").file;
+    let index_shown = format!("{shown}.index");
     let index_path = PathBuf::from(&index_shown);
     let new_index = prepare_index(
         repo,
@@ -211,16 +363,16 @@ fn recover_to_file(
     fs::rename(&part, output).map_err(|e| {
         log!(
             log,
-            "ZODB has been fully recovered as {part_shown}, but it cannot be renamed into : {output}"
+            "ZODB has been fully recovered as {part_shown}, but it cannot be renamed into : {shown}"
         );
-        io_err(output, "rename into place")(e)
+        io_err(shown, "rename into place")(e)
     })?;
     std::mem::forget(guard);
     let index_installed = new_index.is_some();
     if let Some(f) = new_index {
         f.commit(true)?;
     }
-    sync_dir(parent(Path::new(output))).map_err(io_err(output, "fsync its directory"))?;
+    sync_dir(parent(output)).map_err(io_err(shown, "fsync its directory"))?;
     Ok(Recovered {
         bytes,
         files: chain.len(),
@@ -247,8 +399,9 @@ fn parent(p: &Path) -> &Path {
 /// Write the last backup's index, ready to be renamed into place, if it is
 /// one we can vouch for: it reads as a whole with our own reader (which
 /// runs no code, unlike a pickle loaded by ZODB), and FileStorage's sanity
-/// check passes against the recovered bytes at exactly their size.
-/// Otherwise say why and install none.
+/// check passes against the recovered bytes at exactly their size (for a
+/// Data.fs that is only its magic, which that check passes over, the
+/// index must be empty). Otherwise say why and install none.
 fn prepare_index(
     repo: &Repository,
     last: &DataFile,
@@ -269,11 +422,17 @@ fn prepare_index(
     };
     // Checked as a stream, keeping only the buckets the sanity check looks
     // in: a 3-million-oid index is never held in memory.
-    let wanted = Source::open(recovered_path)?.sanity_records(recovered)?;
+    let source = Source::open(recovered_path)?;
+    let wanted = source.sanity_records(recovered)?;
+    // FileStorage checks no index below 100 bytes; a database with no
+    // transaction has exactly one right index, the empty one.
+    let magic_only = recovered == MAGIC_LEN && source.magic().is_ok();
     let mut kept = Index::new();
     let mut beyond = false;
+    let mut entries = false;
     let read = index_file::for_each_bucket(BufReader::new(&file), |prefix, bucket| {
         beyond |= bucket.max_offset().is_some_and(|o| o >= recovered);
+        entries |= !bucket.is_empty();
         let oid_prefix = |oid: u64| oid.to_be_bytes()[..PREFIX_LEN] == prefix;
         if wanted.iter().flatten().any(|&(oid, _)| oid_prefix(oid)) {
             kept.set_bucket(prefix, bucket);
@@ -284,6 +443,7 @@ fn prepare_index(
         Ok(pos) if pos != recovered => Some(format!(
             "it describes {pos} bytes, not the {recovered} recovered"
         )),
+        Ok(_) if magic_only => entries.then(|| "it does not match the recovered file".to_string()),
         Ok(_) => {
             let sane = !beyond && wanted.is_some_and(|records| points_at(&kept, &records));
             (!sane).then(|| "it does not match the recovered file".to_string())
@@ -321,9 +481,9 @@ fn prepare_index(
 /// The `.dat` log as `file name -> (size, md5)`, for `-w`.
 fn expected_sizes_and_sums(
     repo: &Repository,
-    chain: &[DataFile],
+    chain: &[Piece],
 ) -> Result<HashMap<String, (u64, String)>> {
-    let full = &chain[0];
+    let full = &chain[0].file;
     let entries = repo.read_dat_required(full)?;
     Ok(entries
         .into_iter()
@@ -356,7 +516,7 @@ impl Out<'_> {
 /// the `-v` message; on a thread of its own, beside the copy.
 fn concat(
     repo: &Repository,
-    chain: &[DataFile],
+    chain: &[Piece],
     mut out: Out<'_>,
     out_shown: &str,
     truth: Option<&HashMap<String, (u64, String)>>,
@@ -364,7 +524,8 @@ fn concat(
 ) -> Result<u64> {
     let mut total = 0u64;
     let mut all = (truth.is_none() && log.enabled()).then(Md5Thread::spawn);
-    for f in chain {
+    for p in chain {
+        let f = &p.file;
         let name = f.name();
         let shown = repo.display(&name);
         let path = repo.path(&name);
@@ -393,7 +554,7 @@ fn concat(
             let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
                 Error::Verification(format!(
                     "{shown} is not listed in {}",
-                    repo.display(&chain[0].dat_name())
+                    repo.display(&chain[0].file.dat_name())
                 ))
             })?;
             let sum = one.finish();
@@ -409,6 +570,11 @@ fn concat(
             }
             log!(log, "Recovered chunk {shown} : {size} bytes, md5: {sum}");
         }
+        // Checked before the copy for a plain file; a gzip'd one's size is
+        // known only now, and a plain one may have changed since.
+        if let Some(want) = p.logged_size.filter(|&want| want != size) {
+            return Err(wrong_size(&shown, size, want, f.gzip));
+        }
     }
     match all {
         Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()),
@@ -416,4 +582,46 @@ fn concat(
         None => {}
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn recover_destination_follows_links_and_refuses_the_repository() {
+        let t = tempfile::TempDir::new().unwrap();
+        let d = t.path();
+        fs::create_dir_all(d.join("repo")).unwrap();
+        fs::create_dir_all(d.join("sub")).unwrap();
+        let repo = Repository::new(d.join("repo").to_str().unwrap());
+        let at = |rel: &str| d.join(rel).to_str().unwrap().to_string();
+        let refused = |rel: &str| match destination(&repo, &at(rel)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{rel} accepted"),
+        };
+
+        symlink("sub/new.fs", d.join("dangling")).unwrap();
+        match destination(&repo, &at("dangling")).unwrap() {
+            Dest::File { path, shown } => {
+                assert_eq!(path, d.join("sub/new.fs"));
+                assert_eq!(shown, at("sub/new.fs"));
+            }
+            Dest::Stdout => panic!("a dangling link is not stdout"),
+        }
+        symlink("repo/2024-01-01-00-00-00.fs", d.join("into")).unwrap();
+        let repo_shown = at("repo");
+        assert_eq!(
+            refused("into"),
+            format!(
+                "{}: cannot recover into it: it is in the repository {repo_shown}",
+                at("into")
+            )
+        );
+        assert!(refused("repo/x.fs").ends_with(&format!("in the repository {repo_shown}")));
+        assert!(refused("sub").ends_with(": cannot recover into it: it is a directory"));
+        symlink("loop", d.join("loop")).unwrap();
+        assert!(refused("loop").contains("cannot recover into it: Too many levels"));
+    }
 }

@@ -1,6 +1,6 @@
 //! `-V`: check every file the newest full backup's `.dat` log names, its
 //! size and (unless `-Q`) its md5, with repozo's messages. The first
-//! failure ends the run.
+//! failure ends the run, and a chain without its full backup is one.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use crate::gzip_size;
 use crate::lock;
 use crate::log;
 use crate::log::Log;
-use crate::repository::{DatEntry, DataFile, Repository, Timestamp};
+use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 
 /// What `-V` was asked to do.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct VerifyOptions {
 ///
 /// # Errors
 /// [`Error::Verification`] with repozo's message for the first bad file;
-/// [`Error::NoFiles`]; a missing or damaged `.dat`.
+/// [`Error::NoFiles`]; [`Error::NoFullBackup`]; a missing or damaged `.dat`.
 pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> {
     let repo = Repository::new(&opts.repository);
     let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
@@ -36,6 +36,11 @@ pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> 
     let Some(full) = chain.first() else {
         return Err(Error::NoFiles { before: None });
     };
+    // Increments whose full backup was deleted: their chain has no .dat
+    // log to check against, and no Data.fs can be recovered from them.
+    if full.kind != Kind::Full {
+        return Err(Error::NoFullBackup { before: None });
+    }
     let entries = repo.read_dat_required(full)?;
     // Measure every file, several at a time, then judge them in the log's
     // order so that the failure reported is the first, as repozo's.

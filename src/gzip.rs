@@ -120,7 +120,12 @@ pub struct ParallelGzip<W: Write> {
 impl<W: Write> ParallelGzip<W> {
     /// Compress at `level` into `out`, with one thread per core.
     pub fn new(out: W, level: u32) -> ParallelGzip<W> {
-        let n = threads();
+        ParallelGzip::with_threads(out, level, threads())
+    }
+
+    /// Compress at `level` into `out` on `n` threads (at least one).
+    pub fn with_threads(out: W, level: u32, n: usize) -> ParallelGzip<W> {
+        let n = n.max(1);
         ParallelGzip {
             out: Some(out),
             block: Vec::with_capacity(GZIP_BLOCK),
@@ -244,9 +249,16 @@ pub struct ParallelGunzip {
 }
 
 impl ParallelGunzip {
-    /// Read the gzip file `file` from its current position.
+    /// Read the gzip file `file` from its current position, inflating on
+    /// one thread per core.
     pub fn new(file: File) -> ParallelGunzip {
-        let n = threads();
+        ParallelGunzip::with_threads(file, threads())
+    }
+
+    /// Read the gzip file `file` from its current position, inflating on
+    /// `n` threads (at least one).
+    pub fn with_threads(file: File, n: usize) -> ParallelGunzip {
+        let n = n.max(1);
         ParallelGunzip {
             file: Some(file),
             pool: Pool::new(n, |(member, out): GunzipJob| {
@@ -288,7 +300,11 @@ impl ParallelGunzip {
             head.truncate(got);
             let Some(len) = member_len(&head) else {
                 self.ended = true;
-                if got > 0 || self.queue.is_empty() {
+                // The end of the file after a member is the end; at its
+                // start, the sequential reader says what an empty file is.
+                // (The queue can be empty after a member: with one thread,
+                // the only one in flight has just been handed out.)
+                if got > 0 || start == 0 {
                     self.queue.push_back(Next::Rest(start));
                 }
                 break;
@@ -396,12 +412,28 @@ mod tests {
             .collect()
     }
 
+    /// Thread counts every reader and writer is tested at: one thread is
+    /// a path of its own (one member in flight), as is more threads than
+    /// members.
+    const THREADS: [usize; 3] = [1, 2, 8];
+
     fn gzip(input: &[u8]) -> Vec<u8> {
-        let mut z = ParallelGzip::new(Vec::new(), GZIP_LEVEL);
+        gzip_on(input, 2)
+    }
+
+    fn gzip_on(input: &[u8], threads: usize) -> Vec<u8> {
+        let mut z = ParallelGzip::with_threads(Vec::new(), GZIP_LEVEL, threads);
         for piece in input.chunks(100_003) {
             z.write_all(piece).unwrap();
         }
         z.finish().unwrap()
+    }
+
+    /// One plain member, as Python's gzip module writes it.
+    fn python_like(input: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::new(9));
+        enc.write_all(input).unwrap();
+        enc.finish().unwrap()
     }
 
     fn in_file(bytes: &[u8]) -> File {
@@ -436,49 +468,55 @@ mod tests {
 
     #[test]
     fn parallel_gzip_is_one_gzip_stream_of_the_input() {
-        for len in SIZES {
-            let input = sample(len);
-            assert_eq!(
-                gunzip_sequential(&gzip(&input)).unwrap(),
-                input,
-                "length {len}"
-            );
+        for threads in THREADS {
+            for len in SIZES {
+                let input = sample(len);
+                let z = gzip_on(&input, threads);
+                assert!(
+                    gunzip_sequential(&z).unwrap() == input,
+                    "length {len}, {threads} threads"
+                );
+            }
         }
     }
 
     #[test]
     fn every_member_says_its_length() {
-        let z = gzip(&sample(3 * GZIP_BLOCK + 17));
-        let mut at = 0;
-        let mut members = 0;
-        while at < z.len() {
-            let len = member_len(&z[at..]).expect("a member of ours");
-            assert!(inflate_member(&z[at..at + len], Vec::new()).is_some());
-            at += len;
-            members += 1;
+        for threads in THREADS {
+            let z = gzip_on(&sample(3 * GZIP_BLOCK + 17), threads);
+            let mut at = 0;
+            let mut members = 0;
+            while at < z.len() {
+                let len = member_len(&z[at..]).expect("a member of ours");
+                assert!(inflate_member(&z[at..at + len], Vec::new()).is_some());
+                at += len;
+                members += 1;
+            }
+            assert_eq!((at, members), (z.len(), 4), "{threads} threads");
         }
-        assert_eq!((at, members), (z.len(), 4));
     }
 
     #[test]
     fn parallel_gunzip_reads_ours_and_others() {
         for len in SIZES {
             let input = sample(len);
-            let mut r = ParallelGunzip::new(in_file(&gzip(&input)));
-            let (ours, err) = read_all(&mut r);
-            assert_eq!((ours.len(), err), (len, None));
-            assert!(ours == input, "ours, length {len}");
-            let members = len.div_ceil(GZIP_BLOCK).max(1) as u64;
-            assert_eq!(r.members_inflated_whole(), members, "length {len}");
+            let ours = gzip(&input);
             // A plain single-member file, as Python's gzip module writes it.
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::new(9));
-            enc.write_all(&input).unwrap();
-            let theirs = enc.finish().unwrap();
-            let mut r = ParallelGunzip::new(in_file(&theirs));
-            let (back, err) = read_all(&mut r);
-            assert_eq!((back.len(), err), (len, None));
-            assert_eq!(r.members_inflated_whole(), 0, "length {len}");
-            assert!(back == input, "theirs, length {len}");
+            let theirs = python_like(&input);
+            for threads in THREADS {
+                let at = format!("length {len}, {threads} threads");
+                let mut r = ParallelGunzip::with_threads(in_file(&ours), threads);
+                let (back, err) = read_all(&mut r);
+                assert_eq!((back.len(), err), (len, None), "ours, {at}");
+                assert!(back == input, "ours, {at}");
+                let members = len.div_ceil(GZIP_BLOCK).max(1) as u64;
+                assert_eq!(r.members_inflated_whole(), members, "{at}");
+                let mut r = ParallelGunzip::with_threads(in_file(&theirs), threads);
+                let (back, err) = read_all(&mut r);
+                assert_eq!((back.len(), err), (len, None), "theirs, {at}");
+                assert_eq!(r.members_inflated_whole(), 0, "{at}");
+                assert!(back == input, "theirs, {at}");
+            }
         }
     }
 
@@ -493,12 +531,15 @@ mod tests {
     fn regression_a_bad_first_member_reads_exactly_as_sequentially() {
         let bad = include_bytes!("../fuzz/regressions/gzip-bad-first-member.fsz");
         let want = read_all(&mut MultiGzDecoder::new(&bad[..]));
-        let mut r = ParallelGunzip::new(in_file(bad));
-        let got = read_all(&mut r);
         assert!(want.1.is_some(), "the input is damaged");
-        assert_eq!(r.members_inflated_whole(), 0);
-        assert_eq!(got.1, want.1, "error");
-        assert_eq!(got.0.len(), want.0.len(), "bytes before the error");
+        for threads in THREADS {
+            let mut r = ParallelGunzip::with_threads(in_file(bad), threads);
+            let got = read_all(&mut r);
+            assert_eq!(r.members_inflated_whole(), 0);
+            assert_eq!(got.1, want.1, "error, {threads} threads");
+            let (got, want) = (got.0.len(), want.0.len());
+            assert_eq!(got, want, "bytes before the error, {threads} threads");
+        }
     }
 
     /// Damage anywhere gives what the sequential reader gives: the same
@@ -532,10 +573,13 @@ mod tests {
         cases.push(("two files in one".into(), doubled));
         for (what, bad) in cases {
             let want = read_all(&mut MultiGzDecoder::new(&bad[..]));
-            let got = read_all(&mut ParallelGunzip::new(in_file(&bad)));
-            assert_eq!(got.1, want.1, "{what}: error");
-            assert_eq!(got.0.len(), want.0.len(), "{what}: bytes before the error");
-            assert!(got.0 == want.0, "{what}: content");
+            for threads in THREADS {
+                let got = read_all(&mut ParallelGunzip::with_threads(in_file(&bad), threads));
+                let what = format!("{what}, {threads} threads");
+                assert_eq!(got.1, want.1, "{what}: error");
+                assert_eq!(got.0.len(), want.0.len(), "{what}: bytes before the error");
+                assert!(got.0 == want.0, "{what}: content");
+            }
         }
     }
 }

@@ -9,8 +9,9 @@
 //! readers that do not know it skip, as RFC 1952 asks. With it,
 //! [`ParallelGunzip`] finds the next member without inflating this one and
 //! inflates several at once. Files without it (Python repozo's, or a member
-//! whose length is wrong) are read one member after the other, as before,
-//! from the first member that cannot be taken whole.
+//! whose length is wrong, or one that inflates to more than our writer puts
+//! in a member) are read one member after the other, as before, from the
+//! first member that cannot be taken whole.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -83,16 +84,33 @@ fn compress_member(input: &[u8], mut out: Vec<u8>, level: u32) -> io::Result<Vec
     Ok(member)
 }
 
-/// A member inflated whole into `out` (emptied first), or `None` if it is
-/// not exactly one sound gzip member (then the sequential reader says what
-/// is wrong).
-fn inflate_member(member: &[u8], mut out: Vec<u8>) -> Option<Vec<u8>> {
+/// Inflate `member` whole into `out` (emptied first); false if it is not
+/// exactly one sound gzip member of at most [`GZIP_BLOCK`] bytes inflated
+/// (then the sequential reader reads it, and says what is wrong).
+///
+/// `out` never grows past the member's ISIZE, nor past [`GZIP_BLOCK`]:
+/// our writer puts no more in a member, and a crafted member that
+/// inflates to gigabytes, several in flight, would otherwise take as many
+/// gigabytes of memory. The sequential reader streams such a member.
+fn inflate_member(member: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    let isize = u32::from_le_bytes(member[member.len() - 4..].try_into().ok()?) as usize;
-    out.reserve(isize.min(2 * GZIP_BLOCK));
+    let Some(isize) = member
+        .last_chunk::<4>()
+        .map(|t| u32::from_le_bytes(*t) as usize)
+    else {
+        return false;
+    };
+    if isize > GZIP_BLOCK {
+        return false;
+    }
+    out.reserve_exact(isize);
     let mut dec = flate2::bufread::GzDecoder::new(member);
-    dec.read_to_end(&mut out).ok()?;
-    dec.into_inner().is_empty().then_some(out)
+    // A member that inflates to more than its ISIZE is damaged; the read
+    // of one byte more finds it, or reaches the trailer and checks it.
+    if (&mut dec).take(isize as u64).read_to_end(out).is_err() {
+        return false;
+    }
+    matches!(dec.read(&mut [0]), Ok(0)) && dec.into_inner().is_empty()
 }
 
 /// A block to compress and the buffer to compress it into; both come back.
@@ -261,9 +279,9 @@ impl ParallelGunzip {
         let n = n.max(1);
         ParallelGunzip {
             file: Some(file),
-            pool: Pool::new(n, |(member, out): GunzipJob| {
-                let out = inflate_member(&member, out);
-                (member, out)
+            pool: Pool::new(n, |(member, mut out): GunzipJob| {
+                let whole = inflate_member(&member, &mut out);
+                (member, whole.then_some(out))
             }),
             queue: VecDeque::new(),
             spare_members: Vec::new(),
@@ -488,7 +506,7 @@ mod tests {
             let mut members = 0;
             while at < z.len() {
                 let len = member_len(&z[at..]).expect("a member of ours");
-                assert!(inflate_member(&z[at..at + len], Vec::new()).is_some());
+                assert!(inflate_member(&z[at..at + len], &mut Vec::new()));
                 at += len;
                 members += 1;
             }
@@ -518,6 +536,72 @@ mod tests {
                 assert!(back == input, "theirs, {at}");
             }
         }
+    }
+
+    /// A member of ours (its length right in the header) holding `input`,
+    /// its trailer's ISIZE replaced by `isize` if given: what a crafted
+    /// file can hold.
+    fn crafted_member(input: &[u8], isize: Option<u32>) -> Vec<u8> {
+        let mut m = compress_member(input, Vec::new(), GZIP_LEVEL).unwrap();
+        if let Some(isize) = isize {
+            let at = m.len() - 4;
+            m[at..].copy_from_slice(&isize.to_le_bytes());
+        }
+        assert_eq!(member_len(&m), Some(m.len()));
+        m
+    }
+
+    /// Our writer puts at most GZIP_BLOCK bytes in a member; a member that
+    /// inflates to more (a crafted one: four that inflated to 2.1 GB each
+    /// took the reader to 6.3 GB) is left to the sequential reader, which
+    /// streams it.
+    #[test]
+    fn a_member_of_more_than_a_block_is_not_inflated_whole() {
+        let big = vec![0u8; 3 * GZIP_BLOCK];
+        let small = sample(GZIP_BLOCK);
+        let mut z = crafted_member(&small, None);
+        z.extend_from_slice(&crafted_member(&big, None));
+        z.extend_from_slice(&crafted_member(&small[..1000], None));
+        let mut want = small.clone();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(&small[..1000]);
+        for threads in THREADS {
+            let mut r = ParallelGunzip::with_threads(in_file(&z), threads);
+            let (got, err) = read_all(&mut r);
+            assert_eq!((got.len(), err), (want.len(), None), "{threads} threads");
+            assert!(got == want, "{threads} threads");
+            assert_eq!(r.members_inflated_whole(), 1, "{threads} threads");
+        }
+    }
+
+    /// However much a member inflates to, and whatever its trailer says,
+    /// the buffer it is inflated into stays within a block.
+    #[test]
+    fn inflating_a_member_takes_at_most_a_block_of_memory() {
+        let big = vec![0u8; 3 * GZIP_BLOCK];
+        let block = GZIP_BLOCK as u32;
+        for (what, isize) in [
+            ("its ISIZE", None),
+            ("ISIZE 100", Some(100)),
+            ("ISIZE a block", Some(block)),
+        ] {
+            let mut out = Vec::new();
+            assert!(
+                !inflate_member(&crafted_member(&big, isize), &mut out),
+                "{what}"
+            );
+            assert!(out.capacity() <= GZIP_BLOCK, "{what}: {}", out.capacity());
+        }
+        // A block is still taken whole, in a buffer of just that size.
+        let mut out = Vec::new();
+        assert!(inflate_member(
+            &crafted_member(&big[..GZIP_BLOCK], None),
+            &mut out
+        ));
+        assert_eq!((out.len(), out.capacity()), (GZIP_BLOCK, GZIP_BLOCK));
+        // And an ISIZE smaller than the content is damage, found.
+        let m = crafted_member(&sample(5000), Some(4999));
+        assert!(!inflate_member(&m, &mut out));
     }
 
     /// A first member that cannot be taken whole is read exactly as the

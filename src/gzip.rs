@@ -11,15 +11,15 @@
 //! inflates several at once. Files without it (Python repozo's, or a member
 //! whose length is wrong, or one that inflates to more than our writer puts
 //! in a member) are read one member after the other, as before, from the
-//! first member that cannot be taken whole.
+//! first member that cannot be taken whole. Zero bytes after a member are
+//! padding, as for Python's gzip module and `gzip -t`.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::Receiver;
 use std::thread;
 
-use flate2::read::MultiGzDecoder;
 use flate2::{Compression, GzBuilder};
 
 use crate::pool::{stopped, Pool};
@@ -237,7 +237,110 @@ enum Next {
     Rest(u64),
 }
 
-type Sequential = MultiGzDecoder<BufReader<File>>;
+/// flate2's `read::MultiGzDecoder` reads through a buffer of this size, and
+/// how much input each inflate call gets decides how many bytes come out
+/// before an error: with the same size, we report what it would.
+const SEQUENTIAL_BUF: usize = 32 << 10;
+
+/// The sequential reader: 1 MiB reads from the file, handed to the
+/// decoder as `read::MultiGzDecoder` would hand them.
+type Sequential = Members<BufReader<BufReader<File>>>;
+
+/// gzip members one after the other, read as Python's gzip module reads
+/// them: zero bytes after a member are padding (tape and some copy tools
+/// leave them; `gzip -t` accepts them too), skipped before the next member
+/// or the end. Otherwise as flate2's `bufread::MultiGzDecoder`, with the
+/// same errors at the same places.
+struct Members<R> {
+    state: Between<R>,
+}
+
+enum Between<R> {
+    Member(Box<flate2::bufread::GzDecoder<R>>),
+    /// After a member: padding, then a member or the end.
+    Padding(R),
+    End,
+}
+
+impl<R: BufRead> Members<R> {
+    /// Members from the start of a gzip file, where zeros are no padding:
+    /// Python rejects such a file ("Not a gzipped file").
+    fn at_start(r: R) -> Members<R> {
+        Members {
+            state: Between::Member(Box::new(flate2::bufread::GzDecoder::new(r))),
+        }
+    }
+
+    /// Members from just after a member.
+    fn after_member(r: R) -> Members<R> {
+        Members {
+            state: Between::Padding(r),
+        }
+    }
+}
+
+impl<R: BufRead> Read for Members<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match &mut self.state {
+                Between::Member(dec) => match dec.read(buf) {
+                    Ok(0) => {
+                        let Between::Member(dec) = std::mem::replace(&mut self.state, Between::End)
+                        else {
+                            unreachable!("in a member")
+                        };
+                        self.state = Between::Padding(dec.into_inner());
+                    }
+                    Ok(n) => return Ok(n),
+                    Err(e) => {
+                        // The decoder reads as ended after most errors;
+                        // going on to a next member would hide the damage.
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            self.state = Between::End;
+                        }
+                        return Err(e);
+                    }
+                },
+                Between::Padding(r) => {
+                    if skip_zeros(r)? {
+                        let Between::Padding(r) = std::mem::replace(&mut self.state, Between::End)
+                        else {
+                            unreachable!("in padding")
+                        };
+                        self.state = Between::Member(Box::new(flate2::bufread::GzDecoder::new(r)));
+                    } else {
+                        self.state = Between::End;
+                    }
+                }
+                Between::End => return Ok(0),
+            }
+        }
+    }
+}
+
+/// Consume zero bytes; true if another byte follows, false at the end.
+fn skip_zeros(r: &mut impl BufRead) -> io::Result<bool> {
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let zeros = buf.iter().take_while(|&&b| b == 0).count();
+        let more = zeros < buf.len();
+        r.consume(zeros);
+        if more {
+            return Ok(true);
+        }
+    }
+}
+
 /// A member and the buffer to inflate it into; both come back.
 type GunzipJob = (Vec<u8>, Vec<u8>);
 type GunzipDone = (Vec<u8>, Option<Vec<u8>>);
@@ -354,9 +457,16 @@ impl ParallelGunzip {
         let mut file = self.file.take().expect("sequential once");
         let back = i64::try_from(self.pos - start).map_err(io::Error::other)?;
         file.seek(SeekFrom::Current(-back))?;
-        self.sequential = Some(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
-            GZIP_BLOCK, file,
-        ))));
+        let r =
+            BufReader::with_capacity(SEQUENTIAL_BUF, BufReader::with_capacity(GZIP_BLOCK, file));
+        // Zeros at the start of a file are no padding; anywhere else
+        // `start` is where a member of ours ended, and padding may follow.
+        let members = if start == 0 {
+            Members::at_start(r)
+        } else {
+            Members::after_member(r)
+        };
+        self.sequential = Some(Box::new(members));
         Ok(())
     }
 }
@@ -416,6 +526,7 @@ impl Read for ParallelGunzip {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flate2::read::MultiGzDecoder;
     use std::io::Seek;
 
     fn gunzip_sequential(bytes: &[u8]) -> io::Result<Vec<u8>> {
@@ -602,6 +713,88 @@ mod tests {
         // And an ISIZE smaller than the content is damage, found.
         let m = crafted_member(&sample(5000), Some(4999));
         assert!(!inflate_member(&m, &mut out));
+    }
+
+    /// Zero bytes after a member are padding (tape, some copy tools), as
+    /// for `gzip -t` and Python's gzip module, which skips them after
+    /// every member before it looks for the next one.
+    #[test]
+    fn zeros_after_a_member_are_padding() {
+        let input = sample(3 * GZIP_BLOCK + 17);
+        let ours = gzip(&input);
+        let theirs = python_like(&input[..100_000]);
+        let zeros = |n: usize| vec![0u8; n];
+        let mut cases: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+        for n in [
+            1,
+            2,
+            7,
+            HEADER_LEN - 1,
+            HEADER_LEN,
+            HEADER_LEN + 1,
+            512,
+            4096,
+            5000,
+        ] {
+            cases.push((
+                format!("ours + {n} zeros"),
+                [&ours[..], &zeros(n)].concat(),
+                input.clone(),
+            ));
+            let z = [&theirs[..], &zeros(n)].concat();
+            cases.push((format!("theirs + {n} zeros"), z, input[..100_000].to_vec()));
+        }
+        let second = member_len(&ours).unwrap();
+        let z = [&ours[..second], &zeros(3000), &ours[second..]].concat();
+        cases.push(("ours, zeros between members".into(), z, input.clone()));
+        let z = [&theirs[..], &zeros(100), &theirs[..], &zeros(1)].concat();
+        let twice = [&input[..100_000], &input[..100_000]].concat();
+        cases.push(("theirs, zeros between members".into(), z, twice));
+        let z = [&theirs[..], &zeros(100), &ours[..second]].concat();
+        let mixed = [&input[..100_000], &input[..GZIP_BLOCK]].concat();
+        cases.push(("theirs, zeros, ours".into(), z, mixed));
+        for (what, z, want) in cases {
+            for threads in THREADS {
+                let mut r = ParallelGunzip::with_threads(in_file(&z), threads);
+                let (got, err) = read_all(&mut r);
+                let what = format!("{what}, {threads} threads");
+                assert_eq!((got.len(), err), (want.len(), None), "{what}");
+                assert!(got == want, "{what}");
+                // Padding at the end leaves our members to the threads.
+                if what.starts_with("ours +") {
+                    assert_eq!(r.members_inflated_whole(), 4, "{what}");
+                }
+            }
+        }
+    }
+
+    /// Zeros are padding only after a member: a file that starts with them
+    /// is not gzip (Python: "Not a gzipped file"), and what follows zeros
+    /// must be a member.
+    #[test]
+    fn zeros_elsewhere_are_damage() {
+        let ours = gzip(&sample(GZIP_BLOCK + 5));
+        let theirs = python_like(&sample(1000));
+        let cases = [
+            ("zeros, then ours", [&[0u8; 30][..], &ours].concat()),
+            ("zeros, then theirs", [&[0u8; 30][..], &theirs].concat()),
+            ("zeros alone", vec![0u8; 30]),
+            (
+                "ours, zeros, garbage",
+                [&ours[..], &[0; 30], b"not a gzip header"].concat(),
+            ),
+            (
+                "theirs, zeros, garbage",
+                [&theirs[..], &[0; 30], b"not a gzip header"].concat(),
+            ),
+        ];
+        for (what, z) in cases {
+            for threads in THREADS {
+                let (_, err) = read_all(&mut ParallelGunzip::with_threads(in_file(&z), threads));
+                let err = err.unwrap_or_else(|| panic!("{what}, {threads} threads: no error"));
+                assert_eq!(err, "invalid gzip header", "{what}, {threads} threads");
+            }
+        }
     }
 
     /// A first member that cannot be taken whole is read exactly as the

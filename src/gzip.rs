@@ -9,16 +9,17 @@
 //! readers that do not know it skip, as RFC 1952 asks. With it,
 //! [`ParallelGunzip`] finds the next member without inflating this one and
 //! inflates several at once. Files without it (Python repozo's, or a member
-//! whose length is wrong) are read one member after the other, as before,
-//! from the first member that cannot be taken whole.
+//! whose length is wrong, or one that inflates to more than our writer puts
+//! in a member) are read one member after the other, as before, from the
+//! first member that cannot be taken whole. Zero bytes after a member are
+//! padding, as for Python's gzip module and `gzip -t`.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::Receiver;
 use std::thread;
 
-use flate2::read::MultiGzDecoder;
 use flate2::{Compression, GzBuilder};
 
 use crate::pool::{stopped, Pool};
@@ -83,16 +84,33 @@ fn compress_member(input: &[u8], mut out: Vec<u8>, level: u32) -> io::Result<Vec
     Ok(member)
 }
 
-/// A member inflated whole into `out` (emptied first), or `None` if it is
-/// not exactly one sound gzip member (then the sequential reader says what
-/// is wrong).
-fn inflate_member(member: &[u8], mut out: Vec<u8>) -> Option<Vec<u8>> {
+/// Inflate `member` whole into `out` (emptied first); false if it is not
+/// exactly one sound gzip member of at most [`GZIP_BLOCK`] bytes inflated
+/// (then the sequential reader reads it, and says what is wrong).
+///
+/// `out` never grows past the member's ISIZE, nor past [`GZIP_BLOCK`]:
+/// our writer puts no more in a member, and a crafted member that
+/// inflates to gigabytes, several in flight, would otherwise take as many
+/// gigabytes of memory. The sequential reader streams such a member.
+fn inflate_member(member: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    let isize = u32::from_le_bytes(member[member.len() - 4..].try_into().ok()?) as usize;
-    out.reserve(isize.min(2 * GZIP_BLOCK));
+    let Some(isize) = member
+        .last_chunk::<4>()
+        .map(|t| u32::from_le_bytes(*t) as usize)
+    else {
+        return false;
+    };
+    if isize > GZIP_BLOCK {
+        return false;
+    }
+    out.reserve_exact(isize);
     let mut dec = flate2::bufread::GzDecoder::new(member);
-    dec.read_to_end(&mut out).ok()?;
-    dec.into_inner().is_empty().then_some(out)
+    // A member that inflates to more than its ISIZE is damaged; the read
+    // of one byte more finds it, or reaches the trailer and checks it.
+    if (&mut dec).take(isize as u64).read_to_end(out).is_err() {
+        return false;
+    }
+    matches!(dec.read(&mut [0]), Ok(0)) && dec.into_inner().is_empty()
 }
 
 /// A block to compress and the buffer to compress it into; both come back.
@@ -120,7 +138,12 @@ pub struct ParallelGzip<W: Write> {
 impl<W: Write> ParallelGzip<W> {
     /// Compress at `level` into `out`, with one thread per core.
     pub fn new(out: W, level: u32) -> ParallelGzip<W> {
-        let n = threads();
+        ParallelGzip::with_threads(out, level, threads())
+    }
+
+    /// Compress at `level` into `out` on `n` threads (at least one).
+    pub fn with_threads(out: W, level: u32, n: usize) -> ParallelGzip<W> {
+        let n = n.max(1);
         ParallelGzip {
             out: Some(out),
             block: Vec::with_capacity(GZIP_BLOCK),
@@ -214,7 +237,110 @@ enum Next {
     Rest(u64),
 }
 
-type Sequential = MultiGzDecoder<BufReader<File>>;
+/// flate2's `read::MultiGzDecoder` reads through a buffer of this size, and
+/// how much input each inflate call gets decides how many bytes come out
+/// before an error: with the same size, we report what it would.
+const SEQUENTIAL_BUF: usize = 32 << 10;
+
+/// The sequential reader: 1 MiB reads from the file, handed to the
+/// decoder as `read::MultiGzDecoder` would hand them.
+type Sequential = Members<BufReader<BufReader<File>>>;
+
+/// gzip members one after the other, read as Python's gzip module reads
+/// them: zero bytes after a member are padding (tape and some copy tools
+/// leave them; `gzip -t` accepts them too), skipped before the next member
+/// or the end. Otherwise as flate2's `bufread::MultiGzDecoder`, with the
+/// same errors at the same places.
+struct Members<R> {
+    state: Between<R>,
+}
+
+enum Between<R> {
+    Member(Box<flate2::bufread::GzDecoder<R>>),
+    /// After a member: padding, then a member or the end.
+    Padding(R),
+    End,
+}
+
+impl<R: BufRead> Members<R> {
+    /// Members from the start of a gzip file, where zeros are no padding:
+    /// Python rejects such a file ("Not a gzipped file").
+    fn at_start(r: R) -> Members<R> {
+        Members {
+            state: Between::Member(Box::new(flate2::bufread::GzDecoder::new(r))),
+        }
+    }
+
+    /// Members from just after a member.
+    fn after_member(r: R) -> Members<R> {
+        Members {
+            state: Between::Padding(r),
+        }
+    }
+}
+
+impl<R: BufRead> Read for Members<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match &mut self.state {
+                Between::Member(dec) => match dec.read(buf) {
+                    Ok(0) => {
+                        let Between::Member(dec) = std::mem::replace(&mut self.state, Between::End)
+                        else {
+                            unreachable!("in a member")
+                        };
+                        self.state = Between::Padding(dec.into_inner());
+                    }
+                    Ok(n) => return Ok(n),
+                    Err(e) => {
+                        // The decoder reads as ended after most errors;
+                        // going on to a next member would hide the damage.
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            self.state = Between::End;
+                        }
+                        return Err(e);
+                    }
+                },
+                Between::Padding(r) => {
+                    if skip_zeros(r)? {
+                        let Between::Padding(r) = std::mem::replace(&mut self.state, Between::End)
+                        else {
+                            unreachable!("in padding")
+                        };
+                        self.state = Between::Member(Box::new(flate2::bufread::GzDecoder::new(r)));
+                    } else {
+                        self.state = Between::End;
+                    }
+                }
+                Between::End => return Ok(0),
+            }
+        }
+    }
+}
+
+/// Consume zero bytes; true if another byte follows, false at the end.
+fn skip_zeros(r: &mut impl BufRead) -> io::Result<bool> {
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let zeros = buf.iter().take_while(|&&b| b == 0).count();
+        let more = zeros < buf.len();
+        r.consume(zeros);
+        if more {
+            return Ok(true);
+        }
+    }
+}
+
 /// A member and the buffer to inflate it into; both come back.
 type GunzipJob = (Vec<u8>, Vec<u8>);
 type GunzipDone = (Vec<u8>, Option<Vec<u8>>);
@@ -244,14 +370,21 @@ pub struct ParallelGunzip {
 }
 
 impl ParallelGunzip {
-    /// Read the gzip file `file` from its current position.
+    /// Read the gzip file `file` from its current position, inflating on
+    /// one thread per core.
     pub fn new(file: File) -> ParallelGunzip {
-        let n = threads();
+        ParallelGunzip::with_threads(file, threads())
+    }
+
+    /// Read the gzip file `file` from its current position, inflating on
+    /// `n` threads (at least one).
+    pub fn with_threads(file: File, n: usize) -> ParallelGunzip {
+        let n = n.max(1);
         ParallelGunzip {
             file: Some(file),
-            pool: Pool::new(n, |(member, out): GunzipJob| {
-                let out = inflate_member(&member, out);
-                (member, out)
+            pool: Pool::new(n, |(member, mut out): GunzipJob| {
+                let whole = inflate_member(&member, &mut out);
+                (member, whole.then_some(out))
             }),
             queue: VecDeque::new(),
             spare_members: Vec::new(),
@@ -288,7 +421,11 @@ impl ParallelGunzip {
             head.truncate(got);
             let Some(len) = member_len(&head) else {
                 self.ended = true;
-                if got > 0 || self.queue.is_empty() {
+                // The end of the file after a member is the end; at its
+                // start, the sequential reader says what an empty file is.
+                // (The queue can be empty after a member: with one thread,
+                // the only one in flight has just been handed out.)
+                if got > 0 || start == 0 {
                     self.queue.push_back(Next::Rest(start));
                 }
                 break;
@@ -320,9 +457,16 @@ impl ParallelGunzip {
         let mut file = self.file.take().expect("sequential once");
         let back = i64::try_from(self.pos - start).map_err(io::Error::other)?;
         file.seek(SeekFrom::Current(-back))?;
-        self.sequential = Some(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
-            GZIP_BLOCK, file,
-        ))));
+        let r =
+            BufReader::with_capacity(SEQUENTIAL_BUF, BufReader::with_capacity(GZIP_BLOCK, file));
+        // Zeros at the start of a file are no padding; anywhere else
+        // `start` is where a member of ours ended, and padding may follow.
+        let members = if start == 0 {
+            Members::at_start(r)
+        } else {
+            Members::after_member(r)
+        };
+        self.sequential = Some(Box::new(members));
         Ok(())
     }
 }
@@ -382,6 +526,7 @@ impl Read for ParallelGunzip {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flate2::read::MultiGzDecoder;
     use std::io::Seek;
 
     fn gunzip_sequential(bytes: &[u8]) -> io::Result<Vec<u8>> {
@@ -396,12 +541,28 @@ mod tests {
             .collect()
     }
 
+    /// Thread counts every reader and writer is tested at: one thread is
+    /// a path of its own (one member in flight), as is more threads than
+    /// members.
+    const THREADS: [usize; 3] = [1, 2, 8];
+
     fn gzip(input: &[u8]) -> Vec<u8> {
-        let mut z = ParallelGzip::new(Vec::new(), GZIP_LEVEL);
+        gzip_on(input, 2)
+    }
+
+    fn gzip_on(input: &[u8], threads: usize) -> Vec<u8> {
+        let mut z = ParallelGzip::with_threads(Vec::new(), GZIP_LEVEL, threads);
         for piece in input.chunks(100_003) {
             z.write_all(piece).unwrap();
         }
         z.finish().unwrap()
+    }
+
+    /// One plain member, as Python's gzip module writes it.
+    fn python_like(input: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::new(9));
+        enc.write_all(input).unwrap();
+        enc.finish().unwrap()
     }
 
     fn in_file(bytes: &[u8]) -> File {
@@ -436,49 +597,203 @@ mod tests {
 
     #[test]
     fn parallel_gzip_is_one_gzip_stream_of_the_input() {
-        for len in SIZES {
-            let input = sample(len);
-            assert_eq!(
-                gunzip_sequential(&gzip(&input)).unwrap(),
-                input,
-                "length {len}"
-            );
+        for threads in THREADS {
+            for len in SIZES {
+                let input = sample(len);
+                let z = gzip_on(&input, threads);
+                assert!(
+                    gunzip_sequential(&z).unwrap() == input,
+                    "length {len}, {threads} threads"
+                );
+            }
         }
     }
 
     #[test]
     fn every_member_says_its_length() {
-        let z = gzip(&sample(3 * GZIP_BLOCK + 17));
-        let mut at = 0;
-        let mut members = 0;
-        while at < z.len() {
-            let len = member_len(&z[at..]).expect("a member of ours");
-            assert!(inflate_member(&z[at..at + len], Vec::new()).is_some());
-            at += len;
-            members += 1;
+        for threads in THREADS {
+            let z = gzip_on(&sample(3 * GZIP_BLOCK + 17), threads);
+            let mut at = 0;
+            let mut members = 0;
+            while at < z.len() {
+                let len = member_len(&z[at..]).expect("a member of ours");
+                assert!(inflate_member(&z[at..at + len], &mut Vec::new()));
+                at += len;
+                members += 1;
+            }
+            assert_eq!((at, members), (z.len(), 4), "{threads} threads");
         }
-        assert_eq!((at, members), (z.len(), 4));
     }
 
     #[test]
     fn parallel_gunzip_reads_ours_and_others() {
         for len in SIZES {
             let input = sample(len);
-            let mut r = ParallelGunzip::new(in_file(&gzip(&input)));
-            let (ours, err) = read_all(&mut r);
-            assert_eq!((ours.len(), err), (len, None));
-            assert!(ours == input, "ours, length {len}");
-            let members = len.div_ceil(GZIP_BLOCK).max(1) as u64;
-            assert_eq!(r.members_inflated_whole(), members, "length {len}");
+            let ours = gzip(&input);
             // A plain single-member file, as Python's gzip module writes it.
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::new(9));
-            enc.write_all(&input).unwrap();
-            let theirs = enc.finish().unwrap();
-            let mut r = ParallelGunzip::new(in_file(&theirs));
-            let (back, err) = read_all(&mut r);
-            assert_eq!((back.len(), err), (len, None));
-            assert_eq!(r.members_inflated_whole(), 0, "length {len}");
-            assert!(back == input, "theirs, length {len}");
+            let theirs = python_like(&input);
+            for threads in THREADS {
+                let at = format!("length {len}, {threads} threads");
+                let mut r = ParallelGunzip::with_threads(in_file(&ours), threads);
+                let (back, err) = read_all(&mut r);
+                assert_eq!((back.len(), err), (len, None), "ours, {at}");
+                assert!(back == input, "ours, {at}");
+                let members = len.div_ceil(GZIP_BLOCK).max(1) as u64;
+                assert_eq!(r.members_inflated_whole(), members, "{at}");
+                let mut r = ParallelGunzip::with_threads(in_file(&theirs), threads);
+                let (back, err) = read_all(&mut r);
+                assert_eq!((back.len(), err), (len, None), "theirs, {at}");
+                assert_eq!(r.members_inflated_whole(), 0, "{at}");
+                assert!(back == input, "theirs, {at}");
+            }
+        }
+    }
+
+    /// A member of ours (its length right in the header) holding `input`,
+    /// its trailer's ISIZE replaced by `isize` if given: what a crafted
+    /// file can hold.
+    fn crafted_member(input: &[u8], isize: Option<u32>) -> Vec<u8> {
+        let mut m = compress_member(input, Vec::new(), GZIP_LEVEL).unwrap();
+        if let Some(isize) = isize {
+            let at = m.len() - 4;
+            m[at..].copy_from_slice(&isize.to_le_bytes());
+        }
+        assert_eq!(member_len(&m), Some(m.len()));
+        m
+    }
+
+    /// Our writer puts at most GZIP_BLOCK bytes in a member; a member that
+    /// inflates to more (a crafted one: four that inflated to 2.1 GB each
+    /// took the reader to 6.3 GB) is left to the sequential reader, which
+    /// streams it.
+    #[test]
+    fn a_member_of_more_than_a_block_is_not_inflated_whole() {
+        let big = vec![0u8; 3 * GZIP_BLOCK];
+        let small = sample(GZIP_BLOCK);
+        let mut z = crafted_member(&small, None);
+        z.extend_from_slice(&crafted_member(&big, None));
+        z.extend_from_slice(&crafted_member(&small[..1000], None));
+        let mut want = small.clone();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(&small[..1000]);
+        for threads in THREADS {
+            let mut r = ParallelGunzip::with_threads(in_file(&z), threads);
+            let (got, err) = read_all(&mut r);
+            assert_eq!((got.len(), err), (want.len(), None), "{threads} threads");
+            assert!(got == want, "{threads} threads");
+            assert_eq!(r.members_inflated_whole(), 1, "{threads} threads");
+        }
+    }
+
+    /// However much a member inflates to, and whatever its trailer says,
+    /// the buffer it is inflated into stays within a block.
+    #[test]
+    fn inflating_a_member_takes_at_most_a_block_of_memory() {
+        let big = vec![0u8; 3 * GZIP_BLOCK];
+        let block = GZIP_BLOCK as u32;
+        for (what, isize) in [
+            ("its ISIZE", None),
+            ("ISIZE 100", Some(100)),
+            ("ISIZE a block", Some(block)),
+        ] {
+            let mut out = Vec::new();
+            assert!(
+                !inflate_member(&crafted_member(&big, isize), &mut out),
+                "{what}"
+            );
+            assert!(out.capacity() <= GZIP_BLOCK, "{what}: {}", out.capacity());
+        }
+        // A block is still taken whole, in a buffer of just that size.
+        let mut out = Vec::new();
+        assert!(inflate_member(
+            &crafted_member(&big[..GZIP_BLOCK], None),
+            &mut out
+        ));
+        assert_eq!((out.len(), out.capacity()), (GZIP_BLOCK, GZIP_BLOCK));
+        // And an ISIZE smaller than the content is damage, found.
+        let m = crafted_member(&sample(5000), Some(4999));
+        assert!(!inflate_member(&m, &mut out));
+    }
+
+    /// Zero bytes after a member are padding (tape, some copy tools), as
+    /// for `gzip -t` and Python's gzip module, which skips them after
+    /// every member before it looks for the next one.
+    #[test]
+    fn zeros_after_a_member_are_padding() {
+        let input = sample(3 * GZIP_BLOCK + 17);
+        let ours = gzip(&input);
+        let theirs = python_like(&input[..100_000]);
+        let zeros = |n: usize| vec![0u8; n];
+        let mut cases: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+        for n in [
+            1,
+            2,
+            7,
+            HEADER_LEN - 1,
+            HEADER_LEN,
+            HEADER_LEN + 1,
+            512,
+            4096,
+            5000,
+        ] {
+            cases.push((
+                format!("ours + {n} zeros"),
+                [&ours[..], &zeros(n)].concat(),
+                input.clone(),
+            ));
+            let z = [&theirs[..], &zeros(n)].concat();
+            cases.push((format!("theirs + {n} zeros"), z, input[..100_000].to_vec()));
+        }
+        let second = member_len(&ours).unwrap();
+        let z = [&ours[..second], &zeros(3000), &ours[second..]].concat();
+        cases.push(("ours, zeros between members".into(), z, input.clone()));
+        let z = [&theirs[..], &zeros(100), &theirs[..], &zeros(1)].concat();
+        let twice = [&input[..100_000], &input[..100_000]].concat();
+        cases.push(("theirs, zeros between members".into(), z, twice));
+        let z = [&theirs[..], &zeros(100), &ours[..second]].concat();
+        let mixed = [&input[..100_000], &input[..GZIP_BLOCK]].concat();
+        cases.push(("theirs, zeros, ours".into(), z, mixed));
+        for (what, z, want) in cases {
+            for threads in THREADS {
+                let mut r = ParallelGunzip::with_threads(in_file(&z), threads);
+                let (got, err) = read_all(&mut r);
+                let what = format!("{what}, {threads} threads");
+                assert_eq!((got.len(), err), (want.len(), None), "{what}");
+                assert!(got == want, "{what}");
+                // Padding at the end leaves our members to the threads.
+                if what.starts_with("ours +") {
+                    assert_eq!(r.members_inflated_whole(), 4, "{what}");
+                }
+            }
+        }
+    }
+
+    /// Zeros are padding only after a member: a file that starts with them
+    /// is not gzip (Python: "Not a gzipped file"), and what follows zeros
+    /// must be a member.
+    #[test]
+    fn zeros_elsewhere_are_damage() {
+        let ours = gzip(&sample(GZIP_BLOCK + 5));
+        let theirs = python_like(&sample(1000));
+        let cases = [
+            ("zeros, then ours", [&[0u8; 30][..], &ours].concat()),
+            ("zeros, then theirs", [&[0u8; 30][..], &theirs].concat()),
+            ("zeros alone", vec![0u8; 30]),
+            (
+                "ours, zeros, garbage",
+                [&ours[..], &[0; 30], b"not a gzip header"].concat(),
+            ),
+            (
+                "theirs, zeros, garbage",
+                [&theirs[..], &[0; 30], b"not a gzip header"].concat(),
+            ),
+        ];
+        for (what, z) in cases {
+            for threads in THREADS {
+                let (_, err) = read_all(&mut ParallelGunzip::with_threads(in_file(&z), threads));
+                let err = err.unwrap_or_else(|| panic!("{what}, {threads} threads: no error"));
+                assert_eq!(err, "invalid gzip header", "{what}, {threads} threads");
+            }
         }
     }
 
@@ -493,12 +808,15 @@ mod tests {
     fn regression_a_bad_first_member_reads_exactly_as_sequentially() {
         let bad = include_bytes!("../fuzz/regressions/gzip-bad-first-member.fsz");
         let want = read_all(&mut MultiGzDecoder::new(&bad[..]));
-        let mut r = ParallelGunzip::new(in_file(bad));
-        let got = read_all(&mut r);
         assert!(want.1.is_some(), "the input is damaged");
-        assert_eq!(r.members_inflated_whole(), 0);
-        assert_eq!(got.1, want.1, "error");
-        assert_eq!(got.0.len(), want.0.len(), "bytes before the error");
+        for threads in THREADS {
+            let mut r = ParallelGunzip::with_threads(in_file(bad), threads);
+            let got = read_all(&mut r);
+            assert_eq!(r.members_inflated_whole(), 0);
+            assert_eq!(got.1, want.1, "error, {threads} threads");
+            let (got, want) = (got.0.len(), want.0.len());
+            assert_eq!(got, want, "bytes before the error, {threads} threads");
+        }
     }
 
     /// Damage anywhere gives what the sequential reader gives: the same
@@ -532,10 +850,13 @@ mod tests {
         cases.push(("two files in one".into(), doubled));
         for (what, bad) in cases {
             let want = read_all(&mut MultiGzDecoder::new(&bad[..]));
-            let got = read_all(&mut ParallelGunzip::new(in_file(&bad)));
-            assert_eq!(got.1, want.1, "{what}: error");
-            assert_eq!(got.0.len(), want.0.len(), "{what}: bytes before the error");
-            assert!(got.0 == want.0, "{what}: content");
+            for threads in THREADS {
+                let got = read_all(&mut ParallelGunzip::with_threads(in_file(&bad), threads));
+                let what = format!("{what}, {threads} threads");
+                assert_eq!(got.1, want.1, "{what}: error");
+                assert_eq!(got.0.len(), want.0.len(), "{what}: bytes before the error");
+                assert!(got.0 == want.0, "{what}: content");
+            }
         }
     }
 }

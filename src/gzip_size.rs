@@ -589,7 +589,7 @@ mod tests {
     use super::*;
     use flate2::read::MultiGzDecoder;
     use flate2::{Compression, GzBuilder};
-    use std::io::{Read, Write};
+    use std::io::{Read, Seek, Write};
 
     /// Text shaped like FileStorage records: the same class names and keys
     /// over and over (so copies of copies reach back a long way), with
@@ -772,6 +772,27 @@ mod tests {
         }
         // Flips in MTIME or in the name are no damage to any reader.
         assert!(answered < cases.len() / 4, "{answered} of {}", cases.len());
+    }
+
+    /// Zero padding after the member (tape, some copy tools) is no
+    /// damage to Python's reader or ours, but this one does not know it:
+    /// it must leave such a file to the reader rather than say a size.
+    #[test]
+    fn zero_padding_is_left_to_the_reader() {
+        let data = records(1 << 20);
+        let gz = python_like(&data, 9);
+        assert!(inflated_size(&in_file(&gz), 0).is_some());
+        for n in [1, 8, 9, 5000] {
+            let padded = [&gz[..], &vec![0; n]].concat();
+            assert_eq!(inflated_size(&in_file(&padded), 0), None, "{n} zeros");
+            let mut file = in_file(&padded);
+            file.rewind().unwrap();
+            let mut back = Vec::new();
+            crate::gzip::ParallelGunzip::new(file)
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data, "{n} zeros");
+        }
     }
 
     #[test]

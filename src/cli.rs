@@ -49,7 +49,11 @@ Options for -B/--backup:
         their .dat and .index files.
 
     Each backup also writes YYYY-MM-DD-hh-mm-ss.index, the FileStorage index
-    of Data.fs up to the backed-up position.
+    of Data.fs up to the backed-up position. A backup is never named before
+    the newest one in the repository: a second backup in the same second
+    waits for the next second, and a clock that went back is refused. A
+    chain that cannot be continued (a damaged backup file or .dat line) is
+    followed by a full backup, with a line on stderr saying why.
 
 Options for -R/--recover:
     -D str / --date=str

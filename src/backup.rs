@@ -261,7 +261,7 @@ fn decide_by_content(
                     }
                 };
                 loop {
-                    let mut buf = vec![0u8; CHUNK];
+                    let mut buf = vec![0u8; r.chunk_len()];
                     match r.read_chunk(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {

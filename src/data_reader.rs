@@ -23,6 +23,7 @@ pub const CHUNK: usize = 1 << 20;
 pub struct DataReader {
     inner: Inner,
     shown: String,
+    chunk: usize,
     offset: u64,
 }
 
@@ -38,6 +39,12 @@ impl DataReader {
     /// The file cannot be opened.
     pub fn open(path: &Path, shown: &str, gzip: bool) -> Result<DataReader> {
         let file = crate::fsutil::open_regular(path, shown)?;
+        // A small plain file gets a small buffer: a chain of thousands of
+        // one-transaction increments must not zero a megabyte per file.
+        let chunk = match file.metadata() {
+            Ok(m) if !gzip => usize::try_from(m.len()).map_or(CHUNK, |n| n.clamp(1, CHUNK)),
+            _ => CHUNK,
+        };
         let inner = if gzip {
             Inner::Gzip(Box::new(ParallelGunzip::new(file)))
         } else {
@@ -47,7 +54,14 @@ impl DataReader {
             inner,
             shown: shown.to_string(),
             offset: 0,
+            chunk,
         })
+    }
+
+    /// A good buffer size for [`DataReader::read_chunk`]: [`CHUNK`], or
+    /// less for a plain file smaller than that.
+    pub fn chunk_len(&self) -> usize {
+        self.chunk
     }
 
     /// Uncompressed bytes read so far.
@@ -94,7 +108,7 @@ impl DataReader {
     /// # Errors
     /// As [`DataReader::read_chunk`], and errors of `f`.
     pub fn for_each_chunk(&mut self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; self.chunk];
         loop {
             let n = self.read_chunk(&mut buf)?;
             if n == 0 {

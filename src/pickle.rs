@@ -164,9 +164,18 @@ impl fmt::Display for PickleError {
 
 impl std::error::Error for PickleError {}
 
+/// A stack entry; a value carries how deeply it nests (0 for a scalar),
+/// so that depth is bounded as values are built, never measured by
+/// walking them (which would recurse as deep as the input says).
 enum Slot {
     Mark,
-    Value(Value),
+    Value(Value, usize),
+}
+
+impl Slot {
+    fn leaf(v: Value) -> Slot {
+        Slot::Value(v, 0)
+    }
 }
 
 /// Reads successive pickles from a stream.
@@ -195,7 +204,7 @@ impl<R: Read> Reader<R> {
     /// subset.
     pub fn load(&mut self) -> Result<Option<Value>, PickleError> {
         let mut stack: Vec<Slot> = Vec::new();
-        let mut memo: HashMap<u64, Value> = HashMap::new();
+        let mut memo: HashMap<u64, (Value, usize)> = HashMap::new();
         let mut first = true;
         let start = self.offset;
         let mut marks = 0usize;
@@ -218,7 +227,7 @@ impl<R: Read> Reader<R> {
                 }
                 STOP => {
                     return match (stack.pop(), stack.is_empty()) {
-                        (Some(Slot::Value(v)), true) => Ok(Some(v)),
+                        (Some(Slot::Value(v, _)), true) => Ok(Some(v)),
                         _ => Err(malformed("STOP without exactly one value on the stack")),
                     };
                 }
@@ -226,17 +235,17 @@ impl<R: Read> Reader<R> {
                     stack.push(Slot::Mark);
                     marks += 1;
                 }
-                NONE => stack.push(Slot::Value(Value::None)),
-                NEWTRUE => stack.push(Slot::Value(Value::Bool(true))),
-                NEWFALSE => stack.push(Slot::Value(Value::Bool(false))),
+                NONE => stack.push(Slot::leaf(Value::None)),
+                NEWTRUE => stack.push(Slot::leaf(Value::Bool(true))),
+                NEWFALSE => stack.push(Slot::leaf(Value::Bool(false))),
                 BININT => {
                     let b = self.array::<4>()?;
-                    stack.push(Slot::Value(Value::Int(i32::from_le_bytes(b).into())));
+                    stack.push(Slot::leaf(Value::Int(i32::from_le_bytes(b).into())));
                 }
-                BININT1 => stack.push(Slot::Value(Value::Int(self.byte()?.into()))),
+                BININT1 => stack.push(Slot::leaf(Value::Int(self.byte()?.into()))),
                 BININT2 => {
                     let b = self.array::<2>()?;
-                    stack.push(Slot::Value(Value::Int(u16::from_le_bytes(b).into())));
+                    stack.push(Slot::leaf(Value::Int(u16::from_le_bytes(b).into())));
                 }
                 INT => {
                     let line = self.line()?;
@@ -245,7 +254,7 @@ impl<R: Read> Reader<R> {
                         b"01" => Value::Bool(true),
                         _ => Value::Int(parse_int(&line).ok_or(malformed("bad INT text"))?),
                     };
-                    stack.push(Slot::Value(v));
+                    stack.push(Slot::leaf(v));
                 }
                 LONG => {
                     let mut line = self.line()?;
@@ -253,7 +262,7 @@ impl<R: Read> Reader<R> {
                         line.pop();
                     }
                     let v = parse_int(&line).ok_or(malformed("bad LONG text"))?;
-                    stack.push(Slot::Value(Value::Int(v)));
+                    stack.push(Slot::leaf(Value::Int(v)));
                 }
                 LONG1 | LONG4 => {
                     let n = if op == LONG1 {
@@ -265,22 +274,22 @@ impl<R: Read> Reader<R> {
                         return Err(malformed("integer too large for an index"));
                     }
                     let b = self.bytes(n)?;
-                    stack.push(Slot::Value(Value::Int(decode_long(&b))));
+                    stack.push(Slot::leaf(Value::Int(decode_long(&b))));
                 }
                 SHORT_BINSTRING | SHORT_BINBYTES => {
                     let n = self.byte()?;
                     let b = self.bytes(n.into())?;
-                    stack.push(Slot::Value(Value::Bytes(b)));
+                    stack.push(Slot::leaf(Value::Bytes(b)));
                 }
                 BINSTRING | BINBYTES => {
                     let n = u32::from_le_bytes(self.array::<4>()?);
                     let b = self.bytes(n.into())?;
-                    stack.push(Slot::Value(Value::Bytes(b)));
+                    stack.push(Slot::leaf(Value::Bytes(b)));
                 }
                 STRING => {
                     let line = self.line()?;
                     let b = parse_string_repr(&line).ok_or(malformed("bad STRING text"))?;
-                    stack.push(Slot::Value(Value::Bytes(b)));
+                    stack.push(Slot::leaf(Value::Bytes(b)));
                 }
                 SHORT_BINUNICODE | BINUNICODE => {
                     let n = if op == SHORT_BINUNICODE {
@@ -290,40 +299,44 @@ impl<R: Read> Reader<R> {
                     };
                     let b = self.bytes(n)?;
                     let s = String::from_utf8(b).map_err(|_| malformed("text is not UTF-8"))?;
-                    stack.push(Slot::Value(Value::Text(s)));
+                    stack.push(Slot::leaf(Value::Text(s)));
                 }
-                EMPTY_TUPLE => stack.push(Slot::Value(Value::Tuple(Vec::new()))),
+                EMPTY_TUPLE => stack.push(Slot::Value(Value::Tuple(Vec::new()), 1)),
                 TUPLE1 | TUPLE2 | TUPLE3 => {
                     let n = usize::from(op - TUPLE1 + 1);
-                    let items = pop_values(&mut stack, n).ok_or(malformed("stack underflow"))?;
-                    stack.push(Slot::Value(Value::Tuple(items)));
+                    let (items, d) =
+                        pop_values(&mut stack, n).ok_or(malformed("stack underflow"))?;
+                    stack.push(Slot::Value(Value::Tuple(items), d + 1));
                 }
                 TUPLE => {
-                    let items = pop_to_mark(&mut stack, &mut marks)
+                    let (items, d) = pop_to_mark(&mut stack, &mut marks)
                         .ok_or(malformed("TUPLE without MARK"))?;
-                    stack.push(Slot::Value(Value::Tuple(items)));
+                    stack.push(Slot::Value(Value::Tuple(items), d + 1));
                 }
-                EMPTY_LIST => stack.push(Slot::Value(Value::List(Vec::new()))),
+                EMPTY_LIST => stack.push(Slot::Value(Value::List(Vec::new()), 1)),
                 LIST => {
-                    let items = pop_to_mark(&mut stack, &mut marks)
+                    let (items, d) = pop_to_mark(&mut stack, &mut marks)
                         .ok_or(malformed("LIST without MARK"))?;
-                    stack.push(Slot::Value(Value::List(items)));
+                    stack.push(Slot::Value(Value::List(items), d + 1));
                 }
                 APPEND | APPENDS => {
-                    let items = if op == APPEND {
+                    let (items, d) = if op == APPEND {
                         pop_values(&mut stack, 1).ok_or(malformed("stack underflow"))?
                     } else {
                         pop_to_mark(&mut stack, &mut marks)
                             .ok_or(malformed("APPENDS without MARK"))?
                     };
                     match stack.last_mut() {
-                        Some(Slot::Value(Value::List(l))) => l.extend(items),
+                        Some(Slot::Value(Value::List(l), depth)) => {
+                            l.extend(items);
+                            *depth = (*depth).max(d + 1);
+                        }
                         _ => return Err(malformed("APPEND to something not a list")),
                     }
                 }
-                EMPTY_DICT => stack.push(Slot::Value(Value::Dict(Vec::new()))),
+                EMPTY_DICT => stack.push(Slot::Value(Value::Dict(Vec::new()), 1)),
                 DICT | SETITEMS | SETITEM => {
-                    let items = if op == SETITEM {
+                    let (items, d) = if op == SETITEM {
                         pop_values(&mut stack, 2).ok_or(malformed("stack underflow"))?
                     } else {
                         pop_to_mark(&mut stack, &mut marks)
@@ -338,10 +351,13 @@ impl<R: Read> Reader<R> {
                         pairs.push((k, v));
                     }
                     if op == DICT {
-                        stack.push(Slot::Value(Value::Dict(pairs)));
+                        stack.push(Slot::Value(Value::Dict(pairs), d + 1));
                     } else {
                         match stack.last_mut() {
-                            Some(Slot::Value(Value::Dict(d))) => d.extend(pairs),
+                            Some(Slot::Value(Value::Dict(dict), depth)) => {
+                                dict.extend(pairs);
+                                *depth = (*depth).max(d + 1);
+                            }
                             _ => return Err(malformed("SETITEM on something not a dict")),
                         }
                     }
@@ -355,14 +371,14 @@ impl<R: Read> Reader<R> {
                         _ => u32::from_le_bytes(self.array::<4>()?).into(),
                     };
                     match stack.last() {
-                        Some(Slot::Value(v)) => {
+                        Some(Slot::Value(v, depth)) => {
                             copied += v.weight();
                             if copied > MEMO_COPY_FLOOR.max(4 * (self.offset - start)) {
                                 return Err(malformed(
                                     "memo references expand far beyond the input",
                                 ));
                             }
-                            memo.insert(key, v.clone());
+                            memo.insert(key, (v.clone(), *depth));
                         }
                         _ => return Err(malformed("PUT with no value")),
                     }
@@ -375,12 +391,12 @@ impl<R: Read> Reader<R> {
                         BINGET => self.byte()?.into(),
                         _ => u32::from_le_bytes(self.array::<4>()?).into(),
                     };
-                    let v = memo.get(&key).ok_or(malformed("GET of a missing memo"))?;
+                    let (v, depth) = memo.get(&key).ok_or(malformed("GET of a missing memo"))?;
                     copied += v.weight();
                     if copied > MEMO_COPY_FLOOR.max(4 * (self.offset - start)) {
                         return Err(malformed("memo references expand far beyond the input"));
                     }
-                    stack.push(Slot::Value(v.clone()));
+                    stack.push(Slot::Value(v.clone(), *depth));
                 }
                 POP => {
                     if let Slot::Mark = stack.pop().ok_or(malformed("stack underflow"))? {
@@ -394,7 +410,8 @@ impl<R: Read> Reader<R> {
                     })
                 }
             }
-            if stack.len() > MAX_STACK || marks > MAX_DEPTH {
+            let too_deep = matches!(stack.last(), Some(Slot::Value(_, d)) if *d > MAX_DEPTH);
+            if stack.len() > MAX_STACK || marks > MAX_DEPTH || too_deep {
                 return Err(malformed("nested too deeply"));
             }
         }
@@ -461,32 +478,37 @@ impl<R: Read> Reader<R> {
     }
 }
 
-fn pop_values(stack: &mut Vec<Slot>, n: usize) -> Option<Vec<Value>> {
+/// The top `n` values and how deeply the deepest nests.
+fn pop_values(stack: &mut Vec<Slot>, n: usize) -> Option<(Vec<Value>, usize)> {
     if stack.len() < n {
         return None;
     }
-    let tail = stack.split_off(stack.len() - n);
-    tail.into_iter()
-        .map(|s| match s {
-            Slot::Value(v) => Some(v),
-            Slot::Mark => None,
-        })
-        .collect()
+    values(stack.split_off(stack.len() - n))
+}
+
+fn values(slots: Vec<Slot>) -> Option<(Vec<Value>, usize)> {
+    let mut deepest = 0;
+    let mut out = Vec::with_capacity(slots.len());
+    for s in slots {
+        match s {
+            Slot::Value(v, d) => {
+                deepest = deepest.max(d);
+                out.push(v);
+            }
+            Slot::Mark => return None,
+        }
+    }
+    Some((out, deepest))
 }
 
 /// Pop the values above the topmost mark, and the mark (`marks` counts the
 /// marks on the stack).
-fn pop_to_mark(stack: &mut Vec<Slot>, marks: &mut usize) -> Option<Vec<Value>> {
+fn pop_to_mark(stack: &mut Vec<Slot>, marks: &mut usize) -> Option<(Vec<Value>, usize)> {
     let mark = stack.iter().rposition(|s| matches!(s, Slot::Mark))?;
     let tail = stack.split_off(mark + 1);
     stack.pop();
     *marks -= 1;
-    tail.into_iter()
-        .map(|s| match s {
-            Slot::Value(v) => Some(v),
-            Slot::Mark => None,
-        })
-        .collect()
+    values(tail)
 }
 
 fn parse_int(text: &[u8]) -> Option<i128> {
@@ -776,6 +798,40 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
         assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    /// Issue 10: a million TUPLE1 opcodes over one value nest a million
+    /// deep with no MARK at all; building (and dropping, and weighing) such
+    /// a value overflowed the stack and aborted the process.
+    #[test]
+    fn regression_values_nested_without_marks_are_refused() {
+        for op in [TUPLE1, TUPLE2, TUPLE3] {
+            let width = usize::from(op - TUPLE1 + 1);
+            let mut p = b"\x80\x03".to_vec();
+            p.extend(std::iter::repeat_n(b'N', width));
+            for _ in 0..1_000_000 {
+                p.extend(std::iter::repeat_n(b'N', width - 1));
+                p.push(op);
+            }
+            p.push(b'.');
+            match load_all(&p) {
+                Err(PickleError::Malformed { reason, .. }) => {
+                    assert_eq!(reason, "nested too deeply")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Lists and dicts built by APPEND and SETITEM count too.
+        let mut p = b"\x80\x03]".to_vec();
+        p.extend(std::iter::repeat_n(EMPTY_LIST, 100));
+        p.extend(std::iter::repeat_n(APPEND, 100));
+        p.push(b'.');
+        assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
+        // And nesting to the bound is still fine.
+        let mut p = b"\x80\x03N".to_vec();
+        p.extend(std::iter::repeat_n(TUPLE1, MAX_DEPTH));
+        p.push(b'.');
+        assert!(load_all(&p).is_ok());
     }
 
     /// Fuzzing find: a long flat stack made every opcode rescan it.

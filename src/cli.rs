@@ -237,7 +237,11 @@ impl Plan {
                 notes,
             });
         }
-        if raw.backup + raw.recover + raw.verify > 1 {
+        // Counted in u32: clap counts each flag in a u8, and 200 -B plus
+        // 56 -R wrapped a u8 sum to 0.
+        let modes = [raw.backup, raw.recover, raw.verify].map(u32::from);
+        let modes: u32 = modes.iter().sum();
+        if modes > 1 {
             return Err(UsageError("-B, -R, and -V are mutually exclusive".into()));
         }
         if !raw.stray.is_empty() {
@@ -246,7 +250,7 @@ impl Plan {
                 raw.stray.join(", ")
             )));
         }
-        if raw.backup + raw.recover + raw.verify == 0 {
+        if modes == 0 {
             return Err(UsageError(
                 "Either --backup, --recover or --verify is required".into(),
             ));
@@ -381,6 +385,11 @@ mod tests {
         assert!(msg(&["-V", "-r", "x", "--bogus"]).contains("--bogus"));
         assert!(msg(&["-R", "-r", "x", "-D", "May 14"]).contains("invalid date"));
         assert!(matches!(plan(&["-h"]).unwrap().plan, Plan::Help));
+        // Regression (issue 10, 3): the three counts were added as u8s.
+        let mut many = vec!["-B"; 200];
+        many.extend(["-R"; 56]);
+        many.extend(["-r", "x"]);
+        assert_eq!(msg(&many), "-B, -R, and -V are mutually exclusive");
     }
 
     #[test]

@@ -579,8 +579,15 @@ fn saved_index(
     let repo_index =
         confirmed.map(|(name, pos)| (repo.path(&name), repo.display(&name), Some(pos)));
     for (path, shown, want) in std::iter::once(own).chain(repo_index) {
-        let Ok(f) = fsutil::open_regular(&path, &shown) else {
-            continue;
+        let f = match fsutil::open_regular(&path, &shown) {
+            Ok(f) => f,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue
+            }
+            Err(e) => {
+                log!(log, "not using index {e}");
+                continue;
+            }
         };
         match index_file::read_pos(std::io::BufReader::new(f)) {
             Ok(pos) if want.is_some_and(|w| w != pos) => log!(

@@ -35,7 +35,13 @@ pub fn open_regular(path: &Path, shown: &str) -> Result<File> {
 /// # Errors
 /// As [`open_regular`].
 pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result<File> {
-    let meta = std::fs::metadata(path).map_err(io_err(shown, "cannot open"))?;
+    // Non-blocking, so that a FIFO put there between any look and the open
+    // cannot hang the open; what was opened is then judged by its fstat.
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty())
+        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(io_err(shown, "cannot open"))?;
     if !meta.is_file() {
         return Err(Error::Io {
             path: shown.to_string(),
@@ -43,7 +49,11 @@ pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result
             source: io::Error::other("not a regular file"),
         });
     }
-    File::open(path).map_err(io_err(shown, "cannot open"))
+    // Reads of a regular file never block; the flag only mattered for the
+    // open, and is cleared so that nothing downstream sees EAGAIN.
+    rustix::fs::fcntl_setfl(&file, OFlags::empty())
+        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
+    Ok(file)
 }
 
 /// The whole of `path` (shown as `shown`) if it is a regular file.

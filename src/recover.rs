@@ -412,13 +412,18 @@ fn prepare_index(
     log: &Log,
 ) -> Result<Option<AtomicFile>> {
     let source_shown = repo.display(&last.index_name());
-    let mut file = match File::open(repo.path(&last.index_name())) {
+    let mut file = match fsutil::open_regular(&repo.path(&last.index_name()), &source_shown) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             log!(log, "No index file to restore: {source_shown}");
             return Ok(None);
         }
-        Err(e) => return Err(io_err(&source_shown, "cannot open")(e)),
+        // Like a damaged index: ZODB rebuilds a missing one, so a file that
+        // cannot be read (a FIFO planted there, say) costs only the index.
+        Err(e) => {
+            log.notice(format_args!("Not restoring index file {e}"));
+            return Ok(None);
+        }
     };
     // Checked as a stream, keeping only the buckets the sanity check looks
     // in: a 3-million-oid index is never held in memory.

@@ -569,3 +569,89 @@ fn regression_a_data_fs_path_of_any_bytes_is_backed_up() {
     );
     recovers_to(t.path(), "2024-01-02-00-00-00", &db.bytes, "recover");
 }
+
+/// Issue 10, 1: a 1 MB `Data.fs.index` of a million nested TUPLE1s made
+/// `-B` abort with a stack overflow (exit 134); as a backup's `.index` it
+/// must not crash `-R` either. Both ignore it and go on.
+#[test]
+fn regression_a_deeply_nested_index_is_ignored_not_a_crash() {
+    let mut evil = b"\x80\x03N".to_vec();
+    evil.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+    evil.push(b'.');
+    let (t, db) = workspace(8);
+    fs::write(t.path().join("Data.fs.index"), &evil).unwrap();
+    let err = ok(
+        &repozo(t.path(), Some("2024-01-01-00-00-00"), &with(B, &["-v"])),
+        "backup",
+    );
+    assert!(err.contains("not using index Data.fs.index"), "{err}");
+    fs::write(t.path().join("repo/2024-01-01-00-00-00.index"), &evil).unwrap();
+    let out = repozo(
+        t.path(),
+        Some("2024-01-01-00-00-00"),
+        &["-R", "-r", "repo", "-o", "out.fs"],
+    );
+    let err = ok(&out, "recover");
+    assert!(err.contains("Not restoring index file"), "{err}");
+    assert!(fs::read(t.path().join("out.fs")).unwrap() == db.bytes);
+    assert!(!t.path().join("out.fs.index").exists());
+}
+
+/// Run with a deadline: a hang is a failure, not a stuck test.
+fn repozo_within(dir: &Path, now: &str, args: &[&str], secs: u64) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_repozo"))
+        .args(args)
+        .current_dir(dir)
+        .env("REPOZO_TEST_NOW", now)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Issue 10, 2: a FIFO named `Data.fs.index` hung `-B`, one named like the
+/// last backup's `.index` hung `-R`, a FIFO `.dat` hung `-V`. Every file
+/// opened by name is opened non-blocking and judged by its fstat.
+#[test]
+fn regression_fifos_named_like_our_files_never_hang() {
+    let mkfifo = |p: &Path| {
+        let _ = fs::remove_file(p);
+        assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+    };
+    let (t, db) = workspace(8);
+    ok(&repozo(t.path(), Some("2024-01-01-00-00-00"), B), "first");
+    mkfifo(&t.path().join("Data.fs.index"));
+    let out = repozo_within(t.path(), "2024-01-02-00-00-00", &with(B, &["-F", "-v"]), 10)
+        .expect("-B hung on a FIFO Data.fs.index");
+    let err = ok(&out, "backup");
+    assert!(err.contains("not a regular file"), "{err}");
+    mkfifo(&t.path().join("repo/2024-01-02-00-00-00.index"));
+    let r = ["-R", "-r", "repo", "-o", "out.fs"];
+    let out =
+        repozo_within(t.path(), "2024-01-02-00-00-00", &r, 10).expect("-R hung on a FIFO .index");
+    let err = ok(&out, "recover");
+    assert_eq!(
+        err.trim_end(),
+        "Not restoring index file repo/2024-01-02-00-00-00.index: cannot open: not a regular file"
+    );
+    assert!(fs::read(t.path().join("out.fs")).unwrap() == db.bytes);
+    assert!(!t.path().join("out.fs.index").exists());
+    mkfifo(&t.path().join("repo/2024-01-02-00-00-00.dat"));
+    let out = repozo_within(t.path(), "2024-01-02-00-00-00", &["-V", "-r", "repo"], 10)
+        .expect("-V hung on a FIFO .dat");
+    let err = fails(&out, "verify");
+    assert_eq!(
+        err,
+        "repo/2024-01-02-00-00-00.dat: cannot open: not a regular file"
+    );
+}

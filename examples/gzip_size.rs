@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let min = match args.next().map(|m| m.to_string_lossy().parse::<u64>()) {
-        None => repozo::gzip_size::MIN_SPLIT,
+        None => repozo::codec::gzip_size::MIN_SPLIT,
         Some(Ok(m)) => m,
         Some(Err(e)) => {
             eprintln!("MIN: {e}");
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match repozo::gzip_size::inflated_size(&file, min) {
+    match repozo::codec::gzip_size::inflated_size(&file, min) {
         Some(found) => println!("size={} split={}", found.size, found.split),
         None => println!("none"),
     }

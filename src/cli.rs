@@ -9,10 +9,10 @@
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use crate::backup::BackupOptions;
-use crate::recover::RecoverOptions;
+use crate::commands::backup::BackupOptions;
+use crate::commands::recover::RecoverOptions;
+use crate::commands::verify::VerifyOptions;
 use crate::repository::parse_date;
-use crate::verify::VerifyOptions;
 
 /// The usage text `-h` prints.
 pub const USAGE: &str = "\

@@ -5,8 +5,8 @@
 use std::fmt;
 use std::io;
 
-use crate::format::FormatError;
-use crate::index_file::IndexFileError;
+use crate::filestorage::index_file::IndexFileError;
+use crate::filestorage::records::FormatError;
 use crate::repository::RepositoryError;
 
 /// A failed backup, recover or verify.

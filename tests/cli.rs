@@ -56,7 +56,7 @@ fn listing(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != repozo::lock::LOCK_NAME)
+        .filter(|n| n != repozo::repository::lock::LOCK_NAME)
         .collect()
 }
 
@@ -511,7 +511,10 @@ fn a_locked_repository_is_refused_and_the_lock_dies_with_its_holder() {
         now,
         &["-B", "-r", "repo", "-f", "Data.fs"],
     ));
-    let lock_path = t.path().join("repo").join(repozo::lock::LOCK_NAME);
+    let lock_path = t
+        .path()
+        .join("repo")
+        .join(repozo::repository::lock::LOCK_NAME);
     let holder = fs::File::open(&lock_path).unwrap();
 
     // A backup in progress (an exclusive holder) keeps everyone out.

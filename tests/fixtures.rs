@@ -5,10 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repozo::format::Magic;
-use repozo::index_file::{self, IndexFileError};
-use repozo::pickle::Dialect;
-use repozo::source::Source;
+use repozo::datafs::Source;
+use repozo::filestorage::index_file::{self, IndexFileError};
+use repozo::filestorage::pickle::Dialect;
+use repozo::filestorage::records::Magic;
 use repozo::Error;
 use serde_json::Value;
 
@@ -25,11 +25,11 @@ fn path(rel: &str) -> String {
     root().join(rel).to_string_lossy().into_owned()
 }
 
-fn walk(rel: &str) -> repozo::Result<repozo::format::WalkResult> {
+fn walk(rel: &str) -> repozo::Result<repozo::filestorage::records::WalkResult> {
     Source::open(path(rel))?.walk(0, None, None)
 }
 
-fn index_bytes(result: &repozo::format::WalkResult) -> Vec<u8> {
+fn index_bytes(result: &repozo::filestorage::records::WalkResult) -> Vec<u8> {
     let dialect = index_file::dialect_for(result.magic);
     index_file::save(Vec::new(), result.end, &result.index, dialect).unwrap()
 }
@@ -171,7 +171,7 @@ fn indexes_in_repozo_repositories_load_and_match_their_backups() {
 
 #[test]
 fn a_walk_resumed_from_a_sane_saved_index_equals_a_full_walk() {
-    use repozo::source::Resume;
+    use repozo::datafs::Resume;
     let m = manifest();
     let mut resumed = 0;
     for (rel, facts) in m["datafs"].as_object().unwrap() {

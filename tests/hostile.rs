@@ -1202,7 +1202,7 @@ fn check(c: &Case, host: &Host) -> Vec<String> {
         Some(i) => c.args[i + 1].as_str(),
         None => "repo",
     };
-    let lock = Path::new(repo).join(repozo::lock::LOCK_NAME);
+    let lock = Path::new(repo).join(repozo::repository::lock::LOCK_NAME);
     let before = snapshot(dir, &lock);
 
     let prefix = match (c.env, &host.unprivileged) {
@@ -1385,7 +1385,7 @@ fn read_at(dir: &Path, rel: &str) -> Vec<u8> {
 /// reader (which refuses GLOBAL/REDUCE) before installing it.
 #[test]
 fn recover_skips_a_damaged_index_and_leaves_none() {
-    let lock = Path::new(repozo::lock::LOCK_NAME);
+    let lock = Path::new(repozo::repository::lock::LOCK_NAME);
     let mut failed = Vec::new();
     for (what, bad) in bad_indexes() {
         let t = TempDir::new().unwrap();

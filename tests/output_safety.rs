@@ -197,9 +197,9 @@ fn regression_output_in_the_repository_is_refused() {
             "{out}: cannot recover into it: it is in the repository repo"
         ));
         let mut after = contents(&dir.join("repo"));
-        after.remove(repozo::lock::LOCK_NAME);
+        after.remove(repozo::repository::lock::LOCK_NAME);
         let mut want = before.clone();
-        want.remove(repozo::lock::LOCK_NAME);
+        want.remove(repozo::repository::lock::LOCK_NAME);
         assert_eq!(
             after.keys().collect::<Vec<_>>(),
             want.keys().collect::<Vec<_>>(),
@@ -469,7 +469,7 @@ fn regression_lock_file_is_readable_whatever_the_umask() {
     let umask_077 = ["sh", "-c", "umask 077; exec \"$0\" \"$@\""];
     let backup = ["-B", "-r", "repo", "-f", "Data.fs"];
     run_as(dir, &umask_077, &backup, Stdio::piped()).ok();
-    let lock = dir.join("repo").join(repozo::lock::LOCK_NAME);
+    let lock = dir.join("repo").join(repozo::repository::lock::LOCK_NAME);
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&lock), 0o644, "lock file mode {:o}", mode(&lock));
     // One left 0600 by an older repozo is opened up by its owner's next run.
@@ -523,7 +523,7 @@ fn regression_lock_file_fifo_or_symlink_is_refused_without_blocking() {
         let t = with_repo("testdata/repo-plain");
         let dir = t.path();
         fs::copy(fixture(STATE), dir.join("Data.fs")).unwrap();
-        let lock = dir.join("repo").join(repozo::lock::LOCK_NAME);
+        let lock = dir.join("repo").join(repozo::repository::lock::LOCK_NAME);
         if kind == "fifo" {
             assert!(Command::new("mkfifo")
                 .arg(&lock)

@@ -43,7 +43,7 @@ fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != repozo::lock::LOCK_NAME)
+        .filter(|n| n != repozo::repository::lock::LOCK_NAME)
         .collect();
     v.sort();
     v
@@ -489,7 +489,7 @@ fn kill_old_removes_what_repair_set_aside_long_ago() {
     for f in [&old, &young, &other] {
         fs::write(f, b"x").unwrap();
     }
-    let long_ago = std::time::SystemTime::now() - repozo::backup::ORPHAN_GRACE * 2;
+    let long_ago = std::time::SystemTime::now() - repozo::commands::backup::ORPHAN_GRACE * 2;
     for f in [&old, &other] {
         fs::File::options()
             .write(true)

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::sample::Index as Pick;
-use repozo::format::{FormatError, WalkResult, Walker, DATA_HDR_LEN, TRANS_HDR_LEN};
+use repozo::filestorage::records::{FormatError, WalkResult, Walker, DATA_HDR_LEN, TRANS_HDR_LEN};
 
 const FIRST_TID: u64 = 0x03d0_0000_0000_0000;
 

@@ -16,7 +16,7 @@ use std::io::{Read, Seek, Write};
 
 use flate2::read::MultiGzDecoder;
 use libfuzzer_sys::fuzz_target;
-use repozo::gzip::ParallelGunzip;
+use repozo::codec::gzip::ParallelGunzip;
 
 fn read_all(r: &mut impl Read) -> (Vec<u8>, Option<String>) {
     let mut out = Vec::new();

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 
 use flate2::read::MultiGzDecoder;
 use libfuzzer_sys::fuzz_target;
-use repozo::gzip_size::inflated_size;
+use repozo::codec::gzip_size::inflated_size;
 
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();

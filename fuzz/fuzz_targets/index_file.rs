@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use repozo::index_file::{self, IndexFile};
-use repozo::pickle::Dialect;
+use repozo::filestorage::index_file::{self, IndexFile};
+use repozo::filestorage::pickle::Dialect;
 
 fuzz_target!(|data: &[u8]| {
     let pos = index_file::read_pos(data);

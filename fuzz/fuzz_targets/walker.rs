@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use repozo::format::{FormatError, WalkResult, Walker};
+use repozo::filestorage::records::{FormatError, WalkResult, Walker};
 
 fn last_trailer(file: &[u8]) -> Option<u64> {
     let n = file.len();

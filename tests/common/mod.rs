@@ -79,11 +79,11 @@ impl Db {
 /// exactly what a scan of `data` from its first byte finds: the same
 /// position, the same oid -> offset map.
 pub fn assert_index_is_a_scan(data: &Path, index: &Path, what: &str) {
-    let saved = repozo::index_file::load(std::io::BufReader::new(
+    let saved = repozo::filestorage::index_file::load(std::io::BufReader::new(
         fs::File::open(index).unwrap_or_else(|e| panic!("{what}: {}: {e}", index.display())),
     ))
     .unwrap_or_else(|e| panic!("{what}: {}: {e}", index.display()));
-    let src = repozo::source::Source::open(data.to_str().unwrap()).unwrap();
+    let src = repozo::datafs::Source::open(data.to_str().unwrap()).unwrap();
     let scan = src.walk(0, None, None).unwrap();
     assert_eq!(
         saved.pos,

@@ -11,9 +11,9 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use crate::format::Magic;
-use crate::index::{Bucket, Index, PREFIX_LEN};
-use crate::pickle::{Dialect, PickleError, Reader, Value, Writer};
+use crate::filestorage::index::{Bucket, Index, PREFIX_LEN};
+use crate::filestorage::pickle::{Dialect, PickleError, Reader, Value, Writer};
+use crate::filestorage::records::Magic;
 
 /// An index file's contents.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! `inflateSetDictionary` and `Z_BLOCK`, which flate2 does not expose.
 //! They come from libz-rs-sys, the C interface of the same zlib-rs that
 //! flate2 uses here; this module holds all the unsafe code that needs, so
-//! that [`crate::gzip_size`] is safe Rust.
+//! that [`crate::codec::gzip_size`] is safe Rust.
 
 use libz_rs_sys as z;
 

@@ -14,18 +14,18 @@ use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 use std::thread;
 
-use crate::atomic::{AtomicFile, DataWriter};
-use crate::data_reader::{DataReader, CHUNK};
+use crate::datafs::{Resume, Source};
+use crate::disk::atomic::{AtomicFile, DataWriter};
+use crate::disk::open;
 use crate::error::{io_err, Error, Result};
-use crate::format::WalkResult;
-use crate::fsutil;
-use crate::index_file;
-use crate::lock;
+use crate::filestorage::index_file;
+use crate::filestorage::records::WalkResult;
 use crate::log;
 use crate::log::Log;
-use crate::repair;
+use crate::repository::data_reader::{DataReader, CHUNK};
+use crate::repository::lock;
+use crate::repository::repair;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Stems, Timestamp};
-use crate::source::{Resume, Source};
 
 /// What `-B` was asked to do.
 #[derive(Debug, Clone)]
@@ -479,7 +479,7 @@ fn commit_all(repo: &Repository, c: &Commit<'_>, data: AtomicFile, log: &Log) ->
         Vec::new()
     } else {
         let name = c.owner.dat_name();
-        fsutil::read_regular(&repo.path(&name), &repo.display(&name))?
+        open::read_regular(&repo.path(&name), &repo.display(&name))?
     };
     log_text.extend_from_slice(c.entry.line().as_bytes());
     let dat = write_aside(repo, &c.owner.dat_name(), c.source, |w| {
@@ -579,7 +579,7 @@ fn saved_index(
     let repo_index =
         confirmed.map(|(name, pos)| (repo.path(&name), repo.display(&name), Some(pos)));
     for (path, shown, want) in std::iter::once(own).chain(repo_index) {
-        let f = match fsutil::open_regular(&path, &shown) {
+        let f = match open::open_regular(&path, &shown) {
             Ok(f) => f,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 continue
@@ -603,7 +603,7 @@ fn saved_index(
     // Stable: Data.fs.index stays first on a tie.
     candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (pos, path, shown) in candidates {
-        let loaded = fsutil::open_regular(&path, &shown)
+        let loaded = open::open_regular(&path, &shown)
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 index_file::load(std::io::BufReader::with_capacity(1 << 20, f))

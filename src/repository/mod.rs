@@ -6,6 +6,10 @@
 //! `….dat` log has one line per file of its chain:
 //! `<repository as given>/<file name> <start> <end> <md5>`.
 
+pub mod data_reader;
+pub mod lock;
+pub mod repair;
+
 use std::fmt;
 use std::fs;
 use std::io;
@@ -456,7 +460,7 @@ impl Repository {
     pub fn read_dat_required(&self, full: &DataFile) -> Result<Vec<DatEntry>, RepositoryError> {
         let name = full.dat_name();
         let shown = self.display(&name);
-        let text = match crate::fsutil::read_regular(&self.path(&name), &shown) {
+        let text = match crate::disk::open::read_regular(&self.path(&name), &shown) {
             Ok(t) => t,
             Err(crate::Error::Io { source, .. }) => {
                 return Err(self.io_err(format!("{shown}: cannot open"))(source))

@@ -2,7 +2,7 @@
 //!
 //! `-V -Q` inflates a `.fsz` whole: that is how Python repozo learns its
 //! size, and how it finds damage in it. Files we write are many members,
-//! inflated on all cores ([`crate::gzip`]); Python repozo writes one member,
+//! inflated on all cores ([`crate::codec::gzip`]); Python repozo writes one member,
 //! which a plain decoder can only inflate from start to end on one core.
 //!
 //! Here a second thread starts two thirds of the way in. Deflate has no
@@ -14,7 +14,7 @@
 //! So it inflates twice, with two stand-ins for that window that differ in
 //! every byte and together name the position each byte was copied from:
 //! where the outputs differ, the byte came from that position of the
-//! window. [`crate::crc_later`] keeps track of those and corrects the CRC
+//! window. [`crate::codec::crc_later`] keeps track of those and corrects the CRC
 //! at the end. The first thread inflates from the start, stopping at every
 //! block end near that point; if one ends exactly at the second thread's
 //! bit, that was a real block start (a decoder's whole state at a block
@@ -37,8 +37,8 @@ use std::thread;
 
 use crc32fast::Hasher;
 
-use crate::crc_later::{self, Deferred, WINDOW};
-use crate::inflate_raw::{RawInflate, Step, Stop};
+use crate::codec::crc_later::{self, Deferred, WINDOW};
+use crate::codec::inflate_raw::{RawInflate, Step, Stop};
 
 /// Smaller files are not worth a second thread.
 pub const MIN_SPLIT: u64 = 4 << 20;
@@ -75,7 +75,7 @@ pub struct Inflated {
 /// The size `file` inflates to, if it is one sound gzip member and nothing
 /// else, and at least `min` bytes long (smaller files are read on one core
 /// anyway); `None` otherwise, and for files that are ours (many members,
-/// which [`crate::gzip::ParallelGunzip`] reads in parallel already).
+/// which [`crate::codec::gzip::ParallelGunzip`] reads in parallel already).
 pub fn inflated_size(file: &File, min: u64) -> Option<Inflated> {
     let len = file.metadata().ok()?.len();
     if len < min.max(64) {
@@ -84,7 +84,7 @@ pub fn inflated_size(file: &File, min: u64) -> Option<Inflated> {
     let mut head = vec![0; 64 << 10];
     let got = read_at_most(file, &mut head, 0)?;
     let body = header_len(&head[..got])? as u64;
-    if crate::gzip::is_ours(&head[..got]) || body + 8 > len {
+    if crate::codec::gzip::is_ours(&head[..got]) || body + 8 > len {
         return None;
     }
     let split = body + (len - 8 - body) / SPLIT_DEN * SPLIT_NUM;
@@ -179,7 +179,7 @@ fn header_len(h: &[u8]) -> Option<usize> {
 
 /// `pread` until `buf` is full or the file ends; the bytes read.
 fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> Option<usize> {
-    crate::gzip::read_full(buf, |b, done| file.read_at(b, at + done as u64)).ok()
+    crate::codec::gzip::read_full(buf, |b, done| file.read_at(b, at + done as u64)).ok()
 }
 
 /// What the second thread tells the first.
@@ -453,7 +453,7 @@ fn start_at(
     scan: &[u8],
     at: usize,
     shift: u8,
-) -> Result<(), crate::inflate_raw::InflateError> {
+) -> Result<(), crate::codec::inflate_raw::InflateError> {
     z.reset()?;
     if shift != 0 {
         z.prime(8 - shift, u16::from(scan[at] >> shift))?;
@@ -687,7 +687,7 @@ mod tests {
         let data = records(1 << 20);
         let gz = python_like(&data, 6);
         assert_eq!(inflated_size(&in_file(&gz), gz.len() as u64 + 1), None);
-        let mut ours = crate::gzip::ParallelGzip::new(Vec::new(), 5);
+        let mut ours = crate::codec::gzip::ParallelGzip::new(Vec::new(), 5);
         ours.write_all(&data).unwrap();
         let ours = ours.finish().unwrap();
         assert_eq!(inflated_size(&in_file(&ours), 0), None);
@@ -788,7 +788,7 @@ mod tests {
             let mut file = in_file(&padded);
             file.rewind().unwrap();
             let mut back = Vec::new();
-            crate::gzip::ParallelGunzip::new(file)
+            crate::codec::gzip::ParallelGunzip::new(file)
                 .read_to_end(&mut back)
                 .unwrap();
             assert!(back == data, "{n} zeros");

@@ -24,19 +24,19 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::{sync_dir, AtomicFile, Md5Thread};
-use crate::data_reader::DataReader;
-use crate::direct::{clones_extents, DirectWriter};
+use crate::datafs::{points_at, Source};
+use crate::disk::atomic::{sync_dir, AtomicFile, Md5Thread};
+use crate::disk::direct::{clones_extents, DirectWriter};
+use crate::disk::open;
 use crate::error::{io_err, Error, Result};
-use crate::format::MAGIC_LEN;
-use crate::fsutil;
-use crate::index::{Index, PREFIX_LEN};
-use crate::index_file;
-use crate::lock;
+use crate::filestorage::index::{Index, PREFIX_LEN};
+use crate::filestorage::index_file;
+use crate::filestorage::records::MAGIC_LEN;
 use crate::log;
 use crate::log::Log;
+use crate::repository::data_reader::DataReader;
+use crate::repository::lock;
 use crate::repository::{DataFile, Kind, Repository, Timestamp};
-use crate::source::{points_at, Source};
 
 /// What `-R` was asked to do.
 #[derive(Debug, Clone)]
@@ -163,14 +163,14 @@ fn destination(repo: &Repository, output: &str) -> Result<Dest> {
         Ok(m) if !m.is_file() => {
             // `-o /dev/stdout`, or a link to `/proc/self/fd/1`: the user
             // asked for a stream, which stdout is.
-            return if fsutil::is_stdout(given) {
+            return if open::is_stdout(given) {
                 Ok(Dest::Stdout)
             } else {
                 Err(refuse(io::Error::other("not a regular file")))
             };
         }
         Ok(m) => {
-            let target = fsutil::final_target(given).map_err(refuse)?;
+            let target = open::final_target(given).map_err(refuse)?;
             // A /proc/self/fd/N link names its file by a text that need not
             // be a path to it (a deleted file's ends in " (deleted)").
             let same = fs::symlink_metadata(&target)
@@ -185,9 +185,9 @@ fn destination(repo: &Repository, output: &str) -> Result<Dest> {
         // Missing, or a dangling link: the file to make is the one the
         // link names. Other errors (a loop, a directory we may not search)
         // come again from following the links, or later, when creating.
-        Err(_) => fsutil::final_target(given).map_err(refuse)?,
+        Err(_) => open::final_target(given).map_err(refuse)?,
     };
-    if fsutil::same_file(parent(&target), repo.dir()) {
+    if open::same_file(parent(&target), repo.dir()) {
         return Err(refuse(io::Error::other(format!(
             "it is in the repository {}",
             repo.given()
@@ -218,7 +218,7 @@ fn check_logged_sizes(repo: &Repository, chain: &[Piece]) -> Result<()> {
         };
         let name = p.file.name();
         let shown = repo.display(&name);
-        let got = fsutil::open_regular(&repo.path(&name), &shown)?
+        let got = open::open_regular(&repo.path(&name), &shown)?
             .metadata()
             .map_err(io_err(&shown, "cannot stat"))?
             .len();
@@ -326,7 +326,7 @@ fn recover_to_file(
 ) -> Result<Recovered> {
     let part_shown = format!("{shown}.part");
     let part = PathBuf::from(&part_shown);
-    let mut file = fsutil::create_new(&part, &part_shown)?;
+    let mut file = open::create_new(&part, &part_shown)?;
     let guard = PartFile(&part);
     let bytes = if clones_extents(&file) {
         concat(repo, chain, Out::File(&mut file), &part_shown, truth, log)?
@@ -412,7 +412,7 @@ fn prepare_index(
     log: &Log,
 ) -> Result<Option<AtomicFile>> {
     let source_shown = repo.display(&last.index_name());
-    let mut file = match fsutil::open_regular(&repo.path(&last.index_name()), &source_shown) {
+    let mut file = match open::open_regular(&repo.path(&last.index_name()), &source_shown) {
         Ok(f) => f,
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             log!(log, "No index file to restore: {source_shown}");
@@ -537,7 +537,7 @@ fn concat(
         let mut one = truth.is_some().then(Md5Thread::spawn);
         let size = match (&mut out, one.is_none() && all.is_none() && !f.gzip) {
             (Out::File(dst), true) => {
-                let mut src = crate::fsutil::open_regular(&path, &shown)?;
+                let mut src = crate::disk::open::open_regular(&path, &shown)?;
                 io::copy(&mut src, *dst).map_err(|e| Error::Io {
                     path: format!("{shown} -> {out_shown}"),
                     action: "copy",

@@ -19,7 +19,7 @@ use std::fmt;
 
 use byteorder::{BigEndian, ByteOrder};
 
-use crate::index::Index;
+use crate::filestorage::index::Index;
 
 /// Length of the magic at the start of the file.
 pub const MAGIC_LEN: u64 = 4;

@@ -30,9 +30,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 
-use crate::atomic::{AtomicFile, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::disk::atomic::{AtomicFile, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::disk::open;
 use crate::error::{io_err, Error, Result};
-use crate::fsutil;
 use crate::repository::{parse_dat_line, DatEntry, DataFile, Kind, Repository};
 
 /// Python repozo's one temporary file name.
@@ -82,7 +82,7 @@ fn repair_chain(repo: &Repository, chain: &[DataFile], said: &mut Vec<String>) -
     let dat_name = full.dat_name();
     let dat_shown = repo.display(&dat_name);
     let dat_path = repo.path(&dat_name);
-    let text = match fsutil::read_regular(&dat_path, &dat_shown) {
+    let text = match open::read_regular(&dat_path, &dat_shown) {
         Ok(t) => t,
         // The newest full backup without its log is one cut short before
         // its `.dat` was written; an incremental would have nowhere to be
@@ -179,7 +179,7 @@ fn rewrite_dat(
     let kept = free_name(repo, dat_name);
     let kept_shown = repo.display(&kept);
     if fs::hard_link(repo.path(dat_name), repo.path(&kept)).is_err() {
-        let old = fsutil::read_regular(&repo.path(dat_name), &dat_shown)?;
+        let old = open::read_regular(&repo.path(dat_name), &dat_shown)?;
         let mut copy = AtomicFile::create(&repo.path(&kept), &kept_shown)?;
         std::io::Write::write_all(copy.file(), &old).map_err(io_err(&kept_shown, "write"))?;
         copy.commit(false)?;
@@ -233,7 +233,7 @@ fn set_aside(repo: &Repository, name: &str, why: &str, said: &mut Vec<String>) -
     let target = free_name(repo, name);
     let shown = repo.display(name);
     fs::rename(repo.path(name), repo.path(&target)).map_err(io_err(&shown, "set aside"))?;
-    crate::atomic::sync_dir(repo.dir()).map_err(io_err(repo.given(), "fsync"))?;
+    crate::disk::atomic::sync_dir(repo.dir()).map_err(io_err(repo.given(), "fsync"))?;
     said.push(format!(
         "set aside {shown} as {}: {why}",
         repo.display(&target)

@@ -2,7 +2,7 @@
 //! it holds.
 //!
 //! gzip'd files are read as multi-member streams, as Python's gzip module
-//! reads them, on all cores where the file allows ([`crate::gzip`]). Errors
+//! reads them, on all cores where the file allows ([`crate::codec::gzip`]). Errors
 //! name the file and, for damaged gzip data, how many uncompressed bytes
 //! came out before the damage.
 
@@ -12,9 +12,9 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 
-use crate::atomic::hex;
+use crate::codec::gzip::ParallelGunzip;
+use crate::disk::atomic::hex;
 use crate::error::{io_err, Error, Result};
-use crate::gzip::ParallelGunzip;
 
 /// Bytes handed out per read.
 pub const CHUNK: usize = 1 << 20;
@@ -38,7 +38,7 @@ impl DataReader {
     /// # Errors
     /// The file cannot be opened.
     pub fn open(path: &Path, shown: &str, gzip: bool) -> Result<DataReader> {
-        let file = crate::fsutil::open_regular(path, shown)?;
+        let file = crate::disk::open::open_regular(path, shown)?;
         // A small plain file gets a small buffer: a chain of thousands of
         // one-transaction increments must not zero a megabyte per file.
         let chunk = match file.metadata() {

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 
-use crate::atomic::Md5Thread;
-use crate::data_reader::DataReader;
+use crate::codec::gzip_size;
+use crate::disk::atomic::Md5Thread;
 use crate::error::{Error, Result};
-use crate::gzip_size;
-use crate::lock;
 use crate::log;
 use crate::log::Log;
+use crate::repository::data_reader::DataReader;
+use crate::repository::lock;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 
 /// What `-V` was asked to do.
@@ -138,7 +138,7 @@ fn measure(
     if quick && gzip {
         // Python repozo's one-member files on two cores; None for anything
         // else, which the reader below reads (and reports) as it always did.
-        let split = crate::fsutil::open_regular(&path, shown)
+        let split = crate::disk::open::open_regular(&path, shown)
             .ok()
             .and_then(|f| gzip_size::inflated_size(&f, gzip_size::MIN_SPLIT));
         if let Some(found) = split {

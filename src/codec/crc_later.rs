@@ -1,7 +1,7 @@
 //! The CRC-32 of data in which some bytes are placeholders for bytes of a
 //! 32 KiB window that is known only at the end.
 //!
-//! [`crate::gzip_size`] inflates the second half of a gzip member before
+//! [`crate::codec::gzip_size`] inflates the second half of a gzip member before
 //! the output preceding it (the window its back references copy from) is
 //! known. Bytes copied from there are placeholders; the CRC-32 the trailer
 //! holds is still computable, because CRC-32 is linear: for two messages of

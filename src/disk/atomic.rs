@@ -15,9 +15,9 @@ use std::thread::{self, JoinHandle};
 use md5::{Digest, Md5};
 use tempfile::NamedTempFile;
 
-use crate::direct::DirectWriter;
+use crate::codec::gzip::{ParallelGzip, GZIP_LEVEL};
+use crate::disk::direct::DirectWriter;
 use crate::error::{io_err, Error, Result};
-use crate::gzip::{ParallelGzip, GZIP_LEVEL};
 
 /// Prefix of our temporary files, so that a later run can recognise them.
 pub const TEMP_PREFIX: &str = ".repozo-";
@@ -142,7 +142,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// The bytes of a backup file on their way to disk: md5 of the uncompressed
 /// bytes on a thread of its own, and the bytes plain or gzip'd (on all
-/// cores, see [`crate::gzip`]) into the file past the page cache
+/// cores, see [`crate::codec::gzip`]) into the file past the page cache
 /// ([`DirectWriter`]).
 pub struct DataWriter<'a> {
     md5: Md5Thread,

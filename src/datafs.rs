@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::atomic::hex;
+use crate::disk::atomic::hex;
 use crate::error::{io_err, Error, Result};
-use crate::format::{
+use crate::filestorage::index::Index;
+use crate::filestorage::records::{
     DataHeader, Magic, TxnHeader, WalkResult, Walker, DATA_HDR_LEN, MAGIC_LEN, TRAILER_LEN,
     TRANS_HDR_LEN,
 };
-use crate::index::Index;
 
 /// Bytes read per call.
 pub const CHUNK: usize = 1 << 20;
@@ -58,7 +58,7 @@ impl Source {
         // Paths are bytes on Unix: messages show them lossily, the file is
         // opened by its real name.
         let shown = path.to_string_lossy().into_owned();
-        let file = crate::fsutil::open_regular_to(path, &shown, "cannot back up")?;
+        let file = crate::disk::open::open_regular_to(path, &shown, "cannot back up")?;
         let meta = file.metadata().map_err(io_err(&shown, "cannot stat"))?;
         Ok(Source {
             file,
@@ -206,7 +206,7 @@ impl Source {
             .and_then(|()| Magic::from_bytes(&b))
             .ok_or_else(|| Error::Format {
                 path: self.shown.clone(),
-                source: crate::format::FormatError::NotFileStorage {
+                source: crate::filestorage::records::FormatError::NotFileStorage {
                     found: if found.is_some() {
                         b.to_vec()
                     } else {
@@ -417,7 +417,7 @@ pub fn points_at(index: &Index, records: &[(u64, u64)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::tests::Builder;
+    use crate::filestorage::records::tests::Builder;
 
     /// Regression: with a saved index covering the whole file the walker
     /// was done before reading, and the copy stopped after one chunk.

@@ -1,0 +1,10 @@
+//! Byte transforms with no knowledge of FileStorage or of repositories:
+//! gzip on all cores, the two-thread size reader of one-member gzip files,
+//! its raw inflater and deferred CRC. The raw inflater holds the crate's
+//! only `unsafe` code.
+
+pub mod crc_later;
+pub mod gzip;
+pub mod gzip_size;
+#[allow(unsafe_code)]
+pub mod inflate_raw;

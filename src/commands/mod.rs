@@ -1,0 +1,6 @@
+//! The modes: `-B`, `-R` and `-V`, one file each, built on the repository,
+//! the Data.fs reader and the disk layer. New commands land here.
+
+pub mod backup;
+pub mod recover;
+pub mod verify;

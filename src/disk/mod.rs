@@ -1,0 +1,7 @@
+//! Files on disk: opening regular files without blocking, files that
+//! appear under their final name only when complete, and the O_DIRECT
+//! writer (with reflink copies where the filesystem shares extents).
+
+pub mod atomic;
+pub mod direct;
+pub mod open;

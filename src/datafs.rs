@@ -20,8 +20,7 @@ use crate::filestorage::records::{
     TRANS_HDR_LEN,
 };
 
-/// Bytes read per call.
-pub const CHUNK: usize = 1 << 20;
+use crate::{read_full, CHUNK};
 
 /// A saved index to start a walk from: the oid -> offset map of the file up
 /// to `pos`, the end of a complete transaction.
@@ -141,14 +140,10 @@ impl Source {
         Ok(())
     }
 
+    /// Fill `buf` from `pos` as far as the file goes; the bytes read.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<usize> {
-        loop {
-            match self.file.read_at(buf, pos) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(&self.shown, "read")(e)),
-            }
-        }
+        read_full(buf, |b, done| self.file.read_at(b, pos + done as u64))
+            .map_err(io_err(&self.shown, "read"))
     }
 
     /// md5 of `[start, end)`.
@@ -184,15 +179,7 @@ impl Source {
 
     /// Exactly `buf.len()` bytes at `pos`, or `None` past the end.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<Option<()>> {
-        let mut got = 0;
-        while got < buf.len() {
-            let n = self.read_at(&mut buf[got..], pos + got as u64)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            got += n;
-        }
-        Ok(Some(()))
+        Ok((self.read_at(buf, pos)? == buf.len()).then_some(()))
     }
 
     /// The file's magic.
@@ -305,15 +292,9 @@ impl Source {
             return Ok(None);
         }
         let mut b = [0u8; TRAILER_LEN as usize];
-        let mut got = 0;
-        while got < b.len() {
-            let n = self.read_at(&mut b[got..], self.size - TRAILER_LEN + got as u64)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            got += n;
-        }
-        Ok(Some(u64::from_be_bytes(b)))
+        Ok(self
+            .read_exact_at(&mut b, self.size - TRAILER_LEN)?
+            .map(|()| u64::from_be_bytes(b)))
     }
 
     /// Walk the file once; the bytes from `copy_from` to the end of the last

@@ -23,6 +23,10 @@ pub mod repository;
 
 pub use error::{Error, Result};
 
+/// Bytes read or handed on per call wherever a file is streamed: Data.fs,
+/// backup files, inflated output.
+pub const CHUNK: usize = 1 << 20;
+
 use cli::{Checked, Plan};
 use repository::Timestamp;
 
@@ -42,4 +46,23 @@ pub fn run(checked: &Checked) -> Result<()> {
         Plan::Recover(o) => commands::recover::recover(o, now, &log).map(drop),
         Plan::Verify(o) => commands::verify::verify(o, now, &log).map(drop),
     }
+}
+
+/// Read until `buf` is full or `read` says the end (0); returns the bytes
+/// read. `read` gets the rest of `buf` and how many bytes are in already
+/// (for positioned reads).
+pub(crate) fn read_full(
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8], usize) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match read(&mut buf[got..], got) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }

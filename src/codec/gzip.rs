@@ -23,6 +23,7 @@ use std::thread;
 use flate2::{Compression, GzBuilder};
 
 use crate::pool::{stopped, Pool};
+use crate::read_full;
 
 /// gzip level for `.fsz`/`.deltafsz` files. Measured on generated
 /// FileStorage data (docs/benchmarks.md): level 5 compresses within 2% of
@@ -469,25 +470,6 @@ impl ParallelGunzip {
         self.sequential = Some(Box::new(members));
         Ok(())
     }
-}
-
-/// Read until `buf` is full or `read` says the end (0); returns the bytes
-/// read. `read` gets the rest of `buf` and how many bytes are in already
-/// (for positioned reads).
-pub(crate) fn read_full(
-    buf: &mut [u8],
-    mut read: impl FnMut(&mut [u8], usize) -> io::Result<usize>,
-) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match read(&mut buf[got..], got) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 impl Read for ParallelGunzip {

@@ -43,7 +43,7 @@ use crate::codec::inflate_raw::{RawInflate, Step, Stop};
 /// Smaller files are not worth a second thread.
 pub const MIN_SPLIT: u64 = 4 << 20;
 /// Input read at a time.
-const CHUNK: usize = 1 << 20;
+use crate::CHUNK;
 /// Output taken per call while inflating twice.
 const PROBE: usize = crc_later::MAX_RUN;
 /// Input bytes whose bits are tried as a block start. A deflate block is
@@ -179,7 +179,7 @@ fn header_len(h: &[u8]) -> Option<usize> {
 
 /// `pread` until `buf` is full or the file ends; the bytes read.
 fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> Option<usize> {
-    crate::codec::gzip::read_full(buf, |b, done| file.read_at(b, at + done as u64)).ok()
+    crate::read_full(buf, |b, done| file.read_at(b, at + done as u64)).ok()
 }
 
 /// What the second thread tells the first.

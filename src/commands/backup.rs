@@ -22,10 +22,11 @@ use crate::filestorage::index_file;
 use crate::filestorage::records::WalkResult;
 use crate::log;
 use crate::log::Log;
-use crate::repository::data_reader::{DataReader, CHUNK};
+use crate::repository::data_reader::DataReader;
 use crate::repository::lock;
 use crate::repository::repair;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Stems, Timestamp};
+use crate::CHUNK;
 
 /// What `-B` was asked to do.
 #[derive(Debug, Clone)]

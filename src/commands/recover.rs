@@ -187,7 +187,7 @@ fn destination(repo: &Repository, output: &str) -> Result<Dest> {
         // come again from following the links, or later, when creating.
         Err(_) => open::final_target(given).map_err(refuse)?,
     };
-    if open::same_file(parent(&target), repo.dir()) {
+    if open::same_file(open::parent_dir(&target), repo.dir()) {
         return Err(refuse(io::Error::other(format!(
             "it is in the repository {}",
             repo.given()
@@ -372,7 +372,7 @@ fn recover_to_file(
     if let Some(f) = new_index {
         f.commit(true)?;
     }
-    sync_dir(parent(output)).map_err(io_err(shown, "fsync its directory"))?;
+    sync_dir(open::parent_dir(output)).map_err(io_err(shown, "fsync its directory"))?;
     Ok(Recovered {
         bytes,
         files: chain.len(),
@@ -386,13 +386,6 @@ struct PartFile<'a>(&'a Path);
 impl Drop for PartFile<'_> {
     fn drop(&mut self) {
         let _ = fs::remove_file(self.0);
-    }
-}
-
-fn parent(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
     }
 }
 

@@ -17,6 +17,7 @@ use tempfile::NamedTempFile;
 
 use crate::codec::gzip::{ParallelGzip, GZIP_LEVEL};
 use crate::disk::direct::DirectWriter;
+use crate::disk::open::parent_dir;
 use crate::error::{io_err, Error, Result};
 
 /// Prefix of our temporary files, so that a later run can recognise them.
@@ -122,13 +123,6 @@ fn without_path(e: io::Error) -> io::Error {
     match text.split_once(" at path \"") {
         Some((msg, _)) => io::Error::new(e.kind(), msg.to_string()),
         None => e,
-    }
-}
-
-fn parent_dir(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
     }
 }
 

@@ -22,6 +22,14 @@ use crate::error::{io_err, Error, Result};
 /// Links followed before giving up, as the kernel does (its `ELOOP` limit).
 const MAX_LINKS: usize = 40;
 
+/// The directory `p` is in: `.` for a bare name, as the kernel sees it.
+pub fn parent_dir(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Open `path` (shown as `shown`) for reading if it is a regular file.
 ///
 /// # Errors

@@ -16,8 +16,7 @@ use crate::codec::gzip::ParallelGunzip;
 use crate::disk::atomic::hex;
 use crate::error::{io_err, Error, Result};
 
-/// Bytes handed out per read.
-pub const CHUNK: usize = 1 << 20;
+use crate::CHUNK;
 
 /// An open backup data file.
 pub struct DataReader {

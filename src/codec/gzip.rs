@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::Receiver;
+use std::sync::OnceLock;
 use std::thread;
 
 use flate2::{Compression, GzBuilder};
@@ -353,7 +354,7 @@ pub struct ParallelGunzip {
     /// `None` once the rest is read sequentially. Members are read whole,
     /// so no buffer in between.
     file: Option<File>,
-    pool: Pool<GunzipJob, GunzipDone>,
+    pool: Pools,
     queue: VecDeque<Next>,
     /// Buffers that go round, as in [`ParallelGzip`].
     spare_members: Vec<Vec<u8>>,
@@ -370,23 +371,53 @@ pub struct ParallelGunzip {
     whole: u64,
 }
 
+/// The pool a reader inflates on.
+enum Pools {
+    Shared(&'static Pool<GunzipJob, GunzipDone>),
+    Own(Pool<GunzipJob, GunzipDone>),
+}
+
+impl Pools {
+    fn get(&self) -> &Pool<GunzipJob, GunzipDone> {
+        match self {
+            Pools::Shared(p) => p,
+            Pools::Own(p) => p,
+        }
+    }
+}
+
+fn gunzip_pool(n: usize) -> Pool<GunzipJob, GunzipDone> {
+    Pool::new(n, |(member, mut out): GunzipJob| {
+        let whole = inflate_member(&member, &mut out);
+        (member, whole.then_some(out))
+    })
+}
+
 impl ParallelGunzip {
     /// Read the gzip file `file` from its current position, inflating on
     /// one thread per core.
+    ///
+    /// Every reader made this way shares one pool of that many threads:
+    /// verify reads several files at once, and a pool each would run
+    /// cores x cores threads on a large machine.
     pub fn new(file: File) -> ParallelGunzip {
-        ParallelGunzip::with_threads(file, threads())
+        static SHARED: OnceLock<Pool<GunzipJob, GunzipDone>> = OnceLock::new();
+        let n = threads();
+        let pool = SHARED.get_or_init(|| gunzip_pool(n));
+        ParallelGunzip::on(file, Pools::Shared(pool), n)
     }
 
     /// Read the gzip file `file` from its current position, inflating on
-    /// `n` threads (at least one).
+    /// a pool of its own of `n` threads (at least one).
     pub fn with_threads(file: File, n: usize) -> ParallelGunzip {
         let n = n.max(1);
+        ParallelGunzip::on(file, Pools::Own(gunzip_pool(n)), n)
+    }
+
+    fn on(file: File, pool: Pools, n: usize) -> ParallelGunzip {
         ParallelGunzip {
             file: Some(file),
-            pool: Pool::new(n, |(member, mut out): GunzipJob| {
-                let whole = inflate_member(&member, &mut out);
-                (member, whole.then_some(out))
-            }),
+            pool,
             queue: VecDeque::new(),
             spare_members: Vec::new(),
             spare_outs: Vec::new(),
@@ -440,7 +471,7 @@ impl ParallelGunzip {
                 break;
             }
             let out = self.spare_outs.pop().unwrap_or_default();
-            let job = self.pool.submit((head, out))?;
+            let job = self.pool.get().submit((head, out))?;
             self.queue.push_back(Next::Member(start, job));
         }
         Ok(())
@@ -589,6 +620,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Issue 10: verify reads several files at once, each with a reader
+    /// that had a pool of its own: cores x cores threads.
+    #[test]
+    fn readers_made_with_new_share_one_pool() {
+        let a = ParallelGunzip::new(in_file(&gzip(&sample(10))));
+        let b = ParallelGunzip::new(in_file(&gzip(&sample(10))));
+        let (Pools::Shared(a), Pools::Shared(b)) = (&a.pool, &b.pool) else {
+            panic!("not the shared pool");
+        };
+        assert!(std::ptr::eq(*a, *b));
     }
 
     #[test]

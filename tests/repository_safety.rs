@@ -655,3 +655,52 @@ fn regression_fifos_named_like_our_files_never_hang() {
         "repo/2024-01-02-00-00-00.dat: cannot open: not a regular file"
     );
 }
+
+/// Issue 10: a failing disk under a `.fsz` was reported as "corrupt gzip
+/// data". EIO is injected on the reads of that one file with strace
+/// (skipped where strace is missing or cannot trace).
+#[test]
+fn regression_a_failing_disk_is_not_corrupt_gzip_data() {
+    let (t, _) = workspace(8);
+    ok(
+        &repozo(t.path(), Some("2024-01-01-00-00-00"), &with(B, &["-z"])),
+        "backup",
+    );
+    let fsz = "repo/2024-01-01-00-00-00.fsz";
+    let traced = |args: &[&str]| {
+        Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-P", fsz])
+            .args([
+                "-e",
+                "trace=read,pread64",
+                "-e",
+                "inject=read,pread64:error=EIO",
+            ])
+            .arg(env!("CARGO_BIN_EXE_repozo"))
+            .args(args)
+            .current_dir(t.path())
+            .env("REPOZO_TEST_NOW", "2024-01-01-00-00-00")
+            .output()
+    };
+    match traced(&["-V", "-r", "repo"]) {
+        Ok(o) if !String::from_utf8_lossy(&o.stderr).contains("PTRACE") => {}
+        _ => {
+            eprintln!("SKIPPED regression_a_failing_disk_is_not_corrupt_gzip_data: no strace");
+            return;
+        }
+    }
+    for args in [
+        &["-V", "-r", "repo"][..],
+        &["-R", "-r", "repo", "-o", "out.fs"],
+    ] {
+        let out = traced(args).unwrap();
+        let err = fails(&out, "EIO");
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            format!("{fsz}: read: Input/output error (os error 5)"),
+            "{args:?}"
+        );
+        assert!(!t.path().join("out.fs").exists());
+    }
+}

@@ -71,7 +71,8 @@ impl DataReader {
     /// Fill `buf` as far as the file allows; 0 means the end.
     ///
     /// # Errors
-    /// [`Error::Gzip`] for damaged compressed data, [`Error::Io`] otherwise.
+    /// [`Error::Gzip`] for damaged compressed data, [`Error::Io`] for errors
+    /// of the system (a failing disk is not corrupt data).
     pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
         let mut got = 0;
         while got < buf.len() {
@@ -85,14 +86,16 @@ impl DataReader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let offset = self.offset + got as u64;
+                    // An error of the system (EIO from a failing disk,
+                    // EACCES) is the disk's, not damage in the gzip data.
+                    let from_system =
+                        e.raw_os_error().is_some() || e.kind() == io::ErrorKind::PermissionDenied;
                     return Err(match self.inner {
-                        Inner::Gzip(_) if e.kind() != io::ErrorKind::PermissionDenied => {
-                            Error::Gzip {
-                                path: self.shown.clone(),
-                                offset,
-                                source: e,
-                            }
-                        }
+                        Inner::Gzip(_) if !from_system => Error::Gzip {
+                            path: self.shown.clone(),
+                            offset,
+                            source: e,
+                        },
                         _ => io_err(&self.shown, "read")(e),
                     });
                 }

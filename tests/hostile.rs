@@ -14,19 +14,24 @@
 //! Privileges: root reads a mode-000 file, so when the tests run as root the
 //! permission rows run the binary as `nobody` through `setpriv`; as another
 //! user they run it directly. The full-disk rows mount a small tmpfs (root
-//! only, 4 KiB pages). Rows that cannot run here are skipped with a note on
-//! stderr, never passed.
+//! only, 4 KiB pages). Rows that cannot run here are reported as ignored,
+//! with the reason on stderr, never as passed.
+//!
+//! This binary has its own harness (libtest-mimic): every row is a test of
+//! its own, run in parallel with the others and alone by its name.
 
 use std::collections::BTreeMap;
 use std::fs::{self, Permissions};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use libtest_mimic::{Arguments, Trial};
 use md5::{Digest, Md5};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -176,7 +181,7 @@ fn set_dat_line(t: &Path, n: usize, line: &str) {
 }
 
 /// A workspace with these bytes as Data.fs and an empty repository.
-fn db(bytes: Vec<u8>) -> impl Fn(&Path) {
+fn db(bytes: Vec<u8>) -> impl Fn(&Path) + Send {
     move |t| {
         put(t, "Data.fs", &bytes);
         mkdir(t, "repo");
@@ -202,7 +207,7 @@ fn first_record(b: &[u8], tpos: u64) -> u64 {
 
 // ---- the table --------------------------------------------------------------
 
-type Setup = Box<dyn Fn(&Path)>;
+type Setup = Box<dyn Fn(&Path) + Send>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Env {
@@ -225,7 +230,7 @@ struct Case {
 
 fn case(
     name: impl Into<String>,
-    setup: impl Fn(&Path) + 'static,
+    setup: impl Fn(&Path) + Send + 'static,
     args: &[&str],
     stderr: impl Into<String>,
 ) -> Case {
@@ -1243,13 +1248,16 @@ fn check(c: &Case, host: &Host) -> Vec<String> {
     problems
 }
 
-#[test]
-fn hostile_inputs_fail_with_one_clear_line_and_change_nothing() {
-    let host = host();
+/// Every row of the table is a test of its own (run one with
+/// `cargo test --test hostile -- NAME`); a row this machine cannot run is
+/// reported as ignored, with the reason on stderr, never as passed.
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let host = Arc::new(host());
     let cases = cases();
     assert!(cases.len() >= 30, "only {} rows", cases.len());
-    let mut failed = Vec::new();
-    for c in &cases {
+    let mut trials = Vec::new();
+    for c in cases {
         let skip = match c.env {
             Env::Unprivileged if host.unprivileged.is_none() => {
                 Some("running as root, and `setpriv` cannot run the binary as nobody")
@@ -1261,20 +1269,44 @@ fn hostile_inputs_fail_with_one_clear_line_and_change_nothing() {
         };
         if let Some(why) = skip {
             eprintln!("SKIPPED {}: {why}", c.name);
-            continue;
         }
-        let problems = check(c, &host);
-        if !problems.is_empty() {
-            failed.push(format!("{}:\n    {}", c.name, problems.join("\n    ")));
-        }
+        let host = Arc::clone(&host);
+        let name = c.name.clone();
+        let trial = Trial::test(name, move || {
+            let problems = check(&c, &host);
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("\n").into())
+            }
+        });
+        trials.push(trial.with_ignored_flag(skip.is_some()));
     }
-    assert!(
-        failed.is_empty(),
-        "{} of {} rows failed:\n\n{}\n",
-        failed.len(),
-        cases.len(),
-        failed.join("\n\n")
-    );
+    let beside: [(&str, fn()); 4] = [
+        (
+            "backup_ignores_bad_saved_indexes",
+            backup_ignores_bad_saved_indexes,
+        ),
+        (
+            "recover_skips_a_damaged_index_and_leaves_none",
+            recover_skips_a_damaged_index_and_leaves_none,
+        ),
+        (
+            "a_length_past_the_end_in_the_middle_is_a_torn_tail",
+            a_length_past_the_end_in_the_middle_is_a_torn_tail,
+        ),
+        (
+            "recovering_into_a_pipe_closed_early_never_panics",
+            recovering_into_a_pipe_closed_early_never_panics,
+        ),
+    ];
+    for (name, test) in beside {
+        trials.push(Trial::test(name, move || {
+            test();
+            Ok(())
+        }));
+    }
+    libtest_mimic::run(&args, trials).exit_code()
 }
 
 // ---- beside the table ------------------------------------------------------------
@@ -1315,7 +1347,6 @@ fn bad_indexes() -> Vec<(&'static str, Vec<u8>)> {
 /// backup reads the repository's newest `.index` and Data.fs.index to skip
 /// re-walking; a bad one must be ignored, and the index written must be
 /// the one ZODB's repozo wrote for the same state.
-#[test]
 fn backup_ignores_bad_saved_indexes() {
     let want_index = read("testdata/repo-plain/2024-01-03-12-45-30.index");
     let want_data = read(&format!("testdata/repo-plain/{INC2}"));
@@ -1383,7 +1414,6 @@ fn read_at(dir: &Path, rel: &str) -> Vec<u8> {
 /// second with Python's unpickler, which runs `os.system("touch pwned")`
 /// when the recovered Data.fs is opened. Load the whole index with our
 /// reader (which refuses GLOBAL/REDUCE) before installing it.
-#[test]
 fn recover_skips_a_damaged_index_and_leaves_none() {
     let lock = Path::new(repozo::repository::lock::LOCK_NAME);
     let mut failed = Vec::new();
@@ -1411,7 +1441,6 @@ fn recover_skips_a_damaged_index_and_leaves_none() {
 /// A transaction in the middle whose length runs past the end of the file
 /// is, by ZODB's rule (read_index, read-only), a torn tail: not an error,
 /// the backup ends before it.
-#[test]
 fn a_length_past_the_end_in_the_middle_is_a_torn_tail() {
     let (mut b, tpos) = small_and_middle();
     let past = (b.len() as u64 * 2).to_be_bytes();
@@ -1428,7 +1457,6 @@ fn a_length_past_the_end_in_the_middle_is_a_torn_tail() {
 }
 
 /// `repozo -R | head -c N`: one line on stderr, exit 1, never a panic.
-#[test]
 fn recovering_into_a_pipe_closed_early_never_panics() {
     let plain_args = ["-R", "-r", "repo"].map(String::from);
     let with_w = ["-R", "-w", "-r", "repo"].map(String::from);

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-mod common;
-use common::{assert_index_is_a_scan, Db};
+use crate::common::{assert_index_is_a_scan, Db};
 
 fn stamp(i: u32) -> String {
     format!(

@@ -10,8 +10,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-mod common;
-use common::{assert_index_is_a_scan, Db};
+use crate::common::{assert_index_is_a_scan, Db};
 
 fn repozo(dir: &Path, now: Option<&str>, args: &[&str]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_repozo"));

@@ -1,0 +1,12 @@
+//! The integration tests: one binary, one module per concern, sharing the
+//! helpers in `common`. The hostile-input table is a binary of its own
+//! (`tests/hostile.rs`), because each of its rows is reported as a test.
+
+mod cli;
+mod common;
+mod crash;
+mod fixtures;
+mod gzip_threads;
+mod output_safety;
+mod repository_safety;
+mod walker_props;

@@ -795,9 +795,14 @@ mod tests {
             p.extend_from_slice(b"q\x00");
         }
         p.push(b'.');
-        let t = std::time::Instant::now();
-        assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
-        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        // Refused by the copy budget, which bounds the work whatever the
+        // input (no clock: a test of time fails on a slow machine).
+        match load_all(&p) {
+            Err(PickleError::Malformed { reason, .. }) => {
+                assert_eq!(reason, "memo references expand far beyond the input")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Issue 10: a million TUPLE1 opcodes over one value nest a million
@@ -839,9 +844,14 @@ mod tests {
     fn regression_a_deep_stack_is_refused_quickly() {
         let mut p = b"\x80\x02".to_vec();
         p.extend(std::iter::repeat_n(b'N', 200_000));
-        let t = std::time::Instant::now();
-        assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));
-        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // Refused as soon as the stack passes its bound, not at the end.
+        match load_all(&p) {
+            Err(PickleError::Malformed { offset, reason }) => {
+                assert_eq!(reason, "nested too deeply");
+                assert_eq!(offset, 2 + MAX_STACK as u64);
+            }
+            other => panic!("{other:?}"),
+        }
         let mut p = b"\x80\x02".to_vec();
         p.extend(std::iter::repeat_n(b'(', 100));
         assert!(matches!(load_all(&p), Err(PickleError::Malformed { .. })));

@@ -165,6 +165,13 @@ impl<'a> DirectWriter<'a> {
         }
     }
 
+    /// Whether whole blocks go past the page cache (`O_DIRECT`), or the
+    /// filesystem refused it (or the file position is not aligned) and
+    /// every write is a plain one.
+    pub fn is_direct(&self) -> bool {
+        self.writers.is_some()
+    }
+
     /// Write every byte given, leave the file in its usual mode and
     /// positioned after the bytes.
     ///
@@ -274,35 +281,43 @@ mod tests {
     }
 
     /// Sizes around the alignment and block edges, written in odd pieces,
-    /// read back byte for byte.
+    /// read back byte for byte, on both paths: from an aligned position
+    /// (`O_DIRECT` wherever this filesystem takes it, which is probed) and
+    /// from an unaligned one (always plain writes).
     #[test]
-    fn writes_every_byte_in_order() {
+    fn writes_every_byte_in_order_on_both_paths() {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        for size in [
-            0,
-            1,
-            4095,
-            4096,
-            4097,
-            BLOCK - 1,
-            BLOCK,
-            BLOCK + 1,
-            3 * BLOCK + 12345,
-        ] {
-            let path = dir.path().join(format!("f{size}"));
-            let mut f = File::create(&path).unwrap();
-            let data = pattern(size);
-            let mut w = DirectWriter::new(&mut f);
-            for piece in data.chunks(100_003) {
-                w.write_all(piece).unwrap();
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        let direct_here = set_direct(&probe, true).is_ok();
+        for (lead, direct) in [(0, direct_here), (1, false)] {
+            for size in [
+                0,
+                1,
+                4095,
+                4096,
+                4097,
+                BLOCK - 1,
+                BLOCK,
+                BLOCK + 1,
+                3 * BLOCK + 12345,
+            ] {
+                let path = dir.path().join(format!("f{lead}-{size}"));
+                let mut f = File::create(&path).unwrap();
+                f.write_all(&vec![9u8; lead]).unwrap();
+                let data = pattern(size);
+                let mut w = DirectWriter::new(&mut f);
+                assert_eq!(w.is_direct(), direct, "lead {lead}, size {size}");
+                for piece in data.chunks(100_003) {
+                    w.write_all(piece).unwrap();
+                }
+                w.flush().unwrap();
+                w.finish().unwrap();
+                drop(f);
+                let mut back = Vec::new();
+                File::open(&path).unwrap().read_to_end(&mut back).unwrap();
+                assert_eq!(back.len(), lead + size, "size {size}");
+                assert!(back[lead..] == data, "content of size {size}");
             }
-            w.flush().unwrap();
-            w.finish().unwrap();
-            drop(f);
-            let mut back = Vec::new();
-            File::open(&path).unwrap().read_to_end(&mut back).unwrap();
-            assert_eq!(back.len(), size, "size {size}");
-            assert!(back == data, "content of size {size}");
         }
     }
 

@@ -10,3 +10,4 @@ mod gzip_threads;
 mod output_safety;
 mod repository_safety;
 mod walker_props;
+mod write_paths;

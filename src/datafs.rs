@@ -123,13 +123,10 @@ impl Source {
             let want = (end - pos).min(CHUNK as u64) as usize;
             let n = self.read_at(&mut buf[..want], pos)?;
             if n == 0 {
-                return Err(Error::Io {
+                return Err(Error::Shrank {
                     path: self.shown.clone(),
-                    action: "read",
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("file shrank to {pos} bytes while being read (expected {end})"),
-                    ),
+                    at: pos,
+                    expected: end,
                 });
             }
             if !f(pos, &buf[..n])? {
@@ -164,17 +161,15 @@ impl Source {
     /// # Errors
     /// I/O errors, or the file ending before `buf` is full.
     pub fn read_into(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
-        self.read_exact_at(buf, pos)?.ok_or_else(|| Error::Io {
-            path: self.shown.clone(),
-            action: "read",
-            source: io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "file shrank below {} bytes while being read",
-                    pos + buf.len() as u64
-                ),
-            ),
-        })
+        let n = self.read_at(buf, pos)?;
+        if n < buf.len() {
+            return Err(Error::Shrank {
+                path: self.shown.clone(),
+                at: pos + n as u64,
+                expected: pos + buf.len() as u64,
+            });
+        }
+        Ok(())
     }
 
     /// Exactly `buf.len()` bytes at `pos`, or `None` past the end.
@@ -374,13 +369,10 @@ impl Source {
         })?;
         let result = walker.finish().map_err(fmt_err)?;
         if emitted != result.end {
-            return Err(Error::Io {
+            return Err(Error::Shrank {
                 path: self.shown.clone(),
-                action: "read",
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("copied {emitted} of {} bytes", result.end),
-                ),
+                at: emitted,
+                expected: result.end,
             });
         }
         Ok(result)

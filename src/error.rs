@@ -37,8 +37,21 @@ pub enum Error {
     WouldOverwrite { path: String },
     /// No backup to recover or verify.
     NoFiles { before: Option<String> },
-    /// A file disagrees with the `.dat` log (repozo's wording).
-    Verification(String),
+    /// A backup file disagrees with the `.dat` log, or the log with
+    /// itself.
+    Mismatch(Mismatch),
+    /// A path refused before anything was done to it.
+    Refused {
+        path: String,
+        action: &'static str,
+        why: Refusal,
+    },
+    /// A file ended before bytes it had when it was opened were read.
+    Shrank {
+        path: String,
+        at: u64,
+        expected: u64,
+    },
     /// The source lost bytes that the repository already holds.
     SourceShorter {
         path: String,
@@ -46,7 +59,10 @@ pub enum Error {
         backed_up: u64,
     },
     /// The environment fixes "now" to something that is not a time.
-    Clock(String),
+    Clock {
+        variable: &'static str,
+        value: String,
+    },
     /// Data.fs was renamed over (a pack) while it was being backed up.
     SourceReplaced { path: String },
     /// Another repozo run holds the repository's lock.
@@ -82,7 +98,12 @@ impl fmt::Display for Error {
             Error::WouldOverwrite { path } => write!(f, "Cannot overwrite existing file: {path}"),
             Error::NoFiles { before: Some(d) } => write!(f, "No files in repository before {d}"),
             Error::NoFiles { before: None } => write!(f, "No files in repository"),
-            Error::Verification(msg) => write!(f, "{msg}"),
+            Error::Mismatch(m) => write!(f, "{m}"),
+            Error::Refused { path, action, why } => write!(f, "{path}: {action}: {why}"),
+            Error::Shrank { path, at, expected } => write!(
+                f,
+                "{path}: read: the file ended at {at} bytes while being read (expected {expected})"
+            ),
             Error::SourceShorter {
                 path,
                 end,
@@ -91,7 +112,9 @@ impl fmt::Display for Error {
                 f,
                 "{path}: its last complete transaction ends at {end}, before the {backed_up} bytes already backed up"
             ),
-            Error::Clock(msg) => write!(f, "{msg}"),
+            Error::Clock { variable, value } => {
+                write!(f, "{variable}={value:?} is not YYYY-MM-DD-hh-mm-ss")
+            }
             Error::SourceReplaced { path } => write!(
                 f,
                 "{path} was replaced (packed?) while being backed up; nothing was written, try again"
@@ -112,6 +135,121 @@ impl fmt::Display for Error {
                 write!(f, "No full backup in repository before {d}")
             }
             Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
+        }
+    }
+}
+
+/// How a backup file disagrees with its `.dat` log, in repozo's words
+/// where repozo has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// A file the log lists is not there.
+    Missing { path: String },
+    /// Its (uncompressed, for a gzip'd file) size is not the logged one.
+    Size {
+        path: String,
+        size: u64,
+        expected: u64,
+        gzip: bool,
+    },
+    /// Its md5 is not the logged one.
+    Checksum {
+        path: String,
+        sum: String,
+        expected: String,
+        gzip: bool,
+    },
+    /// The log does not list a file the chain holds.
+    NotListed { path: String, dat: String },
+    /// The log lists a name that is no backup file's.
+    NotABackupName { dat: String, listed: String },
+    /// A file does not start where the files before it end.
+    Gap {
+        path: String,
+        start: u64,
+        end: u64,
+        dat: String,
+    },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let when = |gzip: bool| if gzip { " (when uncompressed)" } else { "" };
+        match self {
+            Mismatch::Missing { path } => write!(f, "{path} is missing"),
+            Mismatch::Size {
+                path,
+                size,
+                expected,
+                gzip,
+            } => write!(
+                f,
+                "{path} is {size} bytes{}, should be {expected} bytes",
+                when(*gzip)
+            ),
+            Mismatch::Checksum {
+                path,
+                sum,
+                expected,
+                gzip,
+            } => write!(
+                f,
+                "{path} has checksum {sum}{} instead of {expected}",
+                when(*gzip)
+            ),
+            Mismatch::NotListed { path, dat } => write!(f, "{path} is not listed in {dat}"),
+            Mismatch::NotABackupName { dat, listed } => {
+                write!(f, "{dat} lists {listed}, which is not a backup file name")
+            }
+            Mismatch::Gap {
+                path,
+                start,
+                end,
+                dat,
+            } => write!(
+                f,
+                "{path} starts at {start}, but the files before it end at {end} ({dat})"
+            ),
+        }
+    }
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A FIFO, a device, a socket: opening or reading it could block, and
+    /// replacing it would destroy it.
+    NotRegular,
+    /// A directory where a file is wanted.
+    IsDirectory,
+    /// A recovery into the repository would overwrite a backup.
+    InRepository { repository: String },
+    /// A link (`/proc/self/fd/N`) whose text is not a path to its file.
+    LinkElsewhere,
+    /// A link leading to a name that is not UTF-8.
+    NotUtf8,
+    /// A repository path that no `.dat` line can hold.
+    LineBreak,
+    /// The file kept vanishing and reappearing while we tried to open it.
+    Unstable,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotRegular => f.write_str("not a regular file"),
+            Refusal::IsDirectory => f.write_str("it is a directory"),
+            Refusal::InRepository { repository } => {
+                write!(f, "it is in the repository {repository}")
+            }
+            Refusal::LinkElsewhere => {
+                f.write_str("its symbolic link does not name the file it leads to")
+            }
+            Refusal::NotUtf8 => f.write_str("its symbolic link leads to a name that is not UTF-8"),
+            Refusal::LineBreak => {
+                f.write_str("a line break in the repository path cannot be written to the .dat log")
+            }
+            Refusal::Unstable => f.write_str("it keeps appearing and disappearing"),
         }
     }
 }

@@ -39,7 +39,7 @@ pub fn run(checked: &Checked) -> Result<()> {
     for note in &checked.notes {
         log!(log, "{note}");
     }
-    let now = Timestamp::now().map_err(Error::Clock)?;
+    let now = Timestamp::now()?;
     match &checked.plan {
         Plan::Help => Ok(()),
         Plan::Backup(o) => commands::backup::backup(o, now, &log).map(drop),

@@ -64,7 +64,21 @@ impl<I, O> Drop for Pool<I, O> {
     }
 }
 
-/// The error for a pool whose threads are gone, or a result that never came.
+/// A pool whose threads are gone, or a result that never came: carried
+/// inside an `io::Error` (the readers and writers built on the pool speak
+/// `io`), and found again by its type, not by its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStopped;
+
+impl std::fmt::Display for WorkerStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a worker thread stopped")
+    }
+}
+
+impl std::error::Error for WorkerStopped {}
+
+/// The `io::Error` carrying [`WorkerStopped`].
 pub fn stopped() -> io::Error {
-    io::Error::other("a worker thread stopped")
+    io::Error::other(WorkerStopped)
 }

@@ -17,7 +17,7 @@ use std::thread;
 use crate::datafs::{Resume, Source};
 use crate::disk::atomic::{AtomicFile, DataWriter};
 use crate::disk::open;
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, Refusal, Result};
 use crate::filestorage::index_file;
 use crate::filestorage::records::WalkResult;
 use crate::log;
@@ -69,12 +69,10 @@ enum Plan {
 pub fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<Outcome> {
     let repo = Repository::new(&opts.repository);
     if opts.repository.contains(['\n', '\r']) {
-        return Err(Error::Io {
+        return Err(Error::Refused {
             path: opts.repository.clone(),
             action: "cannot back up into it",
-            source: std::io::Error::other(
-                "a line break in the repository path cannot be written to the .dat log",
-            ),
+            why: Refusal::LineBreak,
         });
     }
     let _lock = lock::acquire(&repo, lock::Mode::Exclusive)?;
@@ -178,7 +176,7 @@ fn free_stem(repo: &Repository, now: Timestamp, stems: Stems, log: &Log) -> Resu
             "a backup of {stem} exists already: waiting for the next second"
         );
         std::thread::sleep(now.until_next_second());
-        now = Timestamp::now().map_err(Error::Clock)?;
+        now = Timestamp::now()?;
         stems = repo.stems()?;
     }
     Err(Error::StemTaken {

@@ -28,7 +28,7 @@ use crate::datafs::{points_at, Source};
 use crate::disk::atomic::{sync_dir, AtomicFile, Md5Thread};
 use crate::disk::direct::{clones_extents, DirectWriter};
 use crate::disk::open;
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, Mismatch, Refusal, Result};
 use crate::filestorage::index::{Index, PREFIX_LEN};
 use crate::filestorage::index_file;
 use crate::filestorage::records::MAGIC_LEN;
@@ -152,51 +152,51 @@ pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recov
 /// # Errors
 /// [`Error::Io`] on `output`, saying why.
 fn destination(repo: &Repository, output: &str) -> Result<Dest> {
-    let refuse = |why: io::Error| Error::Io {
+    let refuse = |why: Refusal| Error::Refused {
         path: output.to_string(),
         action: "cannot recover into it",
-        source: why,
+        why,
+    };
+    let unresolved = |e: io::Error| Error::Io {
+        path: output.to_string(),
+        action: "cannot recover into it",
+        source: e,
     };
     let given = Path::new(output);
     let target = match fs::metadata(given) {
-        Ok(m) if m.is_dir() => return Err(refuse(io::Error::other("it is a directory"))),
+        Ok(m) if m.is_dir() => return Err(refuse(Refusal::IsDirectory)),
         Ok(m) if !m.is_file() => {
             // `-o /dev/stdout`, or a link to `/proc/self/fd/1`: the user
             // asked for a stream, which stdout is.
             return if open::is_stdout(given) {
                 Ok(Dest::Stdout)
             } else {
-                Err(refuse(io::Error::other("not a regular file")))
+                Err(refuse(Refusal::NotRegular))
             };
         }
         Ok(m) => {
-            let target = open::final_target(given).map_err(refuse)?;
+            let target = open::final_target(given).map_err(unresolved)?;
             // A /proc/self/fd/N link names its file by a text that need not
             // be a path to it (a deleted file's ends in " (deleted)").
             let same = fs::symlink_metadata(&target)
                 .is_ok_and(|t| (t.dev(), t.ino()) == (m.dev(), m.ino()));
             if !same {
-                return Err(refuse(io::Error::other(
-                    "its symbolic link does not name the file it leads to",
-                )));
+                return Err(refuse(Refusal::LinkElsewhere));
             }
             target
         }
         // Missing, or a dangling link: the file to make is the one the
         // link names. Other errors (a loop, a directory we may not search)
         // come again from following the links, or later, when creating.
-        Err(_) => open::final_target(given).map_err(refuse)?,
+        Err(_) => open::final_target(given).map_err(unresolved)?,
     };
     if open::same_file(open::parent_dir(&target), repo.dir()) {
-        return Err(refuse(io::Error::other(format!(
-            "it is in the repository {}",
-            repo.given()
-        ))));
+        return Err(refuse(Refusal::InRepository {
+            repository: repo.given().to_string(),
+        }));
     }
     let Some(shown) = target.to_str().map(str::to_string) else {
-        return Err(refuse(io::Error::other(
-            "its symbolic link leads to a name that is not UTF-8",
-        )));
+        return Err(refuse(Refusal::NotUtf8));
     };
     Ok(Dest::File {
         path: target,
@@ -210,7 +210,7 @@ fn destination(repo: &Repository, output: &str) -> Result<Dest> {
 /// otherwise be spliced in and shift everything after it.
 ///
 /// # Errors
-/// [`Error::Verification`] naming the file; the file cannot be opened.
+/// [`Error::Mismatch`] naming the file; the file cannot be opened.
 fn check_logged_sizes(repo: &Repository, chain: &[Piece]) -> Result<()> {
     for p in chain.iter().filter(|p| !p.file.gzip) {
         let Some(want) = p.logged_size else {
@@ -230,10 +230,12 @@ fn check_logged_sizes(repo: &Repository, chain: &[Piece]) -> Result<()> {
 }
 
 fn wrong_size(shown: &str, got: u64, want: u64, gzip: bool) -> Error {
-    let when = if gzip { " (when uncompressed)" } else { "" };
-    Error::Verification(format!(
-        "{shown} is {got} bytes{when}, should be {want} bytes"
-    ))
+    Error::Mismatch(Mismatch::Size {
+        path: shown.to_string(),
+        size: got,
+        expected: want,
+        gzip,
+    })
 }
 
 /// The files to concatenate, as the full backup's `.dat` log records them.
@@ -247,7 +249,7 @@ fn wrong_size(shown: &str, got: u64, want: u64, gzip: bool) -> Error {
 /// repozo does.
 ///
 /// # Errors
-/// [`Error::Verification`] for a missing file or a gap.
+/// [`Error::Mismatch`] for a missing file or a gap.
 fn chain_from_dat(
     repo: &Repository,
     found: &[DataFile],
@@ -283,22 +285,24 @@ fn chain_from_dat(
         let name = e.file_name();
         let shown = repo.display(name);
         let f = DataFile::parse(name).ok_or_else(|| {
-            Error::Verification(format!(
-                "{dat_shown} lists {}, which is not a backup file name",
-                e.path
-            ))
+            Error::Mismatch(Mismatch::NotABackupName {
+                dat: dat_shown.clone(),
+                listed: e.path.clone(),
+            })
         })?;
         if f.stem.as_str() > when {
             break;
         }
         if !on_disk.contains(&f) {
-            return Err(Error::Verification(format!("{shown} is missing")));
+            return Err(Error::Mismatch(Mismatch::Missing { path: shown }));
         }
         if e.start != end {
-            return Err(Error::Verification(format!(
-                "{shown} starts at {}, but the files before it end at {end} ({dat_shown})",
-                e.start
-            )));
+            return Err(Error::Mismatch(Mismatch::Gap {
+                path: shown,
+                start: e.start,
+                end,
+                dat: dat_shown,
+            }));
         }
         end = e.end;
         chain.push(Piece {
@@ -550,21 +554,22 @@ fn concat(
         total += size;
         if let (Some(truth), Some(one)) = (truth, one) {
             let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
-                Error::Verification(format!(
-                    "{shown} is not listed in {}",
-                    repo.display(&chain[0].file.dat_name())
-                ))
+                Error::Mismatch(Mismatch::NotListed {
+                    path: shown.clone(),
+                    dat: repo.display(&chain[0].file.dat_name()),
+                })
             })?;
             let sum = one.finish();
             if size != *want_size {
-                return Err(Error::Verification(format!(
-                    "{shown} is {size} bytes, should be {want_size} bytes"
-                )));
+                return Err(wrong_size(&shown, size, *want_size, false));
             }
             if sum != *want_sum {
-                return Err(Error::Verification(format!(
-                    "{shown} has checksum {sum} instead of {want_sum}"
-                )));
+                return Err(Error::Mismatch(Mismatch::Checksum {
+                    path: shown,
+                    sum,
+                    expected: want_sum.clone(),
+                    gzip: false,
+                }));
             }
             log!(log, "Recovered chunk {shown} : {size} bytes, md5: {sum}");
         }

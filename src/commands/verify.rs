@@ -9,7 +9,7 @@ use std::thread;
 
 use crate::codec::gzip_size;
 use crate::disk::atomic::Md5Thread;
-use crate::error::{Error, Result};
+use crate::error::{Error, Mismatch, Result};
 use crate::log;
 use crate::log::Log;
 use crate::repository::data_reader::DataReader;
@@ -27,7 +27,7 @@ pub struct VerifyOptions {
 /// Verify the current chain; returns the number of files checked.
 ///
 /// # Errors
-/// [`Error::Verification`] with repozo's message for the first bad file;
+/// [`Error::Mismatch`] with repozo's message for the first bad file;
 /// [`Error::NoFiles`]; [`Error::NoFullBackup`]; a missing or damaged `.dat`.
 pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> {
     let repo = Repository::new(&opts.repository);
@@ -49,26 +49,29 @@ pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> 
         let name = e.file_name();
         let shown = repo.display(name);
         let gzip = is_gzip(name);
-        let when = if gzip { " (when uncompressed)" } else { "" };
         let (size, sum) = match m {
             Ok(v) => v,
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::Verification(format!("{shown} is missing")))
+                return Err(Error::Mismatch(Mismatch::Missing { path: shown }))
             }
             Err(other) => return Err(other),
         };
         if size != e.size() {
-            return Err(Error::Verification(format!(
-                "{shown} is {size} bytes{when}, should be {} bytes",
-                e.size()
-            )));
+            return Err(Error::Mismatch(Mismatch::Size {
+                path: shown,
+                size,
+                expected: e.size(),
+                gzip,
+            }));
         }
         if let Some(sum) = sum {
             if sum != e.md5 {
-                return Err(Error::Verification(format!(
-                    "{shown} has checksum {sum}{when} instead of {}",
-                    e.md5
-                )));
+                return Err(Error::Mismatch(Mismatch::Checksum {
+                    path: shown,
+                    sum,
+                    expected: e.md5.clone(),
+                    gzip,
+                }));
             }
         }
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, Refusal, Result};
 
 /// Links followed before giving up, as the kernel does (its `ELOOP` limit).
 const MAX_LINKS: usize = 40;
@@ -51,10 +51,10 @@ pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result
     let file = File::from(fd);
     let meta = file.metadata().map_err(io_err(shown, "cannot open"))?;
     if !meta.is_file() {
-        return Err(Error::Io {
+        return Err(Error::Refused {
             path: shown.to_string(),
             action,
-            source: io::Error::other("not a regular file"),
+            why: Refusal::NotRegular,
         });
     }
     // Reads of a regular file never block; the flag only mattered for the

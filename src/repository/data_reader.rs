@@ -15,6 +15,7 @@ use md5::{Digest, Md5};
 use crate::codec::gzip::ParallelGunzip;
 use crate::disk::atomic::hex;
 use crate::error::{io_err, Error, Result};
+use crate::pool::WorkerStopped;
 
 use crate::CHUNK;
 
@@ -88,8 +89,9 @@ impl DataReader {
                     let offset = self.offset + got as u64;
                     // An error of the system (EIO from a failing disk,
                     // EACCES) is the disk's, not damage in the gzip data.
-                    let from_system =
-                        e.raw_os_error().is_some() || e.kind() == io::ErrorKind::PermissionDenied;
+                    let from_system = e.raw_os_error().is_some()
+                        || e.kind() == io::ErrorKind::PermissionDenied
+                        || e.get_ref().is_some_and(|i| i.is::<WorkerStopped>());
                     return Err(match self.inner {
                         Inner::Gzip(_) if !from_system => Error::Gzip {
                             path: self.shown.clone(),

@@ -20,7 +20,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use rustix::fs::{Mode as FileMode, OFlags};
 
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, Refusal, Result};
 use crate::repository::Repository;
 
 /// The lock file's name inside the repository.
@@ -108,9 +108,11 @@ fn open(repo: &Repository, mode: Mode, shown: &str) -> Result<Option<File>> {
             Err(e) => return Err(io_err(shown, "cannot open")(e)),
         }
     }
-    Err(io_err(shown, "cannot open")(io::Error::other(
-        "it keeps appearing and disappearing",
-    )))
+    Err(Error::Refused {
+        path: shown.to_string(),
+        action: "cannot open",
+        why: Refusal::Unstable,
+    })
 }
 
 /// Open the existing lock file with `access`; `None` if there is none.
@@ -161,7 +163,11 @@ fn create(repo: &Repository) -> io::Result<File> {
 }
 
 fn not_regular(shown: &str) -> Error {
-    io_err(shown, "cannot lock")(io::Error::other("not a regular file"))
+    Error::Refused {
+        path: shown.to_string(),
+        action: "cannot lock",
+        why: Refusal::NotRegular,
+    }
 }
 
 fn is_read_only(e: &io::Error) -> bool {

@@ -36,11 +36,14 @@ impl Timestamp {
     /// The current UTC time, or the one fixed by [`NOW_ENV`].
     ///
     /// # Errors
-    /// A message when [`NOW_ENV`] is set to something that is not a stem.
-    pub fn now() -> Result<Timestamp, String> {
+    /// [`crate::Error::Clock`] when [`NOW_ENV`] is set to something that is
+    /// not a stem.
+    pub fn now() -> crate::Result<Timestamp> {
         match std::env::var(NOW_ENV) {
-            Ok(v) => Timestamp::parse_stem(&v)
-                .ok_or_else(|| format!("{NOW_ENV}={v:?} is not YYYY-MM-DD-hh-mm-ss")),
+            Ok(v) => Timestamp::parse_stem(&v).ok_or(crate::Error::Clock {
+                variable: NOW_ENV,
+                value: v,
+            }),
             Err(_) => Ok(Timestamp(Utc::now().naive_utc())),
         }
     }
@@ -444,9 +447,9 @@ impl Repository {
     ///
     /// # Errors
     /// I/O errors, or a line that is not `name start end md5`.
-    pub fn read_dat(&self, full: &DataFile) -> Result<Option<Vec<DatEntry>>, RepositoryError> {
+    pub fn read_dat(&self, full: &DataFile) -> crate::Result<Option<Vec<DatEntry>>> {
         match self.read_dat_required(full) {
-            Err(RepositoryError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(crate::Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 Ok(None)
             }
             other => other.map(Some),
@@ -457,17 +460,11 @@ impl Repository {
     ///
     /// # Errors
     /// As [`Repository::read_dat`], and the log missing.
-    pub fn read_dat_required(&self, full: &DataFile) -> Result<Vec<DatEntry>, RepositoryError> {
+    pub fn read_dat_required(&self, full: &DataFile) -> crate::Result<Vec<DatEntry>> {
         let name = full.dat_name();
         let shown = self.display(&name);
-        let text = match crate::disk::open::read_regular(&self.path(&name), &shown) {
-            Ok(t) => t,
-            Err(crate::Error::Io { source, .. }) => {
-                return Err(self.io_err(format!("{shown}: cannot open"))(source))
-            }
-            Err(e) => return Err(self.io_err(shown)(io::Error::other(e.to_string()))),
-        };
-        parse_dat(&text, &shown)
+        let text = crate::disk::open::read_regular(&self.path(&name), &shown)?;
+        Ok(parse_dat(&text, &shown)?)
     }
 }
 

@@ -80,21 +80,21 @@ Exit status: 0 on success, 1 on any error (one line on stderr).
 /// The flags as given.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RawArgs {
-    pub backup: u8,
-    pub recover: u8,
-    pub verify: u8,
-    pub verbose: bool,
-    pub help: bool,
-    pub repository: Option<String>,
-    pub file: Option<std::ffi::OsString>,
-    pub full: bool,
-    pub quick: bool,
-    pub gzip: bool,
-    pub kill_old: bool,
-    pub date: Option<String>,
-    pub output: Option<String>,
-    pub with_verify: bool,
-    pub stray: Vec<String>,
+    pub(crate) backup: u8,
+    pub(crate) recover: u8,
+    pub(crate) verify: u8,
+    pub(crate) verbose: bool,
+    pub(crate) help: bool,
+    pub(crate) repository: Option<String>,
+    pub(crate) file: Option<std::ffi::OsString>,
+    pub(crate) full: bool,
+    pub(crate) quick: bool,
+    pub(crate) gzip: bool,
+    pub(crate) kill_old: bool,
+    pub(crate) date: Option<String>,
+    pub(crate) output: Option<String>,
+    pub(crate) with_verify: bool,
+    pub(crate) stray: Vec<String>,
 }
 
 /// A usage error: the message for stderr.
@@ -206,19 +206,24 @@ fn clap_reason(e: &clap::Error) -> String {
 /// A checked command.
 #[derive(Debug, Clone)]
 pub enum Plan {
+    /// `-h`: print the usage.
     Help,
+    /// `-B`.
     Backup(BackupOptions),
+    /// `-R`.
     Recover(RecoverOptions),
+    /// `-V`.
     Verify(VerifyOptions),
 }
 
 /// A plan, whether `-v` was given, and notes about ignored options.
 #[derive(Debug, Clone)]
 pub struct Checked {
+    /// What to do.
     pub plan: Plan,
-    pub verbose: bool,
+    pub(crate) verbose: bool,
     /// repozo's "--x option is ignored in y mode" notes, shown under `-v`.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Plan {

@@ -26,7 +26,9 @@ use crate::{read_full, CHUNK};
 /// to `pos`, the end of a complete transaction.
 #[derive(Debug, Clone)]
 pub struct Resume {
+    /// The position the index describes the file up to.
     pub pos: u64,
+    /// The oid -> offset map.
     pub index: Index,
 }
 
@@ -95,14 +97,14 @@ impl Source {
     }
 
     /// The path as given.
-    pub fn shown(&self) -> &str {
+    pub(crate) fn shown(&self) -> &str {
         &self.shown
     }
 
     /// The source's read and write bits, for the backup files: never its
     /// setuid, setgid or sticky bits, nor write for others, which a backup
     /// of a carelessly shared Data.fs must not hand on.
-    pub fn permissions(&self) -> Permissions {
+    pub(crate) fn permissions(&self) -> Permissions {
         Permissions::from_mode(self.permissions.mode() & 0o664)
     }
 
@@ -111,7 +113,7 @@ impl Source {
     ///
     /// # Errors
     /// I/O errors, or the file ending early, as [`Error::Io`]; errors of `f`.
-    pub fn read_range(
+    pub(crate) fn read_range(
         &self,
         start: u64,
         end: u64,
@@ -147,7 +149,7 @@ impl Source {
     ///
     /// # Errors
     /// As [`Source::read_range`].
-    pub fn md5(&self, start: u64, end: u64) -> Result<String> {
+    pub(crate) fn md5(&self, start: u64, end: u64) -> Result<String> {
         let mut h = Md5::new();
         self.read_range(start, end, |_, b| {
             h.update(b);
@@ -160,7 +162,7 @@ impl Source {
     ///
     /// # Errors
     /// I/O errors, or the file ending before `buf` is full.
-    pub fn read_into(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+    pub(crate) fn read_into(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
         let n = self.read_at(buf, pos)?;
         if n < buf.len() {
             return Err(Error::Shrank {
@@ -181,7 +183,7 @@ impl Source {
     ///
     /// # Errors
     /// [`Error::Format`] when it is not a FileStorage's.
-    pub fn magic(&self) -> Result<Magic> {
+    pub(crate) fn magic(&self) -> Result<Magic> {
         let mut b = [0u8; MAGIC_LEN as usize];
         let found = self.read_exact_at(&mut b, 0)?;
         found
@@ -222,7 +224,7 @@ impl Source {
     ///
     /// # Errors
     /// I/O errors reading.
-    pub fn sanity_records(&self, pos: u64) -> Result<Option<Vec<(u64, u64)>>> {
+    pub(crate) fn sanity_records(&self, pos: u64) -> Result<Option<Vec<(u64, u64)>>> {
         if pos < SANITY_MIN_POS || pos > self.size || self.magic().is_err() {
             return Ok(None);
         }
@@ -381,7 +383,7 @@ impl Source {
 
 /// Whether `index` gives each of `records` (from [`Source::sanity_records`])
 /// its offset: the lookup half of [`Source::index_is_sane`].
-pub fn points_at(index: &Index, records: &[(u64, u64)]) -> bool {
+pub(crate) fn points_at(index: &Index, records: &[(u64, u64)]) -> bool {
     records
         .iter()
         .all(|&(oid, offset)| index.get(oid) == Some(offset))

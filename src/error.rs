@@ -14,66 +14,117 @@ use crate::repository::RepositoryError;
 pub enum Error {
     /// An I/O error on a named file.
     Io {
+        /// The file, as shown to the user.
         path: String,
+        /// What was being done to it.
         action: &'static str,
+        /// The cause.
         source: io::Error,
     },
     /// Data.fs is not a FileStorage, or is damaged.
-    Format { path: String, source: FormatError },
+    Format {
+        /// The file, as shown to the user.
+        path: String,
+        /// The cause.
+        source: FormatError,
+    },
     /// An `.index` file could not be read.
     IndexFile {
+        /// The file, as shown to the user.
         path: String,
+        /// The cause.
         source: IndexFileError,
     },
     /// The repository or its `.dat` log could not be read.
     Repository(RepositoryError),
     /// A gzip'd backup file is damaged.
     Gzip {
+        /// The file, as shown to the user.
         path: String,
+        /// Uncompressed bytes read before the damage.
         offset: u64,
+        /// The cause.
         source: io::Error,
     },
     /// The backup file for this second already exists.
-    WouldOverwrite { path: String },
+    WouldOverwrite {
+        /// The file, as shown to the user.
+        path: String,
+    },
     /// No backup to recover or verify.
-    NoFiles { before: Option<String> },
+    NoFiles {
+        /// The `-D` date, if one was given.
+        before: Option<String>,
+    },
     /// A backup file disagrees with the `.dat` log, or the log with
     /// itself.
     Mismatch(Mismatch),
     /// A path refused before anything was done to it.
     Refused {
+        /// The file, as shown to the user.
         path: String,
+        /// What was being done to it.
         action: &'static str,
+        /// Why.
         why: Refusal,
     },
     /// A file ended before bytes it had when it was opened were read.
     Shrank {
+        /// The file, as shown to the user.
         path: String,
+        /// Where the file ended.
         at: u64,
+        /// What the `.dat` log says.
         expected: u64,
     },
     /// The source lost bytes that the repository already holds.
     SourceShorter {
+        /// The file, as shown to the user.
         path: String,
+        /// Where it ends.
         end: u64,
+        /// How many bytes the repository already holds.
         backed_up: u64,
     },
     /// The environment fixes "now" to something that is not a time.
     Clock {
+        /// The environment variable.
         variable: &'static str,
+        /// Its value.
         value: String,
     },
     /// Data.fs was renamed over (a pack) while it was being backed up.
-    SourceReplaced { path: String },
+    SourceReplaced {
+        /// The file, as shown to the user.
+        path: String,
+    },
     /// Another repozo run holds the repository's lock.
-    Locked { repository: String, lock: String },
+    Locked {
+        /// The repository, as given.
+        repository: String,
+        /// The lock file.
+        lock: String,
+    },
     /// A backup would sort before the newest one in the repository.
-    ClockBehind { newest: String, now: String },
+    ClockBehind {
+        /// The newest backup file.
+        newest: String,
+        /// The stem the time now gives.
+        now: String,
+    },
     /// A backup of this second exists, and the clock cannot move on.
-    StemTaken { existing: String, stem: String },
+    StemTaken {
+        /// A file with that stem.
+        existing: String,
+        /// The stem.
+        stem: String,
+    },
     /// The files found for the date start with an increment: the full
     /// backup they extend is gone, and they alone are no Data.fs.
-    NoFullBackup { before: Option<String> },
+    NoFullBackup {
+        /// The `-D` date, if one was given.
+        before: Option<String>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -144,30 +195,55 @@ impl fmt::Display for Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mismatch {
     /// A file the log lists is not there.
-    Missing { path: String },
+    Missing {
+        /// The file, as shown to the user.
+        path: String,
+    },
     /// Its (uncompressed, for a gzip'd file) size is not the logged one.
     Size {
+        /// The file, as shown to the user.
         path: String,
+        /// The size found (uncompressed, for a gzip'd file).
         size: u64,
+        /// What the `.dat` log says.
         expected: u64,
+        /// Whether the file is gzip'd.
         gzip: bool,
     },
     /// Its md5 is not the logged one.
     Checksum {
+        /// The file, as shown to the user.
         path: String,
+        /// The md5 found.
         sum: String,
+        /// What the `.dat` log says.
         expected: String,
+        /// Whether the file is gzip'd.
         gzip: bool,
     },
     /// The log does not list a file the chain holds.
-    NotListed { path: String, dat: String },
+    NotListed {
+        /// The file, as shown to the user.
+        path: String,
+        /// The `.dat` log.
+        dat: String,
+    },
     /// The log lists a name that is no backup file's.
-    NotABackupName { dat: String, listed: String },
+    NotABackupName {
+        /// The `.dat` log.
+        dat: String,
+        /// The name it lists.
+        listed: String,
+    },
     /// A file does not start where the files before it end.
     Gap {
+        /// The file, as shown to the user.
         path: String,
+        /// Where the `.dat` log says it starts.
         start: u64,
+        /// Where the files before it end.
         end: u64,
+        /// The `.dat` log.
         dat: String,
     },
 }
@@ -223,7 +299,10 @@ pub enum Refusal {
     /// A directory where a file is wanted.
     IsDirectory,
     /// A recovery into the repository would overwrite a backup.
-    InRepository { repository: String },
+    InRepository {
+        /// The repository, as given.
+        repository: String,
+    },
     /// A link (`/proc/self/fd/N`) whose text is not a path to its file.
     LinkElsewhere,
     /// A link leading to a name that is not UTF-8.

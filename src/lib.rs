@@ -3,7 +3,7 @@
 //!
 //! The folders are the layers, each using only those before it
 //! (docs/architecture.md): [`filestorage`] is FileStorage knowledge with no
-//! I/O, [`codec`] and [`disk`] move bytes, [`datafs`] reads the Data.fs
+//! I/O, [`codec`] and `disk` move bytes, [`datafs`] reads the Data.fs
 //! being backed up, [`repository`] is the only place that opens repository
 //! files, and [`commands`] holds the modes; [`cli`] turns repozo's flags
 //! into a checked [`cli::Plan`].
@@ -14,18 +14,18 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod datafs;
-pub mod disk;
+pub(crate) mod disk;
 pub mod error;
 pub mod filestorage;
-pub mod log;
-pub mod pool;
+pub(crate) mod log;
+pub(crate) mod pool;
 pub mod repository;
 
 pub use error::{Error, Result};
 
 /// Bytes read or handed on per call wherever a file is streamed: Data.fs,
 /// backup files, inflated output.
-pub const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 
 use cli::{Checked, Plan};
 use repository::Timestamp;

@@ -5,7 +5,7 @@ use std::io::Write;
 
 /// Where `-v` messages go.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Log {
+pub(crate) struct Log {
     verbose: bool,
 }
 
@@ -16,13 +16,13 @@ impl Log {
     }
 
     /// Whether messages are printed.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.verbose
     }
 
     /// Print a message that is always shown: something repozo did that the
     /// user did not ask for.
-    pub fn notice(&self, msg: std::fmt::Arguments<'_>) {
+    pub(crate) fn notice(&self, msg: std::fmt::Arguments<'_>) {
         let _ = writeln!(std::io::stderr().lock(), "{msg}");
     }
 

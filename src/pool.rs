@@ -11,7 +11,7 @@ use std::thread::{self, JoinHandle};
 
 /// Threads running `work` on inputs; each input's result comes back on a
 /// receiver of its own.
-pub struct Pool<I, O> {
+pub(crate) struct Pool<I, O> {
     jobs: Option<SyncSender<(I, SyncSender<O>)>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -43,7 +43,7 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     ///
     /// # Errors
     /// The threads are gone (one panicked).
-    pub fn submit(&self, input: I) -> io::Result<Receiver<O>> {
+    pub(crate) fn submit(&self, input: I) -> io::Result<Receiver<O>> {
         let (reply, rx) = sync_channel(1);
         self.jobs
             .as_ref()
@@ -68,7 +68,7 @@ impl<I, O> Drop for Pool<I, O> {
 /// inside an `io::Error` (the readers and writers built on the pool speak
 /// `io`), and found again by its type, not by its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerStopped;
+pub(crate) struct WorkerStopped;
 
 impl std::fmt::Display for WorkerStopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,6 +79,6 @@ impl std::fmt::Display for WorkerStopped {
 impl std::error::Error for WorkerStopped {}
 
 /// The `io::Error` carrying [`WorkerStopped`].
-pub fn stopped() -> io::Error {
+pub(crate) fn stopped() -> io::Error {
     io::Error::other(WorkerStopped)
 }

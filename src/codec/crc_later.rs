@@ -25,9 +25,9 @@ const POLY: u32 = 0xedb8_8320;
 const ONE: u32 = 1 << 31;
 
 /// Positions the deferred bytes can stand for.
-pub const WINDOW: usize = 32 << 10;
+pub(crate) const WINDOW: usize = 32 << 10;
 /// Longest run of output handed to [`Deferred::add_run`] at once.
-pub const MAX_RUN: usize = 64 << 10;
+pub(crate) const MAX_RUN: usize = 64 << 10;
 
 struct Tables {
     /// `lin` of each single byte.
@@ -74,7 +74,7 @@ fn tables() -> &'static Tables {
 }
 
 /// `a * b` modulo CRC-32's polynomial.
-pub fn mul(a: u32, mut b: u32) -> u32 {
+pub(crate) fn mul(a: u32, mut b: u32) -> u32 {
     let mut m = ONE;
     let mut p = 0;
     while m != 0 {
@@ -88,7 +88,7 @@ pub fn mul(a: u32, mut b: u32) -> u32 {
 }
 
 /// `x^(8n)`: `n` zero bytes.
-pub fn zeros(mut n: u64) -> u32 {
+pub(crate) fn zeros(mut n: u64) -> u32 {
     let t = tables();
     let mut p = ONE;
     let mut k = 3;
@@ -104,7 +104,7 @@ pub fn zeros(mut n: u64) -> u32 {
 
 /// The placeholders of a message being read from its start: where each
 /// stands and for which window position.
-pub struct Deferred {
+pub(crate) struct Deferred {
     /// Per window position, the sum of `x^(-8i)` over the offsets `i` of
     /// its placeholders (so shifting by the message's length at the end
     /// gives each its `x^(8k)`).
@@ -135,13 +135,13 @@ impl Deferred {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The next `len` bytes (at most [`MAX_RUN`]), with placeholders at
     /// the given offsets into them, for the given window positions.
-    pub fn add_run(&mut self, len: usize, placeholders: impl IntoIterator<Item = (usize, u16)>) {
+    pub(crate) fn add_run(
+        &mut self,
+        len: usize,
+        placeholders: impl IntoIterator<Item = (usize, u16)>,
+    ) {
         let t = tables();
         for (offset, pos) in placeholders {
             let r = &mut self.run[pos as usize % WINDOW];
@@ -165,7 +165,7 @@ impl Deferred {
     /// placeholders: `window` holds the real bytes, `stand_in(pos)` the
     /// placeholder for window position `pos`. Xor it into the placeholder
     /// message's CRC to get the real one.
-    pub fn correction(&self, window: &[u8], stand_in: impl Fn(usize) -> u8) -> u32 {
+    pub(crate) fn correction(&self, window: &[u8], stand_in: impl Fn(usize) -> u8) -> u32 {
         if self.len == 0 {
             return 0;
         }

@@ -2,7 +2,7 @@
 //!
 //! `.fsz` and `.deltafsz` files are gzip files that Python's gzip module
 //! reads. We write them as a series of members, one per 1 MiB of input,
-//! each compressed on its own by a pool of threads ([`ParallelGzip`]); a
+//! each compressed on its own by a pool of threads (`ParallelGzip`); a
 //! file of several members is one gzip stream to every reader. Each member
 //! says its own length in the header's extra field (subfield `Rz`, 4 bytes,
 //! little endian: the whole member, header and trailer included), which
@@ -29,7 +29,7 @@ use crate::read_full;
 /// gzip level for `.fsz`/`.deltafsz` files. Measured on generated
 /// FileStorage data (docs/benchmarks.md): level 5 compresses within 2% of
 /// Python repozo's level 9 and is faster here than level 6.
-pub const GZIP_LEVEL: u32 = 5;
+pub(crate) const GZIP_LEVEL: u32 = 5;
 
 /// Input bytes per gzip member.
 const GZIP_BLOCK: usize = 1 << 20;
@@ -65,7 +65,7 @@ fn member_len(h: &[u8]) -> Option<usize> {
 }
 
 /// Whether `h` starts with a member header of ours.
-pub fn is_ours(h: &[u8]) -> bool {
+pub(crate) fn is_ours(h: &[u8]) -> bool {
     member_len(h).is_some()
 }
 
@@ -125,7 +125,7 @@ type GzipDone = (Vec<u8>, io::Result<Vec<u8>>);
 /// starting afresh every 1 MiB. Buffers go round rather than being
 /// allocated per block, which keeps the allocator from holding on to
 /// megabytes per thread.
-pub struct ParallelGzip<W: Write> {
+pub(crate) struct ParallelGzip<W: Write> {
     /// Taken by `finish`.
     out: Option<W>,
     block: Vec<u8>,
@@ -144,7 +144,7 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     /// Compress at `level` into `out` on `n` threads (at least one).
-    pub fn with_threads(out: W, level: u32, n: usize) -> ParallelGzip<W> {
+    pub(crate) fn with_threads(out: W, level: u32, n: usize) -> ParallelGzip<W> {
         let n = n.max(1);
         ParallelGzip {
             out: Some(out),
@@ -374,6 +374,7 @@ pub struct ParallelGunzip {
 /// The pool a reader inflates on.
 enum Pools {
     Shared(&'static Pool<GunzipJob, GunzipDone>),
+    #[cfg(test)]
     Own(Pool<GunzipJob, GunzipDone>),
 }
 
@@ -381,6 +382,7 @@ impl Pools {
     fn get(&self) -> &Pool<GunzipJob, GunzipDone> {
         match self {
             Pools::Shared(p) => p,
+            #[cfg(test)]
             Pools::Own(p) => p,
         }
     }
@@ -409,7 +411,8 @@ impl ParallelGunzip {
 
     /// Read the gzip file `file` from its current position, inflating on
     /// a pool of its own of `n` threads (at least one).
-    pub fn with_threads(file: File, n: usize) -> ParallelGunzip {
+    #[cfg(test)]
+    pub(crate) fn with_threads(file: File, n: usize) -> ParallelGunzip {
         let n = n.max(1);
         ParallelGunzip::on(file, Pools::Own(gunzip_pool(n)), n)
     }

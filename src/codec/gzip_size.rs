@@ -14,7 +14,7 @@
 //! So it inflates twice, with two stand-ins for that window that differ in
 //! every byte and together name the position each byte was copied from:
 //! where the outputs differ, the byte came from that position of the
-//! window. [`crate::codec::crc_later`] keeps track of those and corrects the CRC
+//! window. `crate::codec::crc_later` keeps track of those and corrects the CRC
 //! at the end. The first thread inflates from the start, stopping at every
 //! block end near that point; if one ends exactly at the second thread's
 //! bit, that was a real block start (a decoder's whole state at a block

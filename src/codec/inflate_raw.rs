@@ -10,7 +10,7 @@ use libz_rs_sys as z;
 
 /// Why a [`RawInflate`] stopped for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InflateError {
+pub(crate) enum InflateError {
     /// Not deflate data (zlib's `Z_DATA_ERROR`).
     Data,
     /// zlib refused the call (out of memory, or a state it does not allow).
@@ -19,19 +19,19 @@ pub enum InflateError {
 
 /// What one [`RawInflate::inflate`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     /// Input bytes taken; some of their bits may still wait in the decoder
     /// ([`RawInflate::pending_bits`]).
-    pub consumed: usize,
-    pub produced: usize,
+    pub(crate) consumed: usize,
+    pub(crate) produced: usize,
     /// The last block has ended.
-    pub end: bool,
+    pub(crate) end: bool,
 }
 
 /// Where [`RawInflate::inflate`] may return before its input is used up or
 /// its output is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// Only there (zlib's `Z_NO_FLUSH`).
     Never,
     /// Also at the end of each deflate block (`Z_BLOCK`).
@@ -41,7 +41,7 @@ pub enum Stop {
 }
 
 /// A raw deflate stream (no zlib or gzip wrapper) with a 32 KiB window.
-pub struct RawInflate {
+pub(crate) struct RawInflate {
     /// Boxed: zlib's state points back at the stream, which must not move.
     strm: Box<z::z_stream>,
 }
@@ -63,21 +63,21 @@ impl RawInflate {
     }
 
     /// Start a new stream: no window, nothing pending, counters at 0.
-    pub fn reset(&mut self) -> Result<(), InflateError> {
+    pub(crate) fn reset(&mut self) -> Result<(), InflateError> {
         // SAFETY: the stream was initialised by new.
         check(unsafe { z::inflateReset(&mut *self.strm) })
     }
 
     /// Put the low `bits` bits of `value` (at most 16) before the input,
     /// to start in the middle of a byte.
-    pub fn prime(&mut self, bits: u8, value: u16) -> Result<(), InflateError> {
+    pub(crate) fn prime(&mut self, bits: u8, value: u16) -> Result<(), InflateError> {
         // SAFETY: as in reset.
         check(unsafe { z::inflatePrime(&mut *self.strm, i32::from(bits), i32::from(value)) })
     }
 
     /// Make `dict` (at most the last 32 KiB are used) the output that
     /// came before, for back references to copy from.
-    pub fn set_dictionary(&mut self, dict: &[u8]) -> Result<(), InflateError> {
+    pub(crate) fn set_dictionary(&mut self, dict: &[u8]) -> Result<(), InflateError> {
         let len = u32::try_from(dict.len()).map_err(|_| InflateError::Stream(z::Z_STREAM_ERROR))?;
         // SAFETY: as in reset; dict is valid for len bytes and zlib only
         // reads it.
@@ -85,7 +85,7 @@ impl RawInflate {
     }
 
     /// Inflate from `input` into `output`, stopping early as `stop` says.
-    pub fn inflate(
+    pub(crate) fn inflate(
         &mut self,
         input: &[u8],
         output: &mut [u8],
@@ -125,17 +125,17 @@ impl RawInflate {
 
     /// Bits taken from the input that are not decoded yet: the stream's
     /// next bit is this many bits before the end of what was consumed.
-    pub fn pending_bits(&self) -> u64 {
+    pub(crate) fn pending_bits(&self) -> u64 {
         (self.strm.data_type & 63) as u64
     }
 
     /// The last call stopped between two deflate blocks.
-    pub fn at_block_end(&self) -> bool {
+    pub(crate) fn at_block_end(&self) -> bool {
         self.strm.data_type & 128 != 0
     }
 
     /// The last call stopped after a block's header, before its symbols.
-    pub fn after_header(&self) -> bool {
+    pub(crate) fn after_header(&self) -> bool {
         self.strm.data_type & 256 != 0
     }
 }

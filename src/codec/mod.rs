@@ -3,8 +3,8 @@
 //! its raw inflater and deferred CRC. The raw inflater holds the crate's
 //! only `unsafe` code.
 
-pub mod crc_later;
+pub(crate) mod crc_later;
 pub mod gzip;
 pub mod gzip_size;
 #[allow(unsafe_code)]
-pub mod inflate_raw;
+pub(crate) mod inflate_raw;

@@ -31,18 +31,18 @@ use crate::CHUNK;
 /// What `-B` was asked to do.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    pub repository: String,
+    pub(crate) repository: String,
     /// Data.fs: any bytes, as Unix paths are.
-    pub file: PathBuf,
-    pub full: bool,
-    pub quick: bool,
-    pub gzip: bool,
-    pub kill_old: bool,
+    pub(crate) file: PathBuf,
+    pub(crate) full: bool,
+    pub(crate) quick: bool,
+    pub(crate) gzip: bool,
+    pub(crate) kill_old: bool,
 }
 
 /// What a backup did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A new data file was written holding `[start, end)` of Data.fs.
     Written {
         file: String,
@@ -66,7 +66,7 @@ enum Plan {
 /// # Errors
 /// A missing repository or source, a damaged Data.fs, a damaged repository
 /// file, an existing file of the same name, I/O errors.
-pub fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<Outcome> {
+pub(crate) fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<Outcome> {
     let repo = Repository::new(&opts.repository);
     if opts.repository.contains(['\n', '\r']) {
         return Err(Error::Refused {

@@ -41,12 +41,12 @@ use crate::repository::{DataFile, Kind, Repository, Timestamp};
 /// What `-R` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RecoverOptions {
-    pub repository: String,
+    pub(crate) repository: String,
     /// `-D`, already checked; `None` means now.
-    pub date: Option<String>,
+    pub(crate) date: Option<String>,
     /// `-o`; `None` means stdout.
-    pub output: Option<String>,
-    pub with_verify: bool,
+    pub(crate) output: Option<String>,
+    pub(crate) with_verify: bool,
 }
 
 /// A file of the chain, with the size its `.dat` line gives (none when
@@ -70,11 +70,11 @@ enum Dest {
 
 /// What a recovery produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovered {
-    pub bytes: u64,
-    pub files: usize,
+pub(crate) struct Recovered {
+    pub(crate) bytes: u64,
+    pub(crate) files: usize,
     /// Whether `<output>.index` was installed.
-    pub index_installed: bool,
+    pub(crate) index_installed: bool,
 }
 
 /// Recover as of `opts.date` (or `now`).
@@ -82,7 +82,7 @@ pub struct Recovered {
 /// # Errors
 /// No files for the date, missing or damaged backup files, a failed `-w`
 /// check, I/O errors on the output (a closed pipe or a full disk among them).
-pub fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recovered> {
+pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Result<Recovered> {
     let repo = Repository::new(&opts.repository);
     let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
     let dest = match &opts.output {

@@ -19,9 +19,9 @@ use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 /// What `-V` was asked to do.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    pub repository: String,
+    pub(crate) repository: String,
     /// Sizes only.
-    pub quick: bool,
+    pub(crate) quick: bool,
 }
 
 /// Verify the current chain; returns the number of files checked.
@@ -29,7 +29,7 @@ pub struct VerifyOptions {
 /// # Errors
 /// [`Error::Mismatch`] with repozo's message for the first bad file;
 /// [`Error::NoFiles`]; [`Error::NoFullBackup`]; a missing or damaged `.dat`.
-pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> {
+pub(crate) fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> {
     let repo = Repository::new(&opts.repository);
     let _lock = lock::acquire(&repo, lock::Mode::Shared)?;
     let chain = repo.find_files(&now.stem(), log)?;

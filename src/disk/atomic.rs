@@ -21,11 +21,11 @@ use crate::disk::open::parent_dir;
 use crate::error::{io_err, Error, Result};
 
 /// Prefix of our temporary files, so that a later run can recognise them.
-pub const TEMP_PREFIX: &str = ".repozo-";
+pub(crate) const TEMP_PREFIX: &str = ".repozo-";
 /// Suffix of our temporary files.
-pub const TEMP_SUFFIX: &str = ".tmp";
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// A file being written under a temporary name.
-pub struct AtomicFile {
+pub(crate) struct AtomicFile {
     tmp: NamedTempFile,
     dest: PathBuf,
     shown: String,
@@ -37,7 +37,7 @@ impl AtomicFile {
     ///
     /// # Errors
     /// The directory is missing or not writable.
-    pub fn create(dest: &Path, shown: &str) -> Result<AtomicFile> {
+    pub(crate) fn create(dest: &Path, shown: &str) -> Result<AtomicFile> {
         let dir = parent_dir(dest);
         let tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
@@ -56,17 +56,17 @@ impl AtomicFile {
 
     /// Give the final file these permission bits (by default the temporary
     /// file's private 0600).
-    pub fn set_permissions(&mut self, p: Permissions) {
+    pub(crate) fn set_permissions(&mut self, p: Permissions) {
         self.permissions = Some(p);
     }
 
     /// The open temporary file.
-    pub fn file(&mut self) -> &mut File {
+    pub(crate) fn file(&mut self) -> &mut File {
         self.tmp.as_file_mut()
     }
 
     /// The name shown in messages.
-    pub fn shown(&self) -> &str {
+    pub(crate) fn shown(&self) -> &str {
         &self.shown
     }
 
@@ -75,7 +75,7 @@ impl AtomicFile {
     ///
     /// # Errors
     /// I/O errors, or [`Error::WouldOverwrite`].
-    pub fn commit(self, replace: bool) -> Result<()> {
+    pub(crate) fn commit(self, replace: bool) -> Result<()> {
         let dir = File::open(parent_dir(&self.dest))
             .map_err(io_err(&self.shown, "open its directory"))?;
         self.commit_in(replace, &dir)
@@ -88,7 +88,7 @@ impl AtomicFile {
     ///
     /// # Errors
     /// As [`AtomicFile::commit`].
-    pub fn commit_in(self, replace: bool, dir: &File) -> Result<()> {
+    pub(crate) fn commit_in(self, replace: bool, dir: &File) -> Result<()> {
         let shown = self.shown;
         self.tmp
             .as_file()
@@ -130,7 +130,7 @@ fn without_path(e: io::Error) -> io::Error {
 ///
 /// # Errors
 /// I/O errors opening or syncing it.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -138,7 +138,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// bytes on a thread of its own, and the bytes plain or gzip'd (on all
 /// cores, see [`crate::codec::gzip`]) into the file past the page cache
 /// ([`DirectWriter`]).
-pub struct DataWriter<'a> {
+pub(crate) struct DataWriter<'a> {
     md5: Md5Thread,
     written: u64,
     out: Sink<'a>,
@@ -206,7 +206,7 @@ impl Write for DataWriter<'_> {
 const MD5_QUEUE: usize = 2;
 
 /// md5 computed on its own thread, so hashing overlaps reading and writing.
-pub struct Md5Thread {
+pub(crate) struct Md5Thread {
     tx: Option<SyncSender<Vec<u8>>>,
     spare: Receiver<Vec<u8>>,
     handle: Option<JoinHandle<String>>,
@@ -214,7 +214,7 @@ pub struct Md5Thread {
 
 impl Md5Thread {
     /// Start the hashing thread.
-    pub fn spawn() -> Md5Thread {
+    pub(crate) fn spawn() -> Md5Thread {
         let (tx, rx) = sync_channel::<Vec<u8>>(MD5_QUEUE);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(MD5_QUEUE + 2);
         let handle = thread::spawn(move || {
@@ -235,7 +235,7 @@ impl Md5Thread {
     }
 
     /// Hash `bytes` next.
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         let mut buf = self.spare.try_recv().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(bytes);
@@ -265,7 +265,7 @@ impl Drop for Md5Thread {
 }
 
 /// Lowercase hex, as `hexdigest()`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

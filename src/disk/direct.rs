@@ -130,7 +130,7 @@ fn write_block(file: &File, bytes: &[u8], at: u64) -> io::Result<()> {
 /// [`DirectWriter::finish`], which leaves the file positioned after them;
 /// dropping the writer unfinished loses what was not yet written, as for a
 /// file being thrown away.
-pub struct DirectWriter<'a> {
+pub(crate) struct DirectWriter<'a> {
     file: &'a mut File,
     /// `None` when the file could not be put in `O_DIRECT` mode: then
     /// every write goes straight to the file.
@@ -168,7 +168,8 @@ impl<'a> DirectWriter<'a> {
     /// Whether whole blocks go past the page cache (`O_DIRECT`), or the
     /// filesystem refused it (or the file position is not aligned) and
     /// every write is a plain one.
-    pub fn is_direct(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_direct(&self) -> bool {
         self.writers.is_some()
     }
 
@@ -249,7 +250,7 @@ impl Drop for DirectWriter<'_> {
 
 /// Whether `file` lives on a filesystem where `copy_file_range` shares
 /// extents (a reflink) instead of copying bytes: btrfs, XFS, bcachefs.
-pub fn clones_extents(file: &File) -> bool {
+pub(crate) fn clones_extents(file: &File) -> bool {
     const BTRFS: u64 = 0x9123_683e;
     const XFS: u64 = 0x5846_5342;
     const BCACHEFS: u64 = 0xca45_1a4e;

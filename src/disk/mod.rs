@@ -2,6 +2,6 @@
 //! appear under their final name only when complete, and the O_DIRECT
 //! writer (with reflink copies where the filesystem shares extents).
 
-pub mod atomic;
-pub mod direct;
-pub mod open;
+pub(crate) mod atomic;
+pub(crate) mod direct;
+pub(crate) mod open;

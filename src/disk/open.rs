@@ -23,7 +23,7 @@ use crate::error::{io_err, Error, Refusal, Result};
 const MAX_LINKS: usize = 40;
 
 /// The directory `p` is in: `.` for a bare name, as the kernel sees it.
-pub fn parent_dir(p: &Path) -> &Path {
+pub(crate) fn parent_dir(p: &Path) -> &Path {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -34,7 +34,7 @@ pub fn parent_dir(p: &Path) -> &Path {
 ///
 /// # Errors
 /// The file is missing, unreadable, or not a regular file.
-pub fn open_regular(path: &Path, shown: &str) -> Result<File> {
+pub(crate) fn open_regular(path: &Path, shown: &str) -> Result<File> {
     open_regular_to(path, shown, "cannot open")
 }
 
@@ -42,7 +42,7 @@ pub fn open_regular(path: &Path, shown: &str) -> Result<File> {
 ///
 /// # Errors
 /// As [`open_regular`].
-pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result<File> {
+pub(crate) fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result<File> {
     // Non-blocking, so that a FIFO put there between any look and the open
     // cannot hang the open; what was opened is then judged by its fstat.
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
@@ -68,7 +68,7 @@ pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result
 ///
 /// # Errors
 /// As [`open_regular`], and read errors.
-pub fn read_regular(path: &Path, shown: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_regular(path: &Path, shown: &str) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut open_regular(path, shown)?, &mut bytes)
         .map_err(io_err(shown, "read"))?;
@@ -82,7 +82,7 @@ pub fn read_regular(path: &Path, shown: &str) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// More than 40 links (a loop), or an I/O error reading one.
-pub fn final_target(path: &Path) -> io::Result<PathBuf> {
+pub(crate) fn final_target(path: &Path) -> io::Result<PathBuf> {
     let mut at = path.to_path_buf();
     for _ in 0..=MAX_LINKS {
         match fs::symlink_metadata(&at) {
@@ -102,7 +102,7 @@ pub fn final_target(path: &Path) -> io::Result<PathBuf> {
 }
 
 /// Whether `path` leads to the file our stdout is open on.
-pub fn is_stdout(path: &Path) -> bool {
+pub(crate) fn is_stdout(path: &Path) -> bool {
     let out = rustix::fs::fstat(io::stdout().as_fd());
     let named = rustix::fs::stat(path);
     matches!((out, named), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
@@ -110,7 +110,7 @@ pub fn is_stdout(path: &Path) -> bool {
 
 /// Whether `a` and `b` are the same directory (or file), links followed.
 /// `false` when either cannot be looked at.
-pub fn same_file(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     matches!(
         (rustix::fs::stat(a), rustix::fs::stat(b)),
         (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
@@ -128,7 +128,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// # Errors
 /// The leftover cannot be removed (a directory, say), or the file cannot
 /// be created.
-pub fn create_new(path: &Path, shown: &str) -> Result<File> {
+pub(crate) fn create_new(path: &Path, shown: &str) -> Result<File> {
     // Looked at first: unlink fails on a read-only filesystem even when
     // there is nothing to remove, and the creation's error is the one to
     // report then.

@@ -13,15 +13,15 @@ use std::collections::BTreeMap;
 /// Largest offset the 6-byte values can hold.
 pub const MAX_OFFSET: u64 = (1 << 48) - 1;
 /// Bytes of a bucket key (the oid's low two bytes).
-pub const SUFFIX_LEN: usize = 2;
+pub(crate) const SUFFIX_LEN: usize = 2;
 /// Bytes of a bucket value (the offset's low six bytes).
-pub const OFFSET_LEN: usize = 6;
+pub(crate) const OFFSET_LEN: usize = 6;
 /// Bytes of an oid prefix (the oid's high six bytes).
-pub const PREFIX_LEN: usize = 6;
+pub(crate) const PREFIX_LEN: usize = 6;
 
 /// The suffix -> offset mapping of one oid prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     keys: Vec<u16>,
     values: Vec<[u8; OFFSET_LEN]>,
 }
@@ -55,7 +55,7 @@ impl Bucket {
     }
 
     /// The largest offset in the bucket.
-    pub fn max_offset(&self) -> Option<u64> {
+    pub(crate) fn max_offset(&self) -> Option<u64> {
         self.values.iter().map(offset_from_bytes).max()
     }
 
@@ -68,14 +68,15 @@ impl Bucket {
 
     /// The bytes `fsBucket.toString()` gives: the 2-byte keys, then the
     /// 6-byte values, all big-endian.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.write_bytes(&mut out);
         out
     }
 
     /// Append [`Bucket::to_bytes`] to `out`, reusing its allocation.
-    pub fn write_bytes(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_bytes(&self, out: &mut Vec<u8>) {
         out.reserve(self.keys.len() * (SUFFIX_LEN + OFFSET_LEN));
         for k in &self.keys {
             out.extend_from_slice(&k.to_be_bytes());
@@ -89,7 +90,7 @@ impl Bucket {
     ///
     /// Returns `None` when the length is not a whole number of items or the
     /// keys are not strictly increasing (a BTree bucket's invariant).
-    pub fn from_bytes(bytes: &[u8]) -> Option<Bucket> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Bucket> {
         let item = SUFFIX_LEN + OFFSET_LEN;
         if !bytes.len().is_multiple_of(item) {
             return None;
@@ -136,7 +137,7 @@ impl Index {
     }
 
     /// The offset recorded for `oid`.
-    pub fn get(&self, oid: u64) -> Option<u64> {
+    pub(crate) fn get(&self, oid: u64) -> Option<u64> {
         self.buckets.get(&(oid >> 16))?.get(oid as u16)
     }
 
@@ -158,7 +159,7 @@ impl Index {
 
     /// Prefixes (as 6 big-endian bytes) and their buckets, in sorted order:
     /// the order `fsIndex.save` writes them in.
-    pub fn buckets(&self) -> impl Iterator<Item = ([u8; PREFIX_LEN], &Bucket)> {
+    pub(crate) fn buckets(&self) -> impl Iterator<Item = ([u8; PREFIX_LEN], &Bucket)> {
         self.buckets
             .iter()
             .filter(|(_, b)| !b.is_empty())
@@ -166,7 +167,7 @@ impl Index {
     }
 
     /// Install a whole bucket for a prefix, replacing any there.
-    pub fn set_bucket(&mut self, prefix: [u8; PREFIX_LEN], bucket: Bucket) {
+    pub(crate) fn set_bucket(&mut self, prefix: [u8; PREFIX_LEN], bucket: Bucket) {
         let mut p = [0u8; 8];
         p[2..].copy_from_slice(&prefix);
         self.buckets.insert(u64::from_be_bytes(p), bucket);

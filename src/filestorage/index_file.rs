@@ -20,12 +20,14 @@ use crate::filestorage::records::Magic;
 pub struct IndexFile {
     /// The FileStorage position the index is valid up to.
     pub pos: u64,
+    /// The oid -> offset map.
     pub index: Index,
 }
 
 /// Why an index file could not be read.
 #[derive(Debug)]
 pub enum IndexFileError {
+    /// A pickle could not be read.
     Pickle(PickleError),
     /// The file is empty.
     Empty,
@@ -33,26 +35,35 @@ pub enum IndexFileError {
     OldStyle,
     /// A pickle holds something other than what `fsIndex.save` writes.
     Unexpected {
+        /// Where in the file.
         offset: u64,
+        /// What was expected.
         expected: &'static str,
+        /// What was found.
         found: &'static str,
     },
     /// A bucket's bytes are not a whole number of sorted items.
     BadBucket {
+        /// Where in the file.
         offset: u64,
+        /// The length found.
         len: usize,
     },
     /// A prefix is not 6 bytes.
     BadPrefix {
+        /// Where in the file.
         offset: u64,
+        /// The length found.
         len: usize,
     },
     /// Prefixes are not in increasing order.
     PrefixOrder {
+        /// Where in the file.
         offset: u64,
     },
     /// The stream ended before the closing `None`.
     MissingEnd {
+        /// Where in the file.
         offset: u64,
     },
 }
@@ -166,7 +177,7 @@ pub fn load<R: Read>(input: R) -> Result<IndexFile, IndexFileError> {
 ///
 /// # Errors
 /// As [`load`].
-pub fn for_each_bucket<R: Read>(
+pub(crate) fn for_each_bucket<R: Read>(
     input: R,
     mut f: impl FnMut([u8; PREFIX_LEN], Bucket),
 ) -> Result<u64, IndexFileError> {

@@ -3,11 +3,11 @@
 //! `fsIndex.save` writes a stream of small pickles: an int, `(bytes, bytes)`
 //! tuples, and `None`. Python 3 ZODB writes protocol 3 (`bytes` opcodes);
 //! Python 2 ZODB wrote protocol 1 (`str` opcodes); ZODB 3.9 and before
-//! pickled a whole dict. [`Reader`] is a small stack machine for the opcodes
+//! pickled a whole dict. `Reader` is a small stack machine for the opcodes
 //! those writers emit, and treats everything else (globals, reductions,
 //! persistent ids) as an error: an index never needs code to be loaded.
 //! Lengths come from untrusted bytes, so nothing is allocated ahead of the
-//! bytes actually read. [`Writer`] emits exactly the opcodes ZODB's pickler
+//! bytes actually read. `Writer` emits exactly the opcodes ZODB's pickler
 //! emits in `fast` mode (no memo), so that our files are byte-identical.
 
 use std::collections::HashMap;
@@ -69,7 +69,7 @@ const MAX_LINE: usize = 4096;
 
 /// A value an index pickle can hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
+pub(crate) enum Value {
     None,
     Bool(bool),
     Int(i128),
@@ -84,7 +84,7 @@ pub enum Value {
 
 impl Value {
     /// Python's truth value, which `fsIndex.load` uses to find the end.
-    pub fn is_truthy(&self) -> bool {
+    pub(crate) fn is_truthy(&self) -> bool {
         match self {
             Value::None => false,
             Value::Bool(b) => *b,
@@ -98,7 +98,7 @@ impl Value {
 
     /// Roughly the memory a copy of this value takes: one per node, plus
     /// the bytes of strings.
-    pub fn weight(&self) -> u64 {
+    pub(crate) fn weight(&self) -> u64 {
         1 + match self {
             Value::Bytes(b) => b.len() as u64,
             Value::Text(t) => t.len() as u64,
@@ -109,7 +109,7 @@ impl Value {
     }
 
     /// A short description for error messages.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "a bool",
@@ -126,19 +126,25 @@ impl Value {
 /// Why a pickle could not be read; offsets count from the stream's start.
 #[derive(Debug)]
 pub enum PickleError {
+    /// An I/O error.
     Io(io::Error),
     /// The stream ended inside a pickle.
     Truncated {
+        /// Where in the stream.
         offset: u64,
     },
     /// An opcode an index never holds.
     UnsupportedOpcode {
+        /// Where in the stream.
         offset: u64,
+        /// The opcode.
         opcode: u8,
     },
     /// The opcodes do not form a value (stack underflow, bad mark, bad text).
     Malformed {
+        /// Where in the stream.
         offset: u64,
+        /// What is wrong.
         reason: &'static str,
     },
 }
@@ -179,7 +185,7 @@ impl Slot {
 }
 
 /// Reads successive pickles from a stream.
-pub struct Reader<R> {
+pub(crate) struct Reader<R> {
     inner: R,
     offset: u64,
 }
@@ -191,7 +197,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// Bytes consumed so far.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
 
@@ -594,7 +600,7 @@ pub enum Dialect {
 }
 
 /// Writes pickles the way ZODB's pickler does in `fast` mode.
-pub struct Writer<W> {
+pub(crate) struct Writer<W> {
     inner: W,
     dialect: Dialect,
 }
@@ -606,7 +612,7 @@ impl<W: Write> Writer<W> {
     }
 
     /// The underlying writer.
-    pub fn into_inner(self) -> W {
+    pub(crate) fn into_inner(self) -> W {
         self.inner
     }
 
@@ -621,7 +627,7 @@ impl<W: Write> Writer<W> {
     ///
     /// # Errors
     /// I/O errors of the underlying writer.
-    pub fn dump_int(&mut self, v: u64) -> io::Result<()> {
+    pub(crate) fn dump_int(&mut self, v: u64) -> io::Result<()> {
         self.begin()?;
         if v < 0x100 {
             self.inner.write_all(&[BININT1, v as u8])?;
@@ -649,7 +655,7 @@ impl<W: Write> Writer<W> {
     ///
     /// # Errors
     /// I/O errors of the underlying writer.
-    pub fn dump_pair(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
+    pub(crate) fn dump_pair(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
         self.begin()?;
         match self.dialect {
             Dialect::Protocol3 => {
@@ -670,7 +676,7 @@ impl<W: Write> Writer<W> {
     ///
     /// # Errors
     /// I/O errors of the underlying writer.
-    pub fn dump_none(&mut self) -> io::Result<()> {
+    pub(crate) fn dump_none(&mut self) -> io::Result<()> {
         self.begin()?;
         self.inner.write_all(&[NONE, STOP])
     }

@@ -22,7 +22,7 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::filestorage::index::Index;
 
 /// Length of the magic at the start of the file.
-pub const MAGIC_LEN: u64 = 4;
+pub(crate) const MAGIC_LEN: u64 = 4;
 /// Magic of files written by ZODB on Python 3.
 pub const MAGIC_FS30: [u8; 4] = *b"FS30";
 /// Magic of files written by ZODB on Python 2.
@@ -32,9 +32,9 @@ pub const TRANS_HDR_LEN: u64 = 23;
 /// oid(8) tid(8) prev(8) transaction position(8) version length(2) data length(8).
 pub const DATA_HDR_LEN: u64 = 42;
 /// A data record with a zero data length carries this many bytes of back pointer.
-pub const BACK_POINTER_LEN: u64 = 8;
+pub(crate) const BACK_POINTER_LEN: u64 = 8;
 /// The redundant copy of the transaction length after each transaction.
-pub const TRAILER_LEN: u64 = 8;
+pub(crate) const TRAILER_LEN: u64 = 8;
 
 /// Which ZODB wrote the file, as told by its magic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub enum Magic {
 
 impl Magic {
     /// Recognise a magic, or `None` when it is not a FileStorage's.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Magic> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Magic> {
         match bytes {
             b"FS30" => Some(Magic::Fs30),
             b"FS21" => Some(Magic::Fs21),
@@ -58,13 +58,13 @@ impl Magic {
 
 /// A transaction record's fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TxnHeader {
-    pub tid: u64,
-    pub tlen: u64,
-    pub status: u8,
-    pub ulen: u16,
-    pub dlen: u16,
-    pub elen: u16,
+pub(crate) struct TxnHeader {
+    pub(crate) tid: u64,
+    pub(crate) tlen: u64,
+    pub(crate) status: u8,
+    pub(crate) ulen: u16,
+    pub(crate) dlen: u16,
+    pub(crate) elen: u16,
 }
 
 impl TxnHeader {
@@ -81,20 +81,20 @@ impl TxnHeader {
     }
 
     /// Header plus user, description and extension: where data records start.
-    pub fn header_len(&self) -> u64 {
+    pub(crate) fn header_len(&self) -> u64 {
         TRANS_HDR_LEN + u64::from(self.ulen) + u64::from(self.dlen) + u64::from(self.elen)
     }
 }
 
 /// A data record's fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataHeader {
-    pub oid: u64,
-    pub tid: u64,
-    pub prev: u64,
-    pub tloc: u64,
-    pub vlen: u16,
-    pub plen: u64,
+pub(crate) struct DataHeader {
+    pub(crate) oid: u64,
+    pub(crate) tid: u64,
+    pub(crate) prev: u64,
+    pub(crate) tloc: u64,
+    pub(crate) vlen: u16,
+    pub(crate) plen: u64,
 }
 
 impl DataHeader {
@@ -112,7 +112,7 @@ impl DataHeader {
 
     /// Header plus pickle, or header plus back pointer when there is no
     /// pickle; saturating, since `plen` comes from the file.
-    pub fn record_len(&self) -> u64 {
+    pub(crate) fn record_len(&self) -> u64 {
         DATA_HDR_LEN.saturating_add(if self.plen == 0 {
             BACK_POINTER_LEN
         } else {
@@ -125,38 +125,64 @@ impl DataHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatError {
     /// The file is shorter than a magic or does not start with one.
-    NotFileStorage { found: Vec<u8> },
+    NotFileStorage {
+        /// What was found.
+        found: Vec<u8>,
+    },
     /// A transaction header's length is smaller than its own header, and the
     /// file's last trailer says the damage is not just a torn tail.
     InvalidTxnHeader {
+        /// Where the record or transaction starts in the file.
         offset: u64,
+        /// The length its header gives.
         tlen: u64,
+        /// The length of the header alone.
         header_len: u64,
     },
     /// The trailer (at `trailer_offset`) after the transaction at `offset`
     /// disagrees with its header.
     TxnLengthMismatch {
+        /// Where the record or transaction starts in the file.
         offset: u64,
+        /// Where its trailer starts.
         trailer_offset: u64,
+        /// The length its header gives.
         header: u64,
+        /// The length its trailer gives.
         trailer: u64,
     },
     /// A data record reaches past the end of its transaction.
     DataExceedsTxn {
+        /// Where the record or transaction starts in the file.
         offset: u64,
+        /// Where the record ends.
         record_end: u64,
+        /// Where its transaction ends.
         txn_end: u64,
     },
     /// A data record's transaction position is not its transaction's.
     DataTxnPointer {
+        /// Where the record or transaction starts in the file.
         offset: u64,
+        /// What was found.
         found: u64,
+        /// What was expected.
         expected: u64,
     },
     /// A data record carries a version, which ZODB dropped in 3.9.
-    VersionRecord { offset: u64, vlen: u16 },
+    VersionRecord {
+        /// Where the record or transaction starts in the file.
+        offset: u64,
+        /// The version's length.
+        vlen: u16,
+    },
     /// The file ended before a transaction it had promised was complete.
-    UnexpectedEof { offset: u64, expected: u64 },
+    UnexpectedEof {
+        /// Where the record or transaction starts in the file.
+        offset: u64,
+        /// What was expected.
+        expected: u64,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -219,6 +245,7 @@ fn show_bytes(b: &[u8]) -> String {
 /// What a complete walk found.
 #[derive(Debug)]
 pub struct WalkResult {
+    /// The file's magic.
     pub magic: Magic,
     /// End of the last complete transaction: the length a backup copies.
     pub end: u64,
@@ -291,7 +318,7 @@ impl Walker {
 
     /// Continue after a known-good prefix: `index` describes the file up to
     /// `start`, which must be the end of a complete transaction.
-    pub fn resume(
+    pub(crate) fn resume(
         file_size: u64,
         last_trailer: Option<u64>,
         magic: Magic,
@@ -582,7 +609,7 @@ pub(crate) mod tests {
 
     /// Builds FileStorage bytes record by record, for tests.
     pub(crate) struct Builder {
-        pub bytes: Vec<u8>,
+        pub(crate) bytes: Vec<u8>,
         tid: u64,
     }
 
@@ -596,7 +623,7 @@ pub(crate) mod tests {
 
         /// Append a transaction with `status` holding `(oid, pickle length)`
         /// records (length 0 writes a back pointer); returns its offset.
-        pub fn txn(&mut self, status: u8, records: &[(u64, u64)]) -> u64 {
+        pub(crate) fn txn(&mut self, status: u8, records: &[(u64, u64)]) -> u64 {
             self.tid += 1;
             let tpos = self.bytes.len() as u64;
             let (user, descr, ext) = (b"user".as_slice(), b"descr".as_slice(), b"".as_slice());

@@ -20,7 +20,7 @@ use crate::pool::WorkerStopped;
 use crate::CHUNK;
 
 /// An open backup data file.
-pub struct DataReader {
+pub(crate) struct DataReader {
     inner: Inner,
     shown: String,
     chunk: usize,
@@ -60,13 +60,8 @@ impl DataReader {
 
     /// A good buffer size for [`DataReader::read_chunk`]: [`CHUNK`], or
     /// less for a plain file smaller than that.
-    pub fn chunk_len(&self) -> usize {
+    pub(crate) fn chunk_len(&self) -> usize {
         self.chunk
-    }
-
-    /// Uncompressed bytes read so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 
     /// Fill `buf` as far as the file allows; 0 means the end.
@@ -74,7 +69,7 @@ impl DataReader {
     /// # Errors
     /// [`Error::Gzip`] for damaged compressed data, [`Error::Io`] for errors
     /// of the system (a failing disk is not corrupt data).
-    pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
+    pub(crate) fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
         let mut got = 0;
         while got < buf.len() {
             let r = match &mut self.inner {
@@ -111,7 +106,7 @@ impl DataReader {
     ///
     /// # Errors
     /// As [`DataReader::read_chunk`], and errors of `f`.
-    pub fn for_each_chunk(&mut self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    pub(crate) fn for_each_chunk(&mut self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
         let mut buf = vec![0u8; self.chunk];
         loop {
             let n = self.read_chunk(&mut buf)?;
@@ -126,7 +121,7 @@ impl DataReader {
     ///
     /// # Errors
     /// As [`DataReader::read_chunk`].
-    pub fn size_and_md5(mut self) -> Result<(u64, String)> {
+    pub(crate) fn size_and_md5(mut self) -> Result<(u64, String)> {
         let mut h = Md5::new();
         let size = self.for_each_chunk(|b| {
             h.update(b);

@@ -32,7 +32,7 @@ const LOCK_MODE: u32 = 0o644;
 
 /// How the repository is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A backup: no one else may use the repository.
     Exclusive,
     /// Recover or verify: only backups are kept out.
@@ -41,7 +41,7 @@ pub enum Mode {
 
 /// A held lock; dropping it releases it.
 #[derive(Debug)]
-pub struct Lock {
+pub(crate) struct Lock {
     _file: Option<File>,
 }
 
@@ -54,7 +54,7 @@ pub struct Lock {
 /// # Errors
 /// [`Error::Locked`]; the repository missing or not a directory; the lock
 /// file not a regular file; I/O errors.
-pub fn acquire(repo: &Repository, mode: Mode) -> Result<Lock> {
+pub(crate) fn acquire(repo: &Repository, mode: Mode) -> Result<Lock> {
     repo.check_dir()?;
     let shown = repo.display(LOCK_NAME);
     let Some(mut file) = open(repo, mode, &shown)? else {

@@ -6,9 +6,9 @@
 //! `….dat` log has one line per file of its chain:
 //! `<repository as given>/<file name> <start> <end> <md5>`.
 
-pub mod data_reader;
+pub(crate) mod data_reader;
 pub mod lock;
-pub mod repair;
+pub(crate) mod repair;
 
 use std::fmt;
 use std::fs;
@@ -23,7 +23,7 @@ use crate::log::Log;
 /// Environment variable that fixes "now" (`YYYY-MM-DD-hh-mm-ss`, UTC), for
 /// tests and for reproducing a run; Python repozo's tests patch its clock
 /// the same way.
-pub const NOW_ENV: &str = "REPOZO_TEST_NOW";
+pub(crate) const NOW_ENV: &str = "REPOZO_TEST_NOW";
 
 /// Format of a backup file's stem; lexical order is time order.
 const STEM_FORMAT: &str = "%Y-%m-%d-%H-%M-%S";
@@ -38,7 +38,7 @@ impl Timestamp {
     /// # Errors
     /// [`crate::Error::Clock`] when [`NOW_ENV`] is set to something that is
     /// not a stem.
-    pub fn now() -> crate::Result<Timestamp> {
+    pub(crate) fn now() -> crate::Result<Timestamp> {
         match std::env::var(NOW_ENV) {
             Ok(v) => Timestamp::parse_stem(&v).ok_or(crate::Error::Clock {
                 variable: NOW_ENV,
@@ -60,18 +60,18 @@ impl Timestamp {
 
     /// Whether "now" is fixed by [`NOW_ENV`], so that waiting changes
     /// nothing.
-    pub fn is_fixed() -> bool {
+    pub(crate) fn is_fixed() -> bool {
         std::env::var_os(NOW_ENV).is_some()
     }
 
     /// How long until the clock shows the next second.
-    pub fn until_next_second(&self) -> std::time::Duration {
+    pub(crate) fn until_next_second(&self) -> std::time::Duration {
         let nanos = u64::from(self.0.and_utc().timestamp_subsec_nanos()).min(999_999_999);
         std::time::Duration::from_nanos(1_000_000_000 - nanos + 1_000_000)
     }
 
     /// The file name stem for this moment.
-    pub fn stem(&self) -> String {
+    pub(crate) fn stem(&self) -> String {
         self.0.format(STEM_FORMAT).to_string()
     }
 }
@@ -110,7 +110,9 @@ pub fn parse_date(s: &str) -> Result<String, String> {
 /// What a repository data file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A full backup (`.fs`, `.fsz`).
     Full,
+    /// An increment (`.deltafs`, `.deltafsz`).
     Incremental,
 }
 
@@ -119,8 +121,8 @@ pub enum Kind {
 pub struct DataFile {
     /// `YYYY-MM-DD-hh-mm-ss`.
     pub stem: String,
-    pub kind: Kind,
-    pub gzip: bool,
+    pub(crate) kind: Kind,
+    pub(crate) gzip: bool,
 }
 
 impl DataFile {
@@ -174,7 +176,7 @@ impl DataFile {
     }
 
     /// The `.dat` file beside it (a full backup's log).
-    pub fn dat_name(&self) -> String {
+    pub(crate) fn dat_name(&self) -> String {
         format!("{}.dat", self.stem)
     }
 }
@@ -187,7 +189,7 @@ impl fmt::Display for DataFile {
 
 /// `os.path.join(repository, name)`: how repozo spells paths in messages and
 /// in the `.dat` log.
-pub fn join(repository: &str, name: &str) -> String {
+pub(crate) fn join(repository: &str, name: &str) -> String {
     if repository.is_empty() || repository.ends_with('/') {
         format!("{repository}{name}")
     } else {
@@ -198,31 +200,39 @@ pub fn join(repository: &str, name: &str) -> String {
 /// The newest stem any backup file of a repository carries (data file,
 /// `.index` or `.dat`), and one such file's name, for messages.
 #[derive(Debug, Clone, Default)]
-pub struct Stems {
-    pub newest: Option<String>,
-    pub newest_name: String,
+pub(crate) struct Stems {
+    pub(crate) newest: Option<String>,
+    pub(crate) newest_name: String,
 }
 
 /// A repository directory, with the path spelled as the user gave it.
 #[derive(Debug, Clone)]
-pub struct Repository {
+pub(crate) struct Repository {
     given: String,
 }
 
 /// A failure to read the repository or its `.dat` log.
 #[derive(Debug)]
 pub enum RepositoryError {
+    /// An I/O error.
     Io {
+        /// The file, as shown to the user.
         path: String,
+        /// The cause.
         source: io::Error,
     },
+    /// The repository is not a directory.
     NotADirectory {
+        /// The repository, as given.
         path: String,
     },
     /// A `.dat` line that is not `name start end md5`.
     BadDatLine {
+        /// The file, as shown to the user.
         path: String,
+        /// The line number, from 1.
         line: usize,
+        /// What is wrong.
         reason: String,
     },
 }
@@ -248,7 +258,9 @@ impl std::error::Error for RepositoryError {}
 pub struct DatEntry {
     /// The path as written, `<repository as given>/<file name>`.
     pub path: String,
+    /// Where in Data.fs its bytes start.
     pub start: u64,
+    /// Where in Data.fs its bytes end.
     pub end: u64,
     /// Lowercase hex md5 of the uncompressed bytes.
     pub md5: String,
@@ -281,12 +293,12 @@ impl Repository {
     }
 
     /// The path as the user spelled it.
-    pub fn given(&self) -> &str {
+    pub(crate) fn given(&self) -> &str {
         &self.given
     }
 
     /// A file inside the repository.
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         if self.given.is_empty() {
             PathBuf::from(name)
         } else {
@@ -295,12 +307,12 @@ impl Repository {
     }
 
     /// `os.path.join(repository, name)` for messages and `.dat` lines.
-    pub fn display(&self, name: &str) -> String {
+    pub(crate) fn display(&self, name: &str) -> String {
         join(&self.given, name)
     }
 
     /// The directory, `.` for an empty path.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         if self.given.is_empty() {
             Path::new(".")
         } else {
@@ -317,7 +329,7 @@ impl Repository {
     ///
     /// # Errors
     /// It is missing, unreadable or not a directory.
-    pub fn check_dir(&self) -> Result<(), RepositoryError> {
+    pub(crate) fn check_dir(&self) -> Result<(), RepositoryError> {
         let meta = fs::metadata(self.dir()).map_err(self.io_err(self.given.clone()))?;
         if meta.is_dir() {
             Ok(())
@@ -332,7 +344,7 @@ impl Repository {
     ///
     /// # Errors
     /// The repository is missing, unreadable or not a directory.
-    pub fn data_files(&self) -> Result<Vec<DataFile>, RepositoryError> {
+    pub(crate) fn data_files(&self) -> Result<Vec<DataFile>, RepositoryError> {
         let dir = self.dir();
         self.check_dir()?;
         let mut files = Vec::new();
@@ -362,7 +374,7 @@ impl Repository {
     ///
     /// # Errors
     /// As [`Repository::data_files`].
-    pub fn stems(&self) -> Result<Stems, RepositoryError> {
+    pub(crate) fn stems(&self) -> Result<Stems, RepositoryError> {
         let mut stems = Stems::default();
         for name in self.names()? {
             let stem = match name.split_at_checked(19) {
@@ -386,7 +398,7 @@ impl Repository {
     ///
     /// # Errors
     /// As [`Repository::data_files`].
-    pub fn set_aside_files(&self) -> Result<Vec<String>, RepositoryError> {
+    pub(crate) fn set_aside_files(&self) -> Result<Vec<String>, RepositoryError> {
         Ok(self
             .names()?
             .into_iter()
@@ -407,7 +419,7 @@ impl Repository {
     ///
     /// # Errors
     /// As [`Repository::data_files`].
-    pub fn chain_until(&self, when: &str) -> Result<Vec<DataFile>, RepositoryError> {
+    pub(crate) fn chain_until(&self, when: &str) -> Result<Vec<DataFile>, RepositoryError> {
         let mut needed = Vec::new();
         for f in self.data_files()?.into_iter().rev() {
             if f.stem.as_str() <= when {
@@ -426,7 +438,11 @@ impl Repository {
     ///
     /// # Errors
     /// As [`Repository::data_files`].
-    pub fn find_files(&self, when: &str, log: &Log) -> Result<Vec<DataFile>, RepositoryError> {
+    pub(crate) fn find_files(
+        &self,
+        when: &str,
+        log: &Log,
+    ) -> Result<Vec<DataFile>, RepositoryError> {
         log!(
             log,
             "looking for files between last full backup and {when}..."
@@ -447,7 +463,7 @@ impl Repository {
     ///
     /// # Errors
     /// I/O errors, or a line that is not `name start end md5`.
-    pub fn read_dat(&self, full: &DataFile) -> crate::Result<Option<Vec<DatEntry>>> {
+    pub(crate) fn read_dat(&self, full: &DataFile) -> crate::Result<Option<Vec<DatEntry>>> {
         match self.read_dat_required(full) {
             Err(crate::Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 Ok(None)
@@ -460,7 +476,7 @@ impl Repository {
     ///
     /// # Errors
     /// As [`Repository::read_dat`], and the log missing.
-    pub fn read_dat_required(&self, full: &DataFile) -> crate::Result<Vec<DatEntry>> {
+    pub(crate) fn read_dat_required(&self, full: &DataFile) -> crate::Result<Vec<DatEntry>> {
         let name = full.dat_name();
         let shown = self.display(&name);
         let text = crate::disk::open::read_regular(&self.path(&name), &shown)?;
@@ -497,7 +513,7 @@ pub fn parse_dat(text: &[u8], shown: &str) -> Result<Vec<DatEntry>, RepositoryEr
 ///
 /// # Errors
 /// [`RepositoryError::BadDatLine`] naming the line.
-pub fn parse_dat_line(
+pub(crate) fn parse_dat_line(
     line: &[u8],
     shown: &str,
     number: usize,

@@ -36,16 +36,16 @@ use crate::error::{io_err, Error, Result};
 use crate::repository::{parse_dat_line, DatEntry, DataFile, Kind, Repository};
 
 /// Python repozo's one temporary file name.
-pub const PYTHON_TEMP: &str = "tmp.tmp";
+pub(crate) const PYTHON_TEMP: &str = "tmp.tmp";
 /// Suffix given to files set aside.
-pub const SET_ASIDE_SUFFIX: &str = ".orphaned";
+pub(crate) const SET_ASIDE_SUFFIX: &str = ".orphaned";
 
 /// Find and set aside what interrupted runs left; returns one message per
 /// action taken, for stderr. The caller holds the exclusive lock.
 ///
 /// # Errors
 /// I/O errors reading the repository or renaming.
-pub fn repair(repo: &Repository) -> Result<Vec<String>> {
+pub(crate) fn repair(repo: &Repository) -> Result<Vec<String>> {
     let mut said = Vec::new();
     remove_temporaries(repo, &mut said)?;
     let files = repo.data_files()?;

@@ -337,7 +337,6 @@ fn recover_to_file(
         n
     };
     file.sync_all().map_err(io_err(&part_shown, "fsync"))?;
-    drop(file);
 
     // Everything that can fail for want of space is done before the old
     // output or its index is touched: the new index is written aside now.
@@ -368,6 +367,9 @@ fn recover_to_file(
         io_err(shown, "rename into place")(e)
     })?;
     std::mem::forget(guard);
+    // Only now: its lock tells another run that `<output>.part` is no
+    // leftover of ours to remove (`fsutil::create_new`).
+    drop(file);
     let index_installed = new_index.is_some();
     if let Some(f) = new_index {
         f.commit(true)?;

@@ -1,0 +1,162 @@
+//! Recover and verify as a careless operator or a failing machine meets
+//! them: two runs at once, files in the repository that are not what their
+//! names say. Each test is named after the bug it pins down; each failed
+//! before its fix.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_repozo");
+const NOW: &str = "2030-01-01-00-00-00";
+/// Data.fs as of the last backup of `testdata/repo-plain`.
+const STATE: &str = "testdata/repo-plain/states/2024-01-03-12-45-30.fs";
+/// A run that takes longer is killed and fails its test (a hang).
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn read(rel: &str) -> Vec<u8> {
+    fs::read(fixture(rel)).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A temporary directory holding `repo`, a copy of a fixture repository.
+fn with_repo(fixture_repo: &str) -> TempDir {
+    let t = TempDir::new().unwrap();
+    copy_dir(&fixture(fixture_repo), &t.path().join("repo"));
+    t
+}
+
+/// What a run showed: its exit code (`None`: killed after [`TIMEOUT`] or
+/// by a signal), stdout and stderr.
+struct Ran {
+    code: Option<i32>,
+    stderr: String,
+}
+
+impl Ran {
+    fn ok(&self) {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+    }
+
+    /// Exit 1 with exactly this one line on stderr.
+    fn fails_with(&self, line: &str) {
+        assert_eq!(self.code, Some(1), "stderr: {}", self.stderr);
+        assert_eq!(self.stderr.trim_end(), line);
+    }
+}
+
+/// Run the binary in `dir`; killed after [`TIMEOUT`].
+fn run(dir: &Path, args: &[&str]) -> Ran {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("REPOZO_TEST_NOW", NOW)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Ran {
+        code,
+        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
+    }
+}
+
+/// A child process killed (and waited for) when dropped, a failed
+/// assertion included.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Regression: two recoveries into one output shared `<output>.part`. The
+/// second removed the first's `.part` as a leftover and wrote its own under
+/// that name; the first then renamed the second's half-written file over
+/// the output and exited 0 (seen with a 200 MB Data.fs: a 179 MB output,
+/// no index, the second run killed). A `.part` that another run holds
+/// locked is now refused, and each run holds its lock until its rename.
+#[test]
+fn regression_two_recoveries_into_one_output_never_rename_a_partial_file() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    fs::write(dir.join("out.fs"), b"old").unwrap();
+    // Another run, still writing its `.part`: a process of its own, so
+    // that no child forked by a test running beside this one holds the
+    // lock on after it is released.
+    fs::write(dir.join("out.fs.part"), b"half").unwrap();
+    let mut other = KillOnDrop(
+        Command::new("flock")
+            .args(["-o", "out.fs.part", "-c", "echo locked; exec sleep 60"])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = [0u8; 7];
+    other
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut said)
+        .unwrap();
+    assert_eq!(&said, b"locked\n");
+    run(dir, &["-R", "-r", "repo", "-o", "out.fs"])
+        .fails_with("out.fs.part: cannot create: another repozo run is writing it");
+    assert_eq!(fs::read(dir.join("out.fs")).unwrap(), b"old");
+    assert_eq!(fs::read(dir.join("out.fs.part")).unwrap(), b"half");
+    assert!(!dir.join("out.fs.index").exists());
+
+    // Once that run is gone, what it left is a leftover like any other.
+    drop(other);
+    run(dir, &["-R", "-r", "repo", "-o", "out.fs"]).ok();
+    assert_eq!(fs::read(dir.join("out.fs")).unwrap(), read(STATE));
+    assert!(!dir.join("out.fs.part").exists());
+    common::assert_index_is_a_scan(
+        &dir.join("out.fs"),
+        &dir.join("out.fs.index"),
+        "after the leftover",
+    );
+}

@@ -36,15 +36,32 @@ pub fn open_regular(path: &Path, shown: &str) -> Result<File> {
 /// # Errors
 /// As [`open_regular`].
 pub fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result<File> {
+    let not_regular = || Error::Io {
+        path: shown.to_string(),
+        action,
+        source: io::Error::other("not a regular file"),
+    };
+    // Looked at before opening, so that a device is never opened; opened
+    // without blocking and looked at again, so that a FIFO swapped in
+    // between is refused instead of waited on for ever.
     let meta = std::fs::metadata(path).map_err(io_err(shown, "cannot open"))?;
     if !meta.is_file() {
-        return Err(Error::Io {
-            path: shown.to_string(),
-            action,
-            source: io::Error::other("not a regular file"),
-        });
+        return Err(not_regular());
     }
-    File::open(path).map_err(io_err(shown, "cannot open"))
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, Mode::empty())
+        .map(File::from)
+        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
+    if !file
+        .metadata()
+        .map_err(io_err(shown, "cannot open"))?
+        .is_file()
+    {
+        return Err(not_regular());
+    }
+    rustix::fs::fcntl_setfl(&file, OFlags::empty())
+        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
+    Ok(file)
 }
 
 /// The whole of `path` (shown as `shown`) if it is a regular file.

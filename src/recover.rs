@@ -414,14 +414,23 @@ fn prepare_index(
     log: &Log,
 ) -> Result<Option<AtomicFile>> {
     let source_shown = repo.display(&last.index_name());
-    let mut file = match File::open(repo.path(&last.index_name())) {
-        Ok(f) => f,
+    let source_path = repo.path(&last.index_name());
+    // A FIFO would be waited on for ever, a device read for ever: like a
+    // damaged index, no index, said.
+    match fs::metadata(&source_path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             log!(log, "No index file to restore: {source_shown}");
             return Ok(None);
         }
-        Err(e) => return Err(io_err(&source_shown, "cannot open")(e)),
-    };
+        Ok(m) if !m.is_file() => {
+            log.notice(format_args!(
+                "Not restoring index file {source_shown}: not a regular file"
+            ));
+            return Ok(None);
+        }
+        _ => {}
+    }
+    let mut file = fsutil::open_regular(&source_path, &source_shown)?;
     // Checked as a stream, keeping only the buckets the sanity check looks
     // in: a 3-million-oid index is never held in memory.
     let source = Source::open(recovered_path)?;

@@ -16,6 +16,8 @@ use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repozo");
 const NOW: &str = "2030-01-01-00-00-00";
+/// The last backup of `testdata/repo-plain`.
+const LAST: &str = "2024-01-03-12-45-30";
 /// Data.fs as of the last backup of `testdata/repo-plain`.
 const STATE: &str = "testdata/repo-plain/states/2024-01-03-12-45-30.fs";
 /// A run that takes longer is killed and fails its test (a hang).
@@ -61,6 +63,12 @@ impl Ran {
     /// Exit 1 with exactly this one line on stderr.
     fn fails_with(&self, line: &str) {
         assert_eq!(self.code, Some(1), "stderr: {}", self.stderr);
+        assert_eq!(self.stderr.trim_end(), line);
+    }
+
+    /// Exit 0 with exactly this one line on stderr.
+    fn succeeds_saying(&self, line: &str) {
+        self.ok();
         assert_eq!(self.stderr.trim_end(), line);
     }
 }
@@ -111,6 +119,11 @@ impl Drop for KillOnDrop {
     }
 }
 
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success());
+}
+
 /// Regression: two recoveries into one output shared `<output>.part`. The
 /// second removed the first's `.part` as a leftover and wrote its own under
 /// that name; the first then renamed the second's half-written file over
@@ -159,4 +172,25 @@ fn regression_two_recoveries_into_one_output_never_rename_a_partial_file() {
         &dir.join("out.fs.index"),
         "after the leftover",
     );
+}
+
+/// Regression: a backup's `.index` that was a FIFO made recover open it
+/// and wait for a writer for ever, with the whole Data.fs in
+/// `<output>.part`. A backup index that is no regular file is now skipped
+/// with a message, as a damaged one is.
+#[test]
+fn regression_a_backup_index_that_is_a_fifo_never_hangs_a_recovery() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    let index = dir.join(format!("repo/{LAST}.index"));
+    fs::remove_file(&index).unwrap();
+    mkfifo(&index);
+    fs::write(dir.join("out.fs.index"), b"stale").unwrap();
+    let ran = run(dir, &["-R", "-r", "repo", "-o", "out.fs"]);
+    ran.succeeds_saying(&format!(
+        "Not restoring index file repo/{LAST}.index: not a regular file"
+    ));
+    assert_eq!(fs::read(dir.join("out.fs")).unwrap(), read(STATE));
+    assert!(!dir.join("out.fs.index").exists());
+    assert!(!dir.join("out.fs.part").exists());
 }

@@ -295,10 +295,7 @@ fn chain_from_dat(
             return Err(Error::Verification(format!("{shown} is missing")));
         }
         if e.start != end {
-            return Err(Error::Verification(format!(
-                "{shown} starts at {}, but the files before it end at {end} ({dat_shown})",
-                e.start
-            )));
+            return Err(gap(&shown, e.start, end, &dat_shown));
         }
         end = e.end;
         chain.push(Piece {
@@ -314,6 +311,15 @@ fn chain_from_dat(
         ));
     }
     Ok(chain)
+}
+
+/// A `.dat` line whose range does not start where the lines before it
+/// end (the first must start at 0): no Data.fs is made by concatenating
+/// such files, so recover refuses them and verify reports them.
+pub(crate) fn gap(shown: &str, start: u64, end: u64, dat_shown: &str) -> Error {
+    Error::Verification(format!(
+        "{shown} starts at {start}, but the files before it end at {end} ({dat_shown})"
+    ))
 }
 
 fn recover_to_file(

@@ -14,6 +14,7 @@ use crate::gzip_size;
 use crate::lock;
 use crate::log;
 use crate::log::Log;
+use crate::recover::gap;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 
 /// What `-V` was asked to do.
@@ -42,6 +43,17 @@ pub fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<usize> 
         return Err(Error::NoFullBackup { before: None });
     }
     let entries = repo.read_dat_required(full)?;
+    // Files that each check out but do not follow one another (a line
+    // repeated, lines swapped) recover into no Data.fs: recover refuses
+    // them, so verify must not pass them.
+    let mut end = 0;
+    for e in &entries {
+        if e.start != end {
+            let dat_shown = repo.display(&full.dat_name());
+            return Err(gap(&repo.display(e.file_name()), e.start, end, &dat_shown));
+        }
+        end = e.end;
+    }
     // Measure every file, several at a time, then judge them in the log's
     // order so that the failure reported is the first, as repozo's.
     let measured = measure_all(&repo, &entries, opts.quick, log);

@@ -194,3 +194,36 @@ fn regression_a_backup_index_that_is_a_fifo_never_hangs_a_recovery() {
     assert!(!dir.join("out.fs.index").exists());
     assert!(!dir.join("out.fs.part").exists());
 }
+
+/// Regression: `-V` passed a `.dat` whose lines each name a good file but
+/// do not follow one another (the last line repeated, two lines swapped),
+/// which `-R` refuses: verify said the repository was fine, recover then
+/// failed. Verify now checks that each line starts where the ones before
+/// it end, with recover's message.
+#[test]
+fn regression_verify_passes_no_chain_that_recover_refuses() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    let dat = dir.join("repo/2024-01-01-10-00-00.dat");
+    let good = fs::read_to_string(&dat).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let inc2 = format!("repo/{LAST}.deltafs");
+    for (damage, ends) in [
+        (format!("{good}{}\n", lines[2]), 66497),
+        (format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1]), 56535),
+    ] {
+        fs::write(&dat, damage).unwrap();
+        let why = format!(
+            "{inc2} starts at 61501, but the files before it end at {ends} \
+             (repo/2024-01-01-10-00-00.dat)"
+        );
+        run(dir, &["-R", "-r", "repo", "-o", "out.fs"]).fails_with(&why);
+        for quick in [&[][..], &["-Q"][..]] {
+            let mut args = vec!["-V", "-r", "repo"];
+            args.extend_from_slice(quick);
+            run(dir, &args).fails_with(&why);
+        }
+    }
+    fs::write(&dat, good).unwrap();
+    run(dir, &["-V", "-r", "repo"]).ok();
+}

@@ -166,9 +166,9 @@ fn try_create_new(path: &Path, shown: &str) -> Result<Option<File>> {
                     match f.try_lock() {
                         Ok(()) => Some(f),
                         Err(fs::TryLockError::WouldBlock) => return Err(busy(shown)),
-                        Err(fs::TryLockError::Error(e)) => {
-                            return Err(io_err(shown, "cannot lock the leftover")(e))
-                        }
+                        // No flock here (some FUSE filesystems): as
+                        // before locks, a leftover.
+                        Err(fs::TryLockError::Error(_)) => None,
                     }
                 }
                 Err(rustix::io::Errno::NOENT) => None,
@@ -191,18 +191,17 @@ fn try_create_new(path: &Path, shown: &str) -> Result<Option<File>> {
         Err(e) => return Err(io_err(shown, "cannot create")(e.into())),
     };
     match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Ok(None),
-        Err(fs::TryLockError::Error(e)) => return Err(io_err(shown, "cannot lock")(e)),
+        // Another run may have taken it for a leftover and removed it
+        // before the lock was ours.
+        Ok(()) => {
+            let ours = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+            let named = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            Ok((ours.is_some() && ours == named).then_some(file))
+        }
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        // A filesystem without flock: the file is used unlocked.
+        Err(fs::TryLockError::Error(_)) => Ok(Some(file)),
     }
-    // Another run may have taken it for a leftover and removed it before
-    // the lock was ours.
-    let ours = file.metadata().map_err(io_err(shown, "cannot stat"))?;
-    let named = fs::symlink_metadata(path);
-    if !named.is_ok_and(|n| (n.dev(), n.ino()) == (ours.dev(), ours.ino())) {
-        return Ok(None);
-    }
-    Ok(Some(file))
 }
 
 #[cfg(test)]

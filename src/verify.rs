@@ -145,6 +145,13 @@ fn measure(
     let path = repo.path(name);
     if quick && !gzip {
         let meta = std::fs::metadata(&path).map_err(crate::error::io_err(shown, "cannot stat"))?;
+        // A directory's or a FIFO's length is no backup's size: say what
+        // it is, as the reader does without -Q.
+        if !meta.is_file() {
+            return Err(crate::error::io_err(shown, "cannot open")(
+                io::Error::other("not a regular file"),
+            ));
+        }
         return Ok((meta.len(), None));
     }
     if quick && gzip {

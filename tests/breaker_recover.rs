@@ -227,3 +227,33 @@ fn regression_verify_passes_no_chain_that_recover_refuses() {
     fs::write(&dat, good).unwrap();
     run(dir, &["-V", "-r", "repo"]).ok();
 }
+
+/// Regression: `-V -Q` took a plain backup's length from `stat` whatever
+/// the file was: a directory under the name was reported as "is 4096
+/// bytes, should be …", a FIFO or a link to `/dev/zero` as "is 0 bytes",
+/// where `-V` and `-R` say what is wrong. All three now say it.
+#[test]
+fn regression_quick_verify_names_a_backup_that_is_no_regular_file() {
+    let t = with_repo("testdata/repo-plain");
+    let dir = t.path();
+    let name = "repo/2024-01-02-11-30-00.deltafs";
+    let path = dir.join(name);
+    let why = format!("{name}: cannot open: not a regular file");
+    type Make = fn(&Path);
+    let makes: [Make; 3] = [
+        |p| fs::create_dir(p).unwrap(),
+        mkfifo,
+        |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+    ];
+    for make in makes {
+        fs::remove_file(&path)
+            .or_else(|_| fs::remove_dir(&path))
+            .unwrap();
+        make(&path);
+        for args in [&["-V", "-Q"][..], &["-V"][..], &["-R", "-o", "out.fs"][..]] {
+            let mut args = args.to_vec();
+            args.extend_from_slice(&["-r", "repo"]);
+            run(dir, &args).fails_with(&why);
+        }
+    }
+}

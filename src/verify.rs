@@ -110,18 +110,25 @@ fn measure_all(
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<Measured>>>> =
         entries.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(e) = entries.get(i) else { return };
+        let name = e.file_name();
+        let shown = repo.display(name);
+        log!(log, "Verifying {shown}");
+        let r = measure(repo, name, &shown, is_gzip(name), quick);
+        *results[i].lock().expect("no panics while held") = Some(r);
+    };
     thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(e) = entries.get(i) else { return };
-                let name = e.file_name();
-                let shown = repo.display(name);
-                log!(log, "Verifying {shown}");
-                let r = measure(repo, name, &shown, is_gzip(name), quick);
-                *results[i].lock().expect("no panics while held") = Some(r);
-            });
+        // This thread is one of the workers, so that a process limit
+        // (`ulimit -u`, a cgroup's `pids.max`) leaving no thread to start
+        // slows verify down instead of making it panic.
+        for _ in 1..workers {
+            if thread::Builder::new().spawn_scoped(scope, work).is_err() {
+                break;
+            }
         }
+        work();
     });
     results
         .into_iter()

@@ -257,3 +257,51 @@ fn regression_quick_verify_names_a_backup_that_is_no_regular_file() {
         }
     }
 }
+
+fn is_root() -> bool {
+    let uid = Command::new("id").arg("-u").output().unwrap().stdout;
+    String::from_utf8_lossy(&uid).trim() == "0"
+}
+
+/// Regression: where no thread could be started (`ulimit -u`, a cgroup's
+/// `pids.max`), `-R` and `-V` panicked ("failed to spawn thread", exit
+/// 101, a backtrace hint instead of one line). The md5 thread, the gzip
+/// and writer pools and verify's workers now do their work on the
+/// calling thread when they get no thread of their own. Run as `nobody`,
+/// as `RLIMIT_NPROC` does not bind root; skipped when not root.
+#[test]
+fn regression_no_thread_to_spare_is_no_panic() {
+    if !is_root() {
+        return;
+    }
+    let t = with_repo("testdata/repo-gzip");
+    let dir = t.path();
+    let chmod = |p: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(dir, 0o777);
+    let state = read(STATE);
+    for args in [
+        &["-R", "-v", "-w", "-o", "out.fs"][..],
+        &["-R", "-v", "-o", "out.fs"][..],
+        &["-V"][..],
+        &["-V", "-Q"][..],
+    ] {
+        let ran = Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .args(["prlimit", "--nproc=1:1", BIN, "-r", "repo"])
+            .args(args)
+            .current_dir(dir)
+            .env("REPOZO_TEST_NOW", NOW)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&ran.stderr);
+        assert_eq!(ran.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        if args[0] == "-R" {
+            assert_eq!(fs::read(dir.join("out.fs")).unwrap(), state);
+        }
+    }
+}

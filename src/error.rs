@@ -311,6 +311,8 @@ pub enum Refusal {
     LineBreak,
     /// The file kept vanishing and reappearing while we tried to open it.
     Unstable,
+    /// Another run holds the file (a recovery's `.part`).
+    Busy,
 }
 
 impl fmt::Display for Refusal {
@@ -329,6 +331,7 @@ impl fmt::Display for Refusal {
                 f.write_str("a line break in the repository path cannot be written to the .dat log")
             }
             Refusal::Unstable => f.write_str("it keeps appearing and disappearing"),
+            Refusal::Busy => f.write_str("another repozo run is writing it"),
         }
     }
 }

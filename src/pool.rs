@@ -14,28 +14,39 @@ use std::thread::{self, JoinHandle};
 pub(crate) struct Pool<I, O> {
     jobs: Option<SyncSender<(I, SyncSender<O>)>>,
     workers: Vec<JoinHandle<()>>,
+    /// Where no thread could be started (a process limit, `ulimit -u`
+    /// or a cgroup's `pids.max`): the work, done in `submit`.
+    inline: Option<Arc<Work<I, O>>>,
 }
+
+type Work<I, O> = dyn Fn(I) -> O + Send + Sync;
 
 impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     /// `n` threads; up to `n` inputs wait for one before `submit` blocks.
     pub fn new(n: usize, work: impl Fn(I) -> O + Send + Sync + 'static) -> Pool<I, O> {
         let (jobs, rx) = sync_channel::<(I, SyncSender<O>)>(n);
         let rx = Arc::new(Mutex::new(rx));
-        let work = Arc::new(work);
-        let workers = (0..n)
-            .map(|_| {
+        let work: Arc<Work<I, O>> = Arc::new(work);
+        // As many threads as can be had, up to `n`: a thread that cannot
+        // be started is no reason to fail, still less to panic.
+        let workers: Vec<_> = (0..n)
+            .map_while(|_| {
                 let rx = Arc::clone(&rx);
                 let work = Arc::clone(&work);
-                thread::spawn(move || loop {
-                    let job = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((input, reply))) = job else { return };
-                    let _ = reply.send(work(input));
-                })
+                thread::Builder::new()
+                    .spawn(move || loop {
+                        let job = rx.lock().map(|r| r.recv());
+                        let Ok(Ok((input, reply))) = job else { return };
+                        let _ = reply.send(work(input));
+                    })
+                    .ok()
             })
             .collect();
+        let inline = workers.is_empty().then_some(work);
         Pool {
             jobs: Some(jobs),
             workers,
+            inline,
         }
     }
 
@@ -45,6 +56,10 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     /// The threads are gone (one panicked).
     pub(crate) fn submit(&self, input: I) -> io::Result<Receiver<O>> {
         let (reply, rx) = sync_channel(1);
+        if let Some(work) = &self.inline {
+            reply.send(work(input)).map_err(|_| stopped())?;
+            return Ok(rx);
+        }
         self.jobs
             .as_ref()
             .expect("open until dropped")

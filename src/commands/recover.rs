@@ -297,12 +297,7 @@ fn chain_from_dat(
             return Err(Error::Mismatch(Mismatch::Missing { path: shown }));
         }
         if e.start != end {
-            return Err(Error::Mismatch(Mismatch::Gap {
-                path: shown,
-                start: e.start,
-                end,
-                dat: dat_shown,
-            }));
+            return Err(gap(&shown, e.start, end, &dat_shown));
         }
         end = e.end;
         chain.push(Piece {
@@ -318,6 +313,18 @@ fn chain_from_dat(
         ));
     }
     Ok(chain)
+}
+
+/// A `.dat` line whose range does not start where the lines before it
+/// end (the first must start at 0): no Data.fs is made by concatenating
+/// such files, so recover refuses them and verify reports them.
+pub(crate) fn gap(shown: &str, start: u64, end: u64, dat_shown: &str) -> Error {
+    Error::Mismatch(Mismatch::Gap {
+        path: shown.to_string(),
+        start,
+        end,
+        dat: dat_shown.to_string(),
+    })
 }
 
 fn recover_to_file(
@@ -341,7 +348,6 @@ fn recover_to_file(
         n
     };
     file.sync_all().map_err(io_err(&part_shown, "fsync"))?;
-    drop(file);
 
     // Everything that can fail for want of space is done before the old
     // output or its index is touched: the new index is written aside now.
@@ -372,6 +378,9 @@ fn recover_to_file(
         io_err(shown, "rename into place")(e)
     })?;
     std::mem::forget(guard);
+    // Only now: its lock tells another run that `<output>.part` is no
+    // leftover of ours to remove (`fsutil::create_new`).
+    drop(file);
     let index_installed = new_index.is_some();
     if let Some(f) = new_index {
         f.commit(true)?;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::thread;
 
 use crate::codec::gzip_size;
+use crate::commands::recover::gap;
 use crate::disk::atomic::Md5Thread;
 use crate::error::{Error, Mismatch, Result};
 use crate::log;
@@ -42,6 +43,17 @@ pub(crate) fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<
         return Err(Error::NoFullBackup { before: None });
     }
     let entries = repo.read_dat_required(full)?;
+    // Files that each check out but do not follow one another (a line
+    // repeated, lines swapped) recover into no Data.fs: recover refuses
+    // them, so verify must not pass them.
+    let mut end = 0;
+    for e in &entries {
+        if e.start != end {
+            let dat_shown = repo.display(&full.dat_name());
+            return Err(gap(&repo.display(e.file_name()), e.start, end, &dat_shown));
+        }
+        end = e.end;
+    }
     // Measure every file, several at a time, then judge them in the log's
     // order so that the failure reported is the first, as repozo's.
     let measured = measure_all(&repo, &entries, opts.quick, log);
@@ -101,18 +113,25 @@ fn measure_all(
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<Measured>>>> =
         entries.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(e) = entries.get(i) else { return };
+        let name = e.file_name();
+        let shown = repo.display(name);
+        log!(log, "Verifying {shown}");
+        let r = measure(repo, name, &shown, is_gzip(name), quick);
+        *results[i].lock().expect("no panics while held") = Some(r);
+    };
     thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(e) = entries.get(i) else { return };
-                let name = e.file_name();
-                let shown = repo.display(name);
-                log!(log, "Verifying {shown}");
-                let r = measure(repo, name, &shown, is_gzip(name), quick);
-                *results[i].lock().expect("no panics while held") = Some(r);
-            });
+        // This thread is one of the workers, so that a process limit
+        // (`ulimit -u`, a cgroup's `pids.max`) leaving no thread to start
+        // slows verify down instead of making it panic.
+        for _ in 1..workers {
+            if thread::Builder::new().spawn_scoped(scope, work).is_err() {
+                break;
+            }
         }
+        work();
     });
     results
         .into_iter()
@@ -136,6 +155,15 @@ fn measure(
     let path = repo.path(name);
     if quick && !gzip {
         let meta = std::fs::metadata(&path).map_err(crate::error::io_err(shown, "cannot stat"))?;
+        // A directory's or a FIFO's length is no backup's size: say what
+        // it is, as the reader does without -Q.
+        if !meta.is_file() {
+            return Err(Error::Refused {
+                path: shown.to_string(),
+                action: "cannot open",
+                why: crate::error::Refusal::NotRegular,
+            });
+        }
         return Ok((meta.len(), None));
     }
     if quick && gzip {

@@ -210,6 +210,8 @@ pub(crate) struct Md5Thread {
     tx: Option<SyncSender<Vec<u8>>>,
     spare: Receiver<Vec<u8>>,
     handle: Option<JoinHandle<String>>,
+    /// Where no thread could be started: the hash, computed in `update`.
+    inline: Option<Md5>,
 }
 
 impl Md5Thread {
@@ -217,7 +219,7 @@ impl Md5Thread {
     pub(crate) fn spawn() -> Md5Thread {
         let (tx, rx) = sync_channel::<Vec<u8>>(MD5_QUEUE);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(MD5_QUEUE + 2);
-        let handle = thread::spawn(move || {
+        let spawned = thread::Builder::new().spawn(move || {
             let mut h = Md5::new();
             for buf in rx {
                 h.update(&buf);
@@ -227,15 +229,30 @@ impl Md5Thread {
             }
             hex(&h.finalize())
         });
-        Md5Thread {
-            tx: Some(tx),
-            spare,
-            handle: Some(handle),
+        match spawned {
+            Ok(handle) => Md5Thread {
+                tx: Some(tx),
+                spare,
+                handle: Some(handle),
+                inline: None,
+            },
+            // A process limit (`ulimit -u`, a cgroup's `pids.max`): hashed
+            // on the caller's thread, slower but never a panic.
+            Err(_) => Md5Thread {
+                tx: None,
+                spare,
+                handle: None,
+                inline: Some(Md5::new()),
+            },
         }
     }
 
     /// Hash `bytes` next.
     pub(crate) fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.inline {
+            h.update(bytes);
+            return;
+        }
         let mut buf = self.spare.try_recv().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(bytes);
@@ -246,6 +263,9 @@ impl Md5Thread {
 
     /// The hex digest of everything passed to [`Md5Thread::update`].
     pub fn finish(mut self) -> String {
+        if let Some(h) = self.inline.take() {
+            return hex(&h.finalize());
+        }
         self.tx.take();
         self.handle
             .take()

@@ -13,6 +13,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
@@ -43,19 +44,28 @@ pub(crate) fn open_regular(path: &Path, shown: &str) -> Result<File> {
 /// # Errors
 /// As [`open_regular`].
 pub(crate) fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result<File> {
-    // Non-blocking, so that a FIFO put there between any look and the open
-    // cannot hang the open; what was opened is then judged by its fstat.
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(path, flags, Mode::empty())
-        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
-    let file = File::from(fd);
-    let meta = file.metadata().map_err(io_err(shown, "cannot open"))?;
+    let not_regular = || Error::Refused {
+        path: shown.to_string(),
+        action,
+        why: Refusal::NotRegular,
+    };
+    // Looked at before opening, so that a device is never opened; opened
+    // without blocking and looked at again, so that a FIFO swapped in
+    // between is refused instead of waited on for ever.
+    let meta = std::fs::metadata(path).map_err(io_err(shown, "cannot open"))?;
     if !meta.is_file() {
-        return Err(Error::Refused {
-            path: shown.to_string(),
-            action,
-            why: Refusal::NotRegular,
-        });
+        return Err(not_regular());
+    }
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, Mode::empty())
+        .map(File::from)
+        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
+    if !file
+        .metadata()
+        .map_err(io_err(shown, "cannot open"))?
+        .is_file()
+    {
+        return Err(not_regular());
     }
     // Reads of a regular file never block; the flag only mattered for the
     // open, and is cleared so that nothing downstream sees EAGAIN.
@@ -117,7 +127,9 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     )
 }
 
-/// Create `path` (shown as `shown`) for writing, a new file of our own.
+/// Create `path` (shown as `shown`) for writing, a new file of our own,
+/// held under an exclusive `flock` for as long as the returned file is
+/// open.
 ///
 /// Whatever is left under the name (an earlier run's file, or a symbolic
 /// link planted to make us write through it) is removed first: unlinking
@@ -125,14 +137,61 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
 /// and without following a link, so one planted in between fails the
 /// creation instead of redirecting it.
 ///
+/// A regular file under the name that another run holds locked is that
+/// run's file in the making, not a leftover: removing it would let that
+/// run rename a file this one is still writing into place, so it is
+/// refused. The lock is taken after the creation, and the name checked to
+/// still lead to the new file, so that a run that took it for a leftover
+/// in between is noticed and the creation tried again.
+///
 /// # Errors
-/// The leftover cannot be removed (a directory, say), or the file cannot
-/// be created.
+/// The leftover cannot be removed (a directory, say) or is another run's,
+/// or the file cannot be created.
 pub(crate) fn create_new(path: &Path, shown: &str) -> Result<File> {
+    for _ in 0..3 {
+        if let Some(file) = try_create_new(path, shown)? {
+            return Ok(file);
+        }
+    }
+    Err(busy(shown))
+}
+
+fn busy(shown: &str) -> Error {
+    Error::Refused {
+        path: shown.to_string(),
+        action: "cannot create",
+        why: Refusal::Busy,
+    }
+}
+
+/// One attempt of [`create_new`]: `None` when another run got in between.
+fn try_create_new(path: &Path, shown: &str) -> Result<Option<File>> {
     // Looked at first: unlink fails on a read-only filesystem even when
     // there is nothing to remove, and the creation's error is the one to
     // report then.
-    if fs::symlink_metadata(path).is_ok() {
+    if let Ok(m) = fs::symlink_metadata(path) {
+        // Held open (and locked) until it is unlinked, so that no run
+        // can take it up in between.
+        let _leftover = if m.is_file() {
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            match rustix::fs::open(path, flags, Mode::empty()) {
+                Ok(fd) => {
+                    let f = File::from(fd);
+                    match f.try_lock() {
+                        Ok(()) => Some(f),
+                        Err(fs::TryLockError::WouldBlock) => return Err(busy(shown)),
+                        // No flock here (some FUSE filesystems): as
+                        // before locks, a leftover.
+                        Err(fs::TryLockError::Error(_)) => None,
+                    }
+                }
+                Err(rustix::io::Errno::NOENT) => None,
+                // Replaced by a link or a FIFO meanwhile: removed below.
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -140,9 +199,23 @@ pub(crate) fn create_new(path: &Path, shown: &str) -> Result<File> {
         }
     }
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::open(path, flags, Mode::from_raw_mode(0o666))
-        .map(File::from)
-        .map_err(|e| io_err(shown, "cannot create")(e.into()))
+    let file = match rustix::fs::open(path, flags, Mode::from_raw_mode(0o666)) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::EXIST) => return Ok(None),
+        Err(e) => return Err(io_err(shown, "cannot create")(e.into())),
+    };
+    match file.try_lock() {
+        // Another run may have taken it for a leftover and removed it
+        // before the lock was ours.
+        Ok(()) => {
+            let ours = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+            let named = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            Ok((ours.is_some() && ours == named).then_some(file))
+        }
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        // A filesystem without flock: the file is used unlocked.
+        Err(fs::TryLockError::Error(_)) => Ok(Some(file)),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod crash;
 mod fixtures;
 mod gzip_threads;
 mod output_safety;
+mod recover_hostile;
 mod repository_safety;
 mod walker_props;
 mod write_paths;

@@ -247,82 +247,133 @@ fn decide_by_content(
     source: &Source,
     log: &Log,
 ) -> Result<Plan> {
+    let mut cmp = Comparison {
+        source,
+        log,
+        pos: 0,
+        ours: vec![0u8; CHUNK],
+    };
     let (tx, rx) = sync_channel::<Result<Vec<u8>>>(4);
     thread::scope(|scope| {
-        scope.spawn(move || {
-            for f in chain {
-                let shown = repo.display(&f.name());
-                let mut r = match DataReader::open(&repo.path(&f.name()), &shown, f.gzip) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
+        let reader = thread::Builder::new().spawn_scoped(scope, move || {
+            // The receiver hangs up once it has decided.
+            read_repository(repo, chain, |chunk| tx.send(chunk).is_ok());
+        });
+        if reader.is_err() {
+            // No thread to be had (a process limit): the same comparison,
+            // reading the two sides in turn.
+            let mut decided = None;
+            read_repository(repo, chain, |chunk| {
+                decided = cmp.take(chunk).transpose();
+                decided.is_none()
+            });
+            return decided.unwrap_or_else(|| cmp.finish());
+        }
+        for chunk in rx {
+            if let Some(plan) = cmp.take(chunk)? {
+                return Ok(plan);
+            }
+        }
+        cmp.finish()
+    })
+}
+
+/// The repository's bytes in order, chunk after chunk, to `send` until it
+/// returns `false`; an error ends them.
+fn read_repository(
+    repo: &Repository,
+    chain: &[DataFile],
+    mut send: impl FnMut(Result<Vec<u8>>) -> bool,
+) {
+    for f in chain {
+        let shown = repo.display(&f.name());
+        let mut r = match DataReader::open(&repo.path(&f.name()), &shown, f.gzip) {
+            Ok(r) => r,
+            Err(e) => {
+                send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; r.chunk_len()];
+            match r.read_chunk(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if !send(Ok(buf)) {
                         return;
                     }
-                };
-                loop {
-                    let mut buf = vec![0u8; r.chunk_len()];
-                    match r.read_chunk(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            buf.truncate(n);
-                            // The receiver hangs up once it has decided.
-                            if tx.send(Ok(buf)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
                 }
-            }
-        });
-        let mut pos = 0u64;
-        let mut ours = vec![0u8; CHUNK];
-        for theirs in rx {
-            let theirs = match theirs {
-                Ok(t) => t,
                 Err(e) => {
-                    log.notice(format_args!(
-                        "{e}: the repository cannot be compared with {} (full backup)",
-                        source.shown()
-                    ));
-                    return Ok(Plan::Full);
+                    send(Err(e));
+                    return;
                 }
-            };
-            let end = pos + theirs.len() as u64;
-            if end > source.size() {
-                log!(log, "repository state: more than {} bytes", source.size());
-                log!(log, "file shrunk, possibly because of a pack (full backup)");
-                return Ok(Plan::Full);
             }
-            source.read_into(pos, &mut ours[..theirs.len()])?;
-            if ours[..theirs.len()] != theirs[..] {
-                log!(
-                    log,
-                    "repository differs from {} within bytes {pos}..{end}",
-                    source.shown()
-                );
-                log!(
-                    log,
-                    "file changed, possibly because of a pack (full backup)"
-                );
-                return Ok(Plan::Full);
-            }
-            pos = end;
         }
+    }
+}
+
+/// Data.fs compared with the repository's bytes as they come.
+struct Comparison<'a> {
+    source: &'a Source,
+    log: &'a Log,
+    /// Bytes of both found equal so far.
+    pos: u64,
+    ours: Vec<u8>,
+}
+
+impl Comparison<'_> {
+    /// The next chunk of the repository; `Some` once the plan is decided.
+    fn take(&mut self, theirs: Result<Vec<u8>>) -> Result<Option<Plan>> {
+        let (log, source) = (self.log, self.source);
+        let theirs = match theirs {
+            Ok(t) => t,
+            Err(e) => {
+                log.notice(format_args!(
+                    "{e}: the repository cannot be compared with {} (full backup)",
+                    source.shown()
+                ));
+                return Ok(Some(Plan::Full));
+            }
+        };
+        let pos = self.pos;
+        let end = pos + theirs.len() as u64;
+        if end > source.size() {
+            log!(log, "repository state: more than {} bytes", source.size());
+            log!(log, "file shrunk, possibly because of a pack (full backup)");
+            return Ok(Some(Plan::Full));
+        }
+        source.read_into(pos, &mut self.ours[..theirs.len()])?;
+        if self.ours[..theirs.len()] != theirs[..] {
+            log!(
+                log,
+                "repository differs from {} within bytes {pos}..{end}",
+                source.shown()
+            );
+            log!(
+                log,
+                "file changed, possibly because of a pack (full backup)"
+            );
+            return Ok(Some(Plan::Full));
+        }
+        self.pos = end;
+        Ok(None)
+    }
+
+    /// Every chunk was equal: the repository is the source's prefix.
+    fn finish(self) -> Result<Plan> {
+        let (log, pos) = (self.log, self.pos);
         log!(
             log,
             "repository state: {pos} bytes, the same as the source's prefix"
         );
-        log!(log, "current state   : {} bytes", source.size());
-        if pos == source.size() {
+        log!(log, "current state   : {} bytes", self.source.size());
+        if pos == self.source.size() {
             log!(log, "No changes, nothing to do");
             return Ok(Plan::Nothing);
         }
         Ok(Plan::Incremental { start: pos })
-    })
+    }
 }
 
 /// Walk Data.fs once, copying `[start, end of last complete transaction)`

@@ -270,6 +270,7 @@ fn is_root() -> bool {
 #[test]
 fn regression_no_thread_to_spare_is_no_panic() {
     if !is_root() {
+        eprintln!("SKIPPED regression_no_thread_to_spare_is_no_panic: needs root for setpriv");
         return;
     }
     let t = with_repo("testdata/repo-gzip");
@@ -279,12 +280,19 @@ fn regression_no_thread_to_spare_is_no_panic() {
         fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
     };
     chmod(dir, 0o777);
+    chmod(&dir.join("repo"), 0o777);
     let state = read(STATE);
+    fs::write(dir.join("Data.fs"), &state).unwrap();
+    chmod(&dir.join("Data.fs"), 0o644);
     for args in [
         &["-R", "-v", "-w", "-o", "out.fs"][..],
         &["-R", "-v", "-o", "out.fs"][..],
         &["-V"][..],
         &["-V", "-Q"][..],
+        // The backup's comparison of the repository with Data.fs read the
+        // repository on a thread of its own, and panicked without one.
+        &["-B", "-v", "-f", "Data.fs"][..],
+        &["-B", "-F", "-z", "-f", "Data.fs"][..],
     ] {
         let ran = Command::new("setpriv")
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])

@@ -151,3 +151,25 @@ fn regression_an_unreadable_newest_dat_blocks_no_backup() {
         assert_eq!(meta.is_dir(), damage == "a directory", "{damage}");
     }
 }
+
+/// Repair removed every file named like a temporary one and gave up the
+/// run when it could not: a directory named `tmp.tmp` (or
+/// `.repozo-x.tmp`) failed every backup from then on, though no backup
+/// ever reads a leftover temporary file.
+#[test]
+fn regression_a_temporary_name_that_cannot_be_removed_blocks_no_backup() {
+    for name in ["tmp.tmp", ".repozo-x.tmp"] {
+        let (t, mut db) = workspace(10);
+        ok(&repozo(t.path(), Some("2024-01-01-00-00-00"), B), name);
+        let odd = t.path().join("repo").join(name);
+        fs::create_dir(&odd).unwrap();
+        fs::write(odd.join("keep"), b"someone's").unwrap();
+        db.grow(2);
+        db.save(&t.path().join("Data.fs"));
+        let err = ok(&repozo(t.path(), Some("2024-01-02-00-00-00"), B), name);
+        assert!(err.contains(name), "{name}: not said: {err}");
+        assert!(t.path().join("repo/2024-01-02-00-00-00.deltafs").exists());
+        recovers_to(t.path(), "2024-01-02-00-00-00", &db.bytes, name);
+        assert_eq!(fs::read(odd.join("keep")).unwrap(), b"someone's");
+    }
+}

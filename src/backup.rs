@@ -520,17 +520,26 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
     let Some(newest_full) = files.iter().rev().find(|f| f.kind == Kind::Full) else {
         return Ok(());
     };
+    // The backup is made by now: what cannot be removed (a directory
+    // named like a backup file, a file we may not remove) is said and
+    // skipped, never the end of the run, which would leave every older
+    // backup behind it in place and fail every later `-k` the same way.
     for f in files.iter().filter(|f| *f != newest_full) {
-        log!(
-            log,
-            "removing old backup file {} (and .dat / .index)",
-            f.name()
-        );
+        let name = f.name();
+        let shown = repo.display(&name);
+        if fs::symlink_metadata(repo.path(&name)).is_ok_and(|m| m.is_dir()) {
+            log.notice(format_args!(
+                "not removing {shown}: a directory, not a backup file"
+            ));
+            continue;
+        }
+        log!(log, "removing old backup file {name} (and .dat / .index)");
         for name in [f.dat_name(), f.index_name()] {
             let _ = fs::remove_file(repo.path(&name));
         }
-        let name = f.name();
-        fs::remove_file(repo.path(&name)).map_err(io_err(&repo.display(&name), "remove"))?;
+        if let Err(e) = fs::remove_file(repo.path(&name)) {
+            log.notice(format_args!("{}", io_err(&shown, "remove")(e)));
+        }
     }
     let now = std::time::SystemTime::now();
     for name in repo.set_aside_files()? {
@@ -545,7 +554,12 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
                 "removing {}, set aside by a repair",
                 repo.display(&name)
             );
-            fs::remove_file(&path).map_err(io_err(&repo.display(&name), "remove"))?;
+            if let Err(e) = fs::remove_file(&path) {
+                log.notice(format_args!(
+                    "{}",
+                    io_err(&repo.display(&name), "remove")(e)
+                ));
+            }
         }
     }
     Ok(())

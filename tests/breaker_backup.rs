@@ -173,3 +173,44 @@ fn regression_a_temporary_name_that_cannot_be_removed_blocks_no_backup() {
         assert_eq!(fs::read(odd.join("keep")).unwrap(), b"someone's");
     }
 }
+
+/// `-k` ran after the new full backup was committed and gave up at the
+/// first file it could not remove (a directory named like an old backup):
+/// the run exited 1 though the backup was made, every backup after the
+/// one in the way was kept, and every later `-F -k` failed the same way,
+/// so old backups piled up for ever.
+#[test]
+fn regression_kill_old_is_not_stopped_by_what_it_cannot_remove() {
+    let (t, mut db) = workspace(10);
+    let repo = t.path().join("repo");
+    ok(&repozo(t.path(), Some("2024-01-01-00-00-00"), B), "first");
+    let odd = repo.join("2023-06-01-00-00-00.deltafs");
+    fs::create_dir(&odd).unwrap();
+    fs::write(odd.join("keep"), b"someone's").unwrap();
+    for (i, now) in ["2024-01-02-00-00-00", "2024-01-03-00-00-00"]
+        .into_iter()
+        .enumerate()
+    {
+        db.grow(2);
+        db.save(&t.path().join("Data.fs"));
+        let err = ok(&repozo(t.path(), Some(now), &with(B, &["-F", "-k"])), now);
+        assert!(
+            err.contains("2023-06-01-00-00-00.deltafs"),
+            "not said: {err}"
+        );
+        let mut left: Vec<String> = fs::read_dir(&repo)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != repozo::lock::LOCK_NAME)
+            .collect();
+        left.sort();
+        let want = ["dat", "fs", "index"].map(|ext| format!("{now}.{ext}"));
+        assert_eq!(
+            left,
+            [&["2023-06-01-00-00-00.deltafs".to_string()][..], &want].concat(),
+            "run {i}"
+        );
+        recovers_to(t.path(), now, &db.bytes, now);
+    }
+    assert_eq!(fs::read(odd.join("keep")).unwrap(), b"someone's");
+}

@@ -24,7 +24,7 @@ use crate::lock;
 use crate::log;
 use crate::log::Log;
 use crate::repair;
-use crate::repository::{DatEntry, DataFile, Kind, Repository, Stems, Timestamp};
+use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 use crate::source::{Resume, Source};
 
 /// What `-B` was asked to do.
@@ -146,7 +146,7 @@ fn backup_once(
             (Kind::Incremental, start)
         }
     };
-    let now = free_stem(repo, now, stems, log)?;
+    let now = free_stem(repo, now, log)?;
     write_backup(opts, repo, &chain, &source, now, kind, start, log)
 }
 
@@ -155,20 +155,27 @@ fn backup_once(
 /// hourly `-B` fired together) would share a stem, so one waits for the
 /// next second; a clock that went back would name a backup that sorts
 /// before the newest, which recover and `-k` read as older: refused.
-fn free_stem(repo: &Repository, now: Timestamp, stems: Stems, log: &Log) -> Result<Timestamp> {
+///
+/// Only a data file is a backup to sort after: a lone `.index` or `.dat`
+/// (Python repozo writes its `.index` before its data file, and may die
+/// between) is in no chain, and a stem before it is still a stem of its
+/// own, so one dated in the future must not refuse every backup until
+/// the clock gets there.
+fn free_stem(repo: &Repository, now: Timestamp, log: &Log) -> Result<Timestamp> {
     let mut now = now;
-    let mut stems = stems;
+    let mut taken = String::new();
     for _ in 0..3 {
         let stem = now.stem();
-        let Some(newest) = stems.newest.as_deref().filter(|n| *n >= stem.as_str()) else {
-            return Ok(now);
-        };
-        if newest > stem.as_str() {
+        if let Some(newest) = repo.data_files()?.last().filter(|f| f.stem > stem) {
             return Err(Error::ClockBehind {
-                newest: repo.display(&stems.newest_name),
+                newest: repo.display(&newest.name()),
                 now: stem,
             });
         }
+        let Some(name) = name_with_stem(repo, &stem) else {
+            return Ok(now);
+        };
+        taken = name;
         if Timestamp::is_fixed() {
             break;
         }
@@ -178,12 +185,19 @@ fn free_stem(repo: &Repository, now: Timestamp, stems: Stems, log: &Log) -> Resu
         );
         std::thread::sleep(now.until_next_second());
         now = Timestamp::now().map_err(Error::Clock)?;
-        stems = repo.stems()?;
     }
     Err(Error::StemTaken {
-        existing: repo.display(&stems.newest_name),
+        existing: repo.display(&taken),
         stem: now.stem(),
     })
+}
+
+/// A file of the repository with this stem (a data file first), if any.
+fn name_with_stem(repo: &Repository, stem: &str) -> Option<String> {
+    ["fs", "fsz", "deltafs", "deltafsz", "index", "dat"]
+        .iter()
+        .map(|ext| format!("{stem}.{ext}"))
+        .find(|name| fs::symlink_metadata(repo.path(name)).is_ok())
 }
 
 /// `-Q`: compare only the md5 of the last range the `.dat` log names.

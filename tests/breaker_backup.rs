@@ -214,3 +214,44 @@ fn regression_kill_old_is_not_stopped_by_what_it_cannot_remove() {
     }
     assert_eq!(fs::read(odd.join("keep")).unwrap(), b"someone's");
 }
+
+/// Python repozo writes a backup's `.index` before its data file; one that
+/// died between, while the clock was ahead, left a lone `.index` dated in
+/// the future, and every backup was refused ("did the clock go back?",
+/// naming the `.index`) until the clock got there, though a lone `.index`
+/// or `.dat` is in no chain and the new backup's stem was its own.
+#[test]
+fn regression_a_lone_future_index_or_dat_blocks_no_backup() {
+    for lone in ["2099-01-01-00-00-00.index", "2099-01-01-00-00-00.dat"] {
+        let (t, mut db) = workspace(10);
+        ok(&repozo(t.path(), Some("2024-01-01-00-00-00"), B), lone);
+        fs::write(t.path().join("repo").join(lone), b"lone").unwrap();
+        for (i, extra) in [&[][..], &["-Q"], &["-F"]].into_iter().enumerate() {
+            db.grow(2);
+            db.save(&t.path().join("Data.fs"));
+            let now = format!("2024-01-0{}-00-00-00", i + 2);
+            ok(&repozo(t.path(), Some(&now), &with(B, extra)), lone);
+            recovers_to(t.path(), &now, &db.bytes, lone);
+        }
+        // A data file from the future still refuses, naming it.
+        let repo = t.path().join("repo");
+        let full = fs::read(repo.join("2024-01-04-00-00-00.fs")).unwrap();
+        fs::write(repo.join("2098-01-01-00-00-00.fs"), &full).unwrap();
+        let line = format!(
+            "repo/2098-01-01-00-00-00.fs 0 {} {}\n",
+            full.len(),
+            "0".repeat(32)
+        );
+        fs::write(repo.join("2098-01-01-00-00-00.dat"), line).unwrap();
+        db.grow(2);
+        db.save(&t.path().join("Data.fs"));
+        let out = repozo(t.path(), Some("2024-01-09-00-00-00"), B);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{lone}: {err}");
+        assert!(
+            err.starts_with("repo/2098-01-01-00-00-00.fs: cannot back up"),
+            "{lone}: {err}"
+        );
+        assert_eq!(fs::read(t.path().join("repo").join(lone)).unwrap(), b"lone");
+    }
+}

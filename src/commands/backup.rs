@@ -25,7 +25,7 @@ use crate::log::Log;
 use crate::repository::data_reader::DataReader;
 use crate::repository::lock;
 use crate::repository::repair;
-use crate::repository::{DatEntry, DataFile, Kind, Repository, Stems, Timestamp};
+use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 use crate::CHUNK;
 
 /// What `-B` was asked to do.
@@ -109,13 +109,12 @@ fn backup_once(
     now: Timestamp,
     log: &Log,
 ) -> Result<Outcome> {
-    let stems = repo.stems()?;
     // The newest chain, whatever the clock says: a clock gone back must not
     // make an older chain the one compared with.
-    let when = stems
-        .newest
-        .clone()
-        .map_or(now.stem(), |n| n.max(now.stem()));
+    let when = repo
+        .data_files()?
+        .pop()
+        .map_or(now.stem(), |f| f.stem.max(now.stem()));
     let chain = repo.find_files(&when, log)?;
     let source = Source::open(&opts.file)?;
     let plan = if opts.full || chain.is_empty() {
@@ -145,7 +144,7 @@ fn backup_once(
             (Kind::Incremental, start)
         }
     };
-    let now = free_stem(repo, now, stems, log)?;
+    let now = free_stem(repo, now, log)?;
     write_backup(opts, repo, &chain, &source, now, kind, start, log)
 }
 
@@ -154,20 +153,27 @@ fn backup_once(
 /// hourly `-B` fired together) would share a stem, so one waits for the
 /// next second; a clock that went back would name a backup that sorts
 /// before the newest, which recover and `-k` read as older: refused.
-fn free_stem(repo: &Repository, now: Timestamp, stems: Stems, log: &Log) -> Result<Timestamp> {
+///
+/// Only a data file is a backup to sort after: a lone `.index` or `.dat`
+/// (Python repozo writes its `.index` before its data file, and may die
+/// between) is in no chain, and a stem before it is still a stem of its
+/// own, so one dated in the future must not refuse every backup until
+/// the clock gets there.
+fn free_stem(repo: &Repository, now: Timestamp, log: &Log) -> Result<Timestamp> {
     let mut now = now;
-    let mut stems = stems;
+    let mut taken = String::new();
     for _ in 0..3 {
         let stem = now.stem();
-        let Some(newest) = stems.newest.as_deref().filter(|n| *n >= stem.as_str()) else {
-            return Ok(now);
-        };
-        if newest > stem.as_str() {
+        if let Some(newest) = repo.data_files()?.last().filter(|f| f.stem > stem) {
             return Err(Error::ClockBehind {
-                newest: repo.display(&stems.newest_name),
+                newest: repo.display(&newest.name()),
                 now: stem,
             });
         }
+        let Some(name) = name_with_stem(repo, &stem) else {
+            return Ok(now);
+        };
+        taken = name;
         if Timestamp::is_fixed() {
             break;
         }
@@ -177,12 +183,19 @@ fn free_stem(repo: &Repository, now: Timestamp, stems: Stems, log: &Log) -> Resu
         );
         std::thread::sleep(now.until_next_second());
         now = Timestamp::now()?;
-        stems = repo.stems()?;
     }
     Err(Error::StemTaken {
-        existing: repo.display(&stems.newest_name),
+        existing: repo.display(&taken),
         stem: now.stem(),
     })
+}
+
+/// A file of the repository with this stem (a data file first), if any.
+fn name_with_stem(repo: &Repository, stem: &str) -> Option<String> {
+    ["fs", "fsz", "deltafs", "deltafsz", "index", "dat"]
+        .iter()
+        .map(|ext| format!("{stem}.{ext}"))
+        .find(|name| fs::symlink_metadata(repo.path(name)).is_ok())
 }
 
 /// `-Q`: compare only the md5 of the last range the `.dat` log names.
@@ -570,17 +583,26 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
     let Some(newest_full) = files.iter().rev().find(|f| f.kind == Kind::Full) else {
         return Ok(());
     };
+    // The backup is made by now: what cannot be removed (a directory
+    // named like a backup file, a file we may not remove) is said and
+    // skipped, never the end of the run, which would leave every older
+    // backup behind it in place and fail every later `-k` the same way.
     for f in files.iter().filter(|f| *f != newest_full) {
-        log!(
-            log,
-            "removing old backup file {} (and .dat / .index)",
-            f.name()
-        );
+        let name = f.name();
+        let shown = repo.display(&name);
+        if fs::symlink_metadata(repo.path(&name)).is_ok_and(|m| m.is_dir()) {
+            log.notice(format_args!(
+                "not removing {shown}: a directory, not a backup file"
+            ));
+            continue;
+        }
+        log!(log, "removing old backup file {name} (and .dat / .index)");
         for name in [f.dat_name(), f.index_name()] {
             let _ = fs::remove_file(repo.path(&name));
         }
-        let name = f.name();
-        fs::remove_file(repo.path(&name)).map_err(io_err(&repo.display(&name), "remove"))?;
+        if let Err(e) = fs::remove_file(repo.path(&name)) {
+            log.notice(format_args!("{}", io_err(&shown, "remove")(e)));
+        }
     }
     let now = std::time::SystemTime::now();
     for name in repo.set_aside_files()? {
@@ -595,7 +617,12 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
                 "removing {}, set aside by a repair",
                 repo.display(&name)
             );
-            fs::remove_file(&path).map_err(io_err(&repo.display(&name), "remove"))?;
+            if let Err(e) = fs::remove_file(&path) {
+                log.notice(format_args!(
+                    "{}",
+                    io_err(&repo.display(&name), "remove")(e)
+                ));
+            }
         }
     }
     Ok(())

@@ -197,14 +197,6 @@ pub(crate) fn join(repository: &str, name: &str) -> String {
     }
 }
 
-/// The newest stem any backup file of a repository carries (data file,
-/// `.index` or `.dat`), and one such file's name, for messages.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stems {
-    pub(crate) newest: Option<String>,
-    pub(crate) newest_name: String,
-}
-
 /// A repository directory, with the path spelled as the user gave it.
 #[derive(Debug, Clone)]
 pub(crate) struct Repository {
@@ -368,29 +360,6 @@ impl Repository {
             }
         }
         Ok(names)
-    }
-
-    /// The newest stem in use, see [`Stems`].
-    ///
-    /// # Errors
-    /// As [`Repository::data_files`].
-    pub(crate) fn stems(&self) -> Result<Stems, RepositoryError> {
-        let mut stems = Stems::default();
-        for name in self.names()? {
-            let stem = match name.split_at_checked(19) {
-                Some((stem, ".index" | ".dat")) if Timestamp::parse_stem(stem).is_some() => stem,
-                _ if DataFile::parse(&name).is_some() => &name[..19],
-                _ => continue,
-            };
-            // On a tie the data file names the stem in messages.
-            let newer = stems.newest.as_deref().is_none_or(|n| stem > n);
-            let tie = stems.newest.as_deref() == Some(stem) && DataFile::parse(&name).is_some();
-            if newer || tie {
-                stems.newest = Some(stem.to_string());
-                stems.newest_name = name.clone();
-            }
-        }
-        Ok(stems)
     }
 
     /// Files that a repair set aside: `<name>.orphaned` and

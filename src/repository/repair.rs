@@ -66,12 +66,29 @@ fn remove_temporaries(repo: &Repository, said: &mut Vec<String>) -> Result<()> {
             continue;
         };
         let ours = name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX);
-        if ours || name == PYTHON_TEMP {
-            let shown = repo.display(&name);
-            fs::remove_file(entry.path()).map_err(io_err(&shown, "remove"))?;
+        if !(ours || name == PYTHON_TEMP) {
+            continue;
+        }
+        let shown = repo.display(&name);
+        // Only a file can be a backup's temporary: a directory of that
+        // name is someone else's, and left alone. A leftover that cannot
+        // be removed is reported, not fatal: no backup ever reads one
+        // (ours get fresh unique names), so it must not stop every
+        // backup from now on.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             said.push(format!(
-                "removed {shown}, a temporary file left by an interrupted backup"
+                "left {shown} alone: a directory, not a temporary file"
             ));
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => said.push(format!(
+                "removed {shown}, a temporary file left by an interrupted backup"
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => said.push(format!(
+                "could not remove {shown}, a temporary file left by an interrupted backup: {e}"
+            )),
         }
     }
     Ok(())
@@ -94,7 +111,11 @@ fn repair_chain(repo: &Repository, chain: &[DataFile], said: &mut Vec<String>) -
             }
             return Ok(());
         }
-        Err(e) => return Err(e),
+        // Unreadable (no permission, a bad sector, a directory of that
+        // name): not what a crash leaves, but damage, like a line that
+        // does not parse. Nothing is changed; the backup gives the chain
+        // up for a full one and says why.
+        Err(_) => return Ok(()),
     };
     let on_disk: HashMap<String, &DataFile> = chain.iter().map(|f| (f.name(), f)).collect();
     let mut entries = Vec::new();

@@ -2,6 +2,7 @@
 //! helpers in `common`. The hostile-input table is a binary of its own
 //! (`tests/hostile.rs`), because each of its rows is reported as a test.
 
+mod backup_hostile;
 mod cli;
 mod common;
 mod crash;

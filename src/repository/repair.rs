@@ -81,6 +81,11 @@ fn remove_temporaries(repo: &Repository, said: &mut Vec<String>) -> Result<()> {
             ));
             continue;
         }
+        // Python repozo takes no lock: a tmp.tmp written to lately may be a
+        // Python run's at work now. Nothing reads it, so it can wait.
+        if !ours && is_recent(&entry) {
+            continue;
+        }
         match fs::remove_file(entry.path()) {
             Ok(()) => said.push(format!(
                 "removed {shown}, a temporary file left by an interrupted backup"
@@ -92,6 +97,19 @@ fn remove_temporaries(repo: &Repository, said: &mut Vec<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a `tmp.tmp` must have been left unwritten before it is taken
+/// for a dead run's.
+pub(crate) const PYTHON_TEMP_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn is_recent(entry: &fs::DirEntry) -> bool {
+    let age = entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+    age.is_none_or(|a| a < PYTHON_TEMP_GRACE)
 }
 
 fn repair_chain(repo: &Repository, chain: &[DataFile], said: &mut Vec<String>) -> Result<()> {

@@ -119,8 +119,35 @@ fn stale_temporary_files_are_removed() {
         let (t, db) = two_backups(false);
         fs::write(t.path().join("repo/.repozo-abc123.tmp"), b"half a backup").unwrap();
         fs::write(t.path().join("repo/tmp.tmp"), b"python's half").unwrap();
+        // Left an hour ago: a dead run's, not a live Python repozo's.
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(t.path().join("repo/tmp.tmp"))
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
         next_backup_repairs(&t, &db, quick, "removed repo/tmp.tmp, a temporary file");
         assert!(!t.path().join("repo/.repozo-abc123.tmp").exists());
+        assert!(!t.path().join("repo/tmp.tmp").exists());
+    }
+}
+
+/// Found by the backup breaker: Python repozo takes no lock, and our
+/// repair removed the tmp.tmp a Python run was writing at that moment.
+#[test]
+fn regression_a_tmp_tmp_being_written_is_left_to_python() {
+    for quick in [false, true] {
+        let (t, db) = two_backups(false);
+        fs::write(t.path().join("repo/tmp.tmp"), b"python at work").unwrap();
+        let mut args = vec!["-B", "-r", "repo", "-f", "Data.fs"];
+        if quick {
+            args.push("-Q");
+        }
+        let err = ok(&repozo(t.path(), "2024-01-01-01-00-00", &args), "backup");
+        assert!(err.is_empty(), "{err}");
+        assert!(t.path().join("repo/tmp.tmp").exists());
+        assert!(recovered(t.path(), "2024-01-01-01-00-00") == db.bytes);
     }
 }
 

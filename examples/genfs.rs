@@ -33,6 +33,9 @@
 //! record, then appends about SIZE bytes of new transactions that rewrite
 //! existing objects (with correct `prev`) and add new ones.
 
+// Test and benchmark data is built with deliberate truncating casts.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;

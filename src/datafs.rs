@@ -16,11 +16,10 @@ use crate::disk::atomic::hex;
 use crate::error::{io_err, Error, Result};
 use crate::filestorage::index::Index;
 use crate::filestorage::records::{
-    DataHeader, Magic, TxnHeader, WalkResult, Walker, DATA_HDR_LEN, MAGIC_LEN, TRAILER_LEN,
-    TRANS_HDR_LEN,
+    buf, DataHeader, Magic, TxnHeader, WalkResult, Walker, MAGIC_LEN, TRAILER_LEN,
 };
 
-use crate::{read_full, CHUNK};
+use crate::{at_most, read_full, CHUNK};
 
 /// A saved index to start a walk from: the oid -> offset map of the file up
 /// to `pos`, the end of a complete transaction.
@@ -122,7 +121,7 @@ impl Source {
         let mut buf = vec![0u8; CHUNK];
         let mut pos = start;
         while pos < end {
-            let want = (end - pos).min(CHUNK as u64) as usize;
+            let want = at_most(end - pos, CHUNK);
             let n = self.read_at(&mut buf[..want], pos)?;
             if n == 0 {
                 return Err(Error::Shrank {
@@ -184,7 +183,7 @@ impl Source {
     /// # Errors
     /// [`Error::Format`] when it is not a FileStorage's.
     pub(crate) fn magic(&self) -> Result<Magic> {
-        let mut b = [0u8; MAGIC_LEN as usize];
+        let mut b = [0u8; buf::MAGIC];
         let found = self.read_exact_at(&mut b, 0)?;
         found
             .and_then(|()| Magic::from_bytes(&b))
@@ -233,7 +232,7 @@ impl Source {
             if end < MAGIC_LEN + TRAILER_LEN {
                 return Ok(None);
             }
-            let mut t = [0u8; TRAILER_LEN as usize];
+            let mut t = [0u8; buf::TRAILER];
             if self.read_exact_at(&mut t, end - TRAILER_LEN)?.is_none() {
                 return Ok(None);
             }
@@ -244,7 +243,7 @@ impl Source {
             else {
                 return Ok(None);
             };
-            let mut hb = [0u8; TRANS_HDR_LEN as usize];
+            let mut hb = [0u8; buf::TRANS_HDR];
             if self.read_exact_at(&mut hb, tpos)?.is_none() {
                 return Ok(None);
             }
@@ -266,7 +265,7 @@ impl Source {
             }
             let mut records = Vec::with_capacity(SANITY_RECORDS);
             while opos < tend && records.len() < SANITY_RECORDS {
-                let mut db = [0u8; DATA_HDR_LEN as usize];
+                let mut db = [0u8; buf::DATA_HDR];
                 if self.read_exact_at(&mut db, opos)?.is_none() {
                     return Ok(None);
                 }
@@ -288,7 +287,7 @@ impl Source {
         if self.size < TRAILER_LEN {
             return Ok(None);
         }
-        let mut b = [0u8; TRAILER_LEN as usize];
+        let mut b = [0u8; buf::TRAILER];
         Ok(self
             .read_exact_at(&mut b, self.size - TRAILER_LEN)?
             .map(|()| u64::from_be_bytes(b)))
@@ -336,7 +335,7 @@ impl Source {
             let end = at + bytes.len() as u64;
             if let Some((w, shown)) = out.as_mut() {
                 if end > copy_from {
-                    let skip = copy_from.saturating_sub(at) as usize;
+                    let skip = at_most(copy_from.saturating_sub(at), bytes.len());
                     w.write_all(&bytes[skip..])
                         .map_err(io_err(shown, "write"))?;
                 }
@@ -348,7 +347,7 @@ impl Source {
             // Bytes before the walk's start are known good: they are only
             // copied. The walker's `committed` is never below its start.
             if chunk_end > walk_from {
-                let skip = walk_from.saturating_sub(at) as usize;
+                let skip = at_most(walk_from.saturating_sub(at), chunk.len());
                 walker.feed(&chunk[skip..]).map_err(fmt_err)?;
             }
             let committed = walker.committed().min(chunk_end);
@@ -356,15 +355,15 @@ impl Source {
             let pending_start = at - pending.len() as u64;
             debug_assert_eq!(pending_start, emitted);
             if committed > emitted {
-                let from_pending = ((committed - emitted) as usize).min(pending.len());
+                let from_pending = at_most(committed - emitted, pending.len());
                 emit(emitted, &pending[..from_pending])?;
                 pending.drain(..from_pending);
                 if committed > at {
-                    emit(at, &chunk[..(committed - at) as usize])?;
+                    emit(at, &chunk[..at_most(committed - at, chunk.len())])?;
                 }
                 emitted = committed;
             }
-            let keep_from = (emitted.max(at) - at) as usize;
+            let keep_from = at_most(emitted.max(at) - at, chunk.len());
             pending.extend_from_slice(&chunk[keep_from..]);
             // Once the end is known, read on only to copy up to it.
             Ok(!(walker.is_done() && emitted >= walker.committed()))

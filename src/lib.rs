@@ -8,6 +8,9 @@
 //! files, and [`commands`] holds the modes; [`cli`] turns repozo's flags
 //! into a checked [`cli::Plan`].
 
+// The library itself is checked for truncating casts; its unit tests
+// build data with deliberate ones.
+#![cfg_attr(test, allow(clippy::cast_possible_truncation))]
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -65,4 +68,10 @@ pub(crate) fn read_full(
         }
     }
     Ok(got)
+}
+
+/// `n` bytes as a `usize`, at most `max`: for a count kept in `u64` (file
+/// positions are) that a buffer of `max` bytes bounds.
+pub(crate) fn at_most(n: u64, max: usize) -> usize {
+    usize::try_from(n).map_or(max, |n| n.min(max))
 }

@@ -20,6 +20,9 @@
 //! This binary has its own harness (libtest-mimic): every row is a test of
 //! its own, run in parallel with the others and alone by its name.
 
+// Test and benchmark data is built with deliberate truncating casts.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::BTreeMap;
 use std::fs::{self, Permissions};
 use std::io::Read;

@@ -42,8 +42,8 @@ fn tables() -> &'static Tables {
     static TABLES: OnceLock<Tables> = OnceLock::new();
     TABLES.get_or_init(|| {
         let mut byte = [0u32; 256];
-        for (v, e) in byte.iter_mut().enumerate() {
-            let mut c = v as u32;
+        for (v, e) in (0u32..).zip(byte.iter_mut()) {
+            let mut c = v;
             for _ in 0..8 {
                 c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
             }
@@ -52,8 +52,8 @@ fn tables() -> &'static Tables {
         // Which byte's entry has this top byte (they all differ), to run a
         // zero byte backwards.
         let mut by_top = [0u8; 256];
-        for (v, e) in byte.iter().enumerate() {
-            by_top[(e >> 24) as usize] = v as u8;
+        for (v, e) in (0u8..=255).zip(byte.iter()) {
+            by_top[usize::from(e.to_be_bytes()[0])] = v;
         }
         let mut x2k = [0u32; 32];
         let mut p = ONE >> 1; // x^1

@@ -129,7 +129,8 @@ pub fn inflated_size(file: &File, min: u64) -> Option<Inflated> {
     let sound = end + 8 == len
         && read_at_most(file, &mut trailer, end)? == 8
         && trailer[..4] == crc.finalize().to_le_bytes()
-        && trailer[4..] == (size as u32).to_le_bytes();
+        // ISIZE is the size modulo 2^32: its low four bytes.
+        && trailer[4..] == size.to_le_bytes()[..4];
     sound.then_some(Inflated { size, split })
 }
 
@@ -137,11 +138,12 @@ pub fn inflated_size(file: &File, min: u64) -> Option<Inflated> {
 /// the pair of bytes names the position (the low byte, and the high one
 /// plus one added to it).
 fn stand_in_0(pos: usize) -> u8 {
-    pos as u8
+    pos.to_le_bytes()[0]
 }
 
 fn stand_in_1(pos: usize) -> u8 {
-    (pos as u8).wrapping_add((pos >> 8) as u8).wrapping_add(1)
+    let b = pos.to_le_bytes();
+    b[0].wrapping_add(b[1]).wrapping_add(1)
 }
 
 /// The window position a differing pair of output bytes was copied from.

@@ -133,12 +133,12 @@ impl Index {
         self.buckets
             .entry(oid >> 16)
             .or_default()
-            .insert(oid as u16, value);
+            .insert(low16(oid), value);
     }
 
     /// The offset recorded for `oid`.
     pub(crate) fn get(&self, oid: u64) -> Option<u64> {
-        self.buckets.get(&(oid >> 16))?.get(oid as u16)
+        self.buckets.get(&(oid >> 16))?.get(low16(oid))
     }
 
     /// Number of oids.
@@ -196,6 +196,12 @@ fn offset_from_bytes(b: &[u8; OFFSET_LEN]) -> u64 {
     let mut full = [0u8; 8];
     full[2..].copy_from_slice(b);
     u64::from_be_bytes(full)
+}
+
+/// The low 16 bits of an oid: its key inside its bucket.
+fn low16(oid: u64) -> u16 {
+    let b = oid.to_be_bytes();
+    u16::from_be_bytes([b[6], b[7]])
 }
 
 #[cfg(test)]

@@ -629,19 +629,20 @@ impl<W: Write> Writer<W> {
     /// I/O errors of the underlying writer.
     pub(crate) fn dump_int(&mut self, v: u64) -> io::Result<()> {
         self.begin()?;
-        if v < 0x100 {
-            self.inner.write_all(&[BININT1, v as u8])?;
-        } else if v < 0x1_0000 {
+        if let Ok(b) = u8::try_from(v) {
+            self.inner.write_all(&[BININT1, b])?;
+        } else if let Ok(w) = u16::try_from(v) {
             self.inner.write_all(&[BININT2])?;
-            self.inner.write_all(&(v as u16).to_le_bytes())?;
-        } else if v < 0x8000_0000 {
+            self.inner.write_all(&w.to_le_bytes())?;
+        } else if let Some(d) = u32::try_from(v).ok().filter(|&d| d < 0x8000_0000) {
+            // BININT is signed: the top bit is for LONG1.
             self.inner.write_all(&[BININT])?;
-            self.inner.write_all(&(v as u32).to_le_bytes())?;
+            self.inner.write_all(&d.to_le_bytes())?;
         } else {
             match self.dialect {
                 Dialect::Protocol3 => {
                     let b = encode_long(v);
-                    self.inner.write_all(&[LONG1, b.len() as u8])?;
+                    self.inner.write_all(&[LONG1, small_len(b.len())?])?;
                     self.inner.write_all(&b)?;
                 }
                 // cPickle writes a Python 2 int too wide for BININT as text.
@@ -687,7 +688,7 @@ impl<W: Write> Writer<W> {
             Dialect::Protocol1 => (SHORT_BINSTRING, BINSTRING),
         };
         if b.len() < 0x100 {
-            self.inner.write_all(&[short, b.len() as u8])?;
+            self.inner.write_all(&[short, small_len(b.len())?])?;
         } else {
             let n = u32::try_from(b.len())
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "string over 4 GiB"))?;
@@ -696,6 +697,11 @@ impl<W: Write> Writer<W> {
         }
         self.inner.write_all(b)
     }
+}
+
+/// A length that a one-byte length field must hold.
+fn small_len(n: usize) -> io::Result<u8> {
+    u8::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "over 255 bytes"))
 }
 
 #[cfg(test)]

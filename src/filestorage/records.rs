@@ -36,6 +36,21 @@ pub(crate) const BACK_POINTER_LEN: u64 = 8;
 /// The redundant copy of the transaction length after each transaction.
 pub(crate) const TRAILER_LEN: u64 = 8;
 
+/// The same lengths as buffer sizes. File positions are `u64`, buffers
+/// `usize`; these small constants convert without loss, and this is the
+/// one place that converts them.
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) mod buf {
+    /// [`super::MAGIC_LEN`].
+    pub(crate) const MAGIC: usize = super::MAGIC_LEN as usize;
+    /// [`super::TRANS_HDR_LEN`].
+    pub(crate) const TRANS_HDR: usize = super::TRANS_HDR_LEN as usize;
+    /// [`super::DATA_HDR_LEN`].
+    pub(crate) const DATA_HDR: usize = super::DATA_HDR_LEN as usize;
+    /// [`super::TRAILER_LEN`].
+    pub(crate) const TRAILER: usize = super::TRAILER_LEN as usize;
+}
+
 /// Which ZODB wrote the file, as told by its magic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Magic {
@@ -69,7 +84,7 @@ pub(crate) struct TxnHeader {
 
 impl TxnHeader {
     /// Decode the 23 header bytes.
-    pub fn parse(b: &[u8; TRANS_HDR_LEN as usize]) -> TxnHeader {
+    pub fn parse(b: &[u8; buf::TRANS_HDR]) -> TxnHeader {
         TxnHeader {
             tid: BigEndian::read_u64(&b[0..8]),
             tlen: BigEndian::read_u64(&b[8..16]),
@@ -99,7 +114,7 @@ pub(crate) struct DataHeader {
 
 impl DataHeader {
     /// Decode the 42 header bytes.
-    pub fn parse(b: &[u8; DATA_HDR_LEN as usize]) -> DataHeader {
+    pub fn parse(b: &[u8; buf::DATA_HDR]) -> DataHeader {
         DataHeader {
             oid: BigEndian::read_u64(&b[0..8]),
             tid: BigEndian::read_u64(&b[8..16]),
@@ -304,7 +319,7 @@ impl Walker {
             last_trailer,
             state: State::Magic,
             pos: 0,
-            buf: Vec::with_capacity(DATA_HDR_LEN as usize),
+            buf: Vec::with_capacity(buf::DATA_HDR),
             skip: 0,
             magic: None,
             txn_pos: 0,
@@ -374,7 +389,7 @@ impl Walker {
             match self.state {
                 State::Done => return Ok(()),
                 State::TxnMeta | State::DataBody | State::Undone => {
-                    let n = self.skip.min(data.len() as u64) as usize;
+                    let n = crate::at_most(self.skip, data.len());
                     self.skip -= n as u64;
                     self.pos += n as u64;
                     data = &data[n..];
@@ -384,7 +399,7 @@ impl Walker {
                 }
                 State::Magic | State::TxnHeader | State::DataHeader | State::Trailer => {
                     let need = self.need();
-                    let mut hdr = [0u8; DATA_HDR_LEN as usize];
+                    let mut hdr = [0u8; buf::DATA_HDR];
                     let got = if self.buf.is_empty() && data.len() >= need {
                         hdr[..need].copy_from_slice(&data[..need]);
                         data = &data[need..];
@@ -443,12 +458,12 @@ impl Walker {
     }
 
     fn need(&self) -> usize {
-        (match self.state {
-            State::Magic => MAGIC_LEN,
-            State::TxnHeader => TRANS_HDR_LEN,
-            State::DataHeader => DATA_HDR_LEN,
-            _ => TRAILER_LEN,
-        }) as usize
+        match self.state {
+            State::Magic => buf::MAGIC,
+            State::TxnHeader => buf::TRANS_HDR,
+            State::DataHeader => buf::DATA_HDR,
+            _ => buf::TRAILER,
+        }
     }
 
     fn finish_at(&mut self, end: u64) {

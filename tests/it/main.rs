@@ -2,6 +2,9 @@
 //! helpers in `common`. The hostile-input table is a binary of its own
 //! (`tests/hostile.rs`), because each of its rows is reported as a test.
 
+// Test and benchmark data is built with deliberate truncating casts.
+#![allow(clippy::cast_possible_truncation)]
+
 mod backup_hostile;
 mod cli;
 mod common;

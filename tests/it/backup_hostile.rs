@@ -7,13 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use tempfile::TempDir;
-
-use crate::common::{assert_index_is_a_scan, Db};
-
-fn repozo(dir: &Path, now: Option<&str>, args: &[&str]) -> Output {
-    repozo_as(dir, &[], now, args)
-}
+use crate::common::{ok, recovers_to, repozo, with, workspace, B};
 
 /// Run the binary in `dir` through `prefix` (`setpriv …`), if any.
 fn repozo_as(dir: &Path, prefix: &[&str], now: Option<&str>, args: &[&str]) -> Output {
@@ -32,46 +26,6 @@ fn repozo_as(dir: &Path, prefix: &[&str], now: Option<&str>, args: &[&str]) -> O
         None => c.env_remove("REPOZO_TEST_NOW"),
     };
     c.output().unwrap()
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}: {err}",
-        out.status.code()
-    );
-    err
-}
-
-/// A workspace with `repo/` and a Data.fs of `txns` transactions.
-fn workspace(txns: usize) -> (TempDir, Db) {
-    let t = TempDir::new().unwrap();
-    fs::create_dir(t.path().join("repo")).unwrap();
-    let mut db = Db::new();
-    db.grow(txns);
-    db.save(&t.path().join("Data.fs"));
-    (t, db)
-}
-
-const B: &[&str] = &["-B", "-r", "repo", "-f", "Data.fs"];
-
-fn with(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
-    base.iter().chain(extra).copied().collect()
-}
-
-/// Recover into `out.fs` and check bytes and installed index.
-fn recovers_to(dir: &Path, now: &str, want: &[u8], what: &str) {
-    let _ = fs::remove_file(dir.join("out.fs"));
-    ok(
-        &repozo(dir, Some(now), &["-R", "-r", "repo", "-o", "out.fs"]),
-        what,
-    );
-    assert!(
-        fs::read(dir.join("out.fs")).unwrap() == want,
-        "{what}: bytes"
-    );
-    assert_index_is_a_scan(&dir.join("out.fs"), &dir.join("out.fs.index"), what);
 }
 
 /// Whether `setpriv` can run a command as `nobody` here (root only).

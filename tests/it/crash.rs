@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::common::{assert_index_is_a_scan, Db};
+use crate::common::{assert_index_is_a_scan, ok, Db};
 
 fn stamp(i: u32) -> String {
     format!(
@@ -39,16 +39,6 @@ fn repozo(dir: &Path, now: &str, args: &[&str]) -> Output {
         .env("REPOZO_TEST_NOW", now)
         .output()
         .unwrap()
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}: {err}",
-        out.status.code()
-    );
-    err
 }
 
 fn recovered(dir: &Path, now: &str) -> Vec<u8> {

@@ -3,6 +3,9 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
 
 /// Appends valid FileStorage transactions (the record layout of
 /// docs/format.md) to make databases of any size quickly.
@@ -97,4 +100,71 @@ pub fn assert_index_is_a_scan(data: &Path, index: &Path, what: &str) {
         index.display(),
         data.display()
     );
+}
+
+/// Run the binary in `dir`, with "now" fixed to `now` (or the real clock).
+pub fn repozo(dir: &Path, now: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_repozo"));
+    c.args(args).current_dir(dir);
+    match now {
+        Some(now) => c.env("REPOZO_TEST_NOW", now),
+        None => c.env_remove("REPOZO_TEST_NOW"),
+    };
+    c.output().unwrap()
+}
+
+pub fn ok(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}: {err}",
+        out.status.code()
+    );
+    err
+}
+
+pub fn fails(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+    err.trim_end().to_string()
+}
+
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != repozo::repository::lock::LOCK_NAME)
+        .collect();
+    v.sort();
+    v
+}
+
+/// A workspace with `repo/` and a Data.fs of `txns` transactions.
+pub fn workspace(txns: usize) -> (TempDir, Db) {
+    let t = TempDir::new().unwrap();
+    fs::create_dir(t.path().join("repo")).unwrap();
+    let mut db = Db::new();
+    db.grow(txns);
+    db.save(&t.path().join("Data.fs"));
+    (t, db)
+}
+
+pub const B: &[&str] = &["-B", "-r", "repo", "-f", "Data.fs"];
+
+pub fn with(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+    base.iter().chain(extra).copied().collect()
+}
+
+/// Recover into `out.fs` and check bytes and installed index.
+pub fn recovers_to(dir: &Path, now: &str, want: &[u8], what: &str) {
+    let _ = fs::remove_file(dir.join("out.fs"));
+    ok(
+        &repozo(dir, Some(now), &["-R", "-r", "repo", "-o", "out.fs"]),
+        what,
+    );
+    assert!(
+        fs::read(dir.join("out.fs")).unwrap() == want,
+        "{what}: bytes"
+    );
+    assert_index_is_a_scan(&dir.join("out.fs"), &dir.join("out.fs.index"), what);
 }

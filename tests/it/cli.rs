@@ -3,19 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    root().join(rel)
-}
+use crate::common::{copy_dir, fixture};
 
 fn manifest() -> Value {
     serde_json::from_str(&fs::read_to_string(fixture("testdata/MANIFEST.json")).unwrap()).unwrap()
@@ -66,16 +60,6 @@ fn workspace(db: &str) -> TempDir {
     fs::copy(fixture(db), t.path().join("Data.fs")).unwrap();
     fs::create_dir(t.path().join("repo")).unwrap();
     t
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

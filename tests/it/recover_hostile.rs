@@ -5,106 +5,15 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+use crate::common::{read, run, with_repo, BIN, NOW};
 
-const BIN: &str = env!("CARGO_BIN_EXE_repozo");
-const NOW: &str = "2030-01-01-00-00-00";
 /// The last backup of `testdata/repo-plain`.
 const LAST: &str = "2024-01-03-12-45-30";
 /// Data.fs as of the last backup of `testdata/repo-plain`.
 const STATE: &str = "testdata/repo-plain/states/2024-01-03-12-45-30.fs";
-/// A run that takes longer is killed and fails its test (a hang).
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn read(rel: &str) -> Vec<u8> {
-    fs::read(fixture(rel)).unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-/// A temporary directory holding `repo`, a copy of a fixture repository.
-fn with_repo(fixture_repo: &str) -> TempDir {
-    let t = TempDir::new().unwrap();
-    copy_dir(&fixture(fixture_repo), &t.path().join("repo"));
-    t
-}
-
-/// What a run showed: its exit code (`None`: killed after [`TIMEOUT`] or
-/// by a signal), stdout and stderr.
-struct Ran {
-    code: Option<i32>,
-    stderr: String,
-}
-
-impl Ran {
-    fn ok(&self) {
-        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
-    }
-
-    /// Exit 1 with exactly this one line on stderr.
-    fn fails_with(&self, line: &str) {
-        assert_eq!(self.code, Some(1), "stderr: {}", self.stderr);
-        assert_eq!(self.stderr.trim_end(), line);
-    }
-
-    /// Exit 0 with exactly this one line on stderr.
-    fn succeeds_saying(&self, line: &str) {
-        self.ok();
-        assert_eq!(self.stderr.trim_end(), line);
-    }
-}
-
-/// Run the binary in `dir`; killed after [`TIMEOUT`].
-fn run(dir: &Path, args: &[&str]) -> Ran {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("REPOZO_TEST_NOW", NOW)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    Ran {
-        code,
-        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
-    }
-}
 
 /// A child process killed (and waited for) when dropped, a failed
 /// assertion included.

@@ -2,8 +2,11 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -167,4 +170,116 @@ pub fn recovers_to(dir: &Path, now: &str, want: &[u8], what: &str) {
         "{what}: bytes"
     );
     assert_index_is_a_scan(&dir.join("out.fs"), &dir.join("out.fs.index"), what);
+}
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_repozo");
+/// "Now" for the runs of [`run`]: after every fixture's backups.
+pub const NOW: &str = "2030-01-01-00-00-00";
+/// A run that takes longer is killed and fails its test (a hang).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn read(rel: &str) -> Vec<u8> {
+    fs::read(fixture(rel)).unwrap()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A temporary directory holding `repo`, a copy of a fixture repository.
+pub fn with_repo(fixture_repo: &str) -> TempDir {
+    let t = TempDir::new().unwrap();
+    copy_dir(&fixture(fixture_repo), &t.path().join("repo"));
+    t
+}
+
+/// What a run showed: its exit code (`None`: killed after [`TIMEOUT`] or
+/// by a signal), stdout and stderr.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn ok(&self) {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+    }
+
+    /// Exit 1 with exactly this one line on stderr.
+    pub fn fails_with(&self, line: &str) {
+        assert_eq!(self.code, Some(1), "stderr: {}", self.stderr);
+        assert_eq!(self.stderr.trim_end(), line);
+    }
+
+    /// Exit 0 with exactly this one line on stderr.
+    pub fn succeeds_saying(&self, line: &str) {
+        self.ok();
+        assert_eq!(self.stderr.trim_end(), line);
+    }
+}
+
+pub fn run(dir: &Path, args: &[&str]) -> Ran {
+    run_as(dir, &[], args, Stdio::piped())
+}
+
+/// Run the binary in `dir`, through `prefix` (`setpriv …`, `sh -c …`),
+/// with this stdout; killed after [`TIMEOUT`].
+pub fn run_as(dir: &Path, prefix: &[&str], args: &[&str], stdout: Stdio) -> Ran {
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = cmd
+        .args(args)
+        .current_dir(dir)
+        .env("REPOZO_TEST_NOW", NOW)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+    let deadline = Instant::now() + TIMEOUT;
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Ran {
+        code,
+        stdout: out.join().unwrap(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
+    }
 }

@@ -15,9 +15,8 @@ use md5::{Digest, Md5};
 use crate::disk::atomic::hex;
 use crate::error::{io_err, Error, Result};
 use crate::filestorage::index::Index;
-use crate::filestorage::records::{
-    buf, DataHeader, Magic, TxnHeader, WalkResult, Walker, MAGIC_LEN, TRAILER_LEN,
-};
+use crate::filestorage::records::{buf, Magic, WalkResult, Walker, TRAILER_LEN};
+use crate::filestorage::sanity;
 
 use crate::{at_most, read_full, CHUNK};
 
@@ -30,12 +29,6 @@ pub struct Resume {
     /// The oid -> offset map.
     pub index: Index,
 }
-
-/// How many data records of the last transactions a saved index is checked
-/// against, as FileStorage's `_check_sanity`.
-const SANITY_RECORDS: usize = 5;
-/// FileStorage ignores a saved index for a position below this.
-const SANITY_MIN_POS: u64 = 100;
 
 /// An open Data.fs.
 pub struct Source {
@@ -213,7 +206,7 @@ impl Source {
         }
         Ok(self
             .sanity_records(pos)?
-            .is_some_and(|records| points_at(index, &records)))
+            .is_some_and(|records| sanity::points_at(index, &records)))
     }
 
     /// The `(oid, offset)` of the data records that
@@ -224,61 +217,10 @@ impl Source {
     /// # Errors
     /// I/O errors reading.
     pub(crate) fn sanity_records(&self, pos: u64) -> Result<Option<Vec<(u64, u64)>>> {
-        if pos < SANITY_MIN_POS || pos > self.size || self.magic().is_err() {
+        if pos > self.size {
             return Ok(None);
         }
-        let mut end = pos;
-        loop {
-            if end < MAGIC_LEN + TRAILER_LEN {
-                return Ok(None);
-            }
-            let mut t = [0u8; buf::TRAILER];
-            if self.read_exact_at(&mut t, end - TRAILER_LEN)?.is_none() {
-                return Ok(None);
-            }
-            let tlen = u64::from_be_bytes(t);
-            let Some(tpos) = (end - TRAILER_LEN)
-                .checked_sub(tlen)
-                .filter(|&p| p >= MAGIC_LEN)
-            else {
-                return Ok(None);
-            };
-            let mut hb = [0u8; buf::TRANS_HDR];
-            if self.read_exact_at(&mut hb, tpos)?.is_none() {
-                return Ok(None);
-            }
-            let h = TxnHeader::parse(&hb);
-            if h.tlen != tlen {
-                return Ok(None);
-            }
-            end = tpos;
-            if h.status == b'u' {
-                continue;
-            }
-            if (h.status != b' ' && h.status != b'p') || tlen < h.header_len() {
-                return Ok(None);
-            }
-            let tend = tpos + tlen;
-            let mut opos = tpos + h.header_len();
-            if opos == tend {
-                continue;
-            }
-            let mut records = Vec::with_capacity(SANITY_RECORDS);
-            while opos < tend && records.len() < SANITY_RECORDS {
-                let mut db = [0u8; buf::DATA_HDR];
-                if self.read_exact_at(&mut db, opos)?.is_none() {
-                    return Ok(None);
-                }
-                let d = DataHeader::parse(&db);
-                let rend = opos.saturating_add(d.record_len());
-                if rend > tend || d.tloc != tpos || d.vlen != 0 {
-                    return Ok(None);
-                }
-                records.push((d.oid, opos));
-                opos = rend;
-            }
-            return Ok(Some(records));
-        }
+        sanity::records_to_check(pos, |buf, at| Ok(self.read_exact_at(buf, at)?.is_some()))
     }
 
     /// The last 8 bytes as a number, which the walker needs to tell a torn
@@ -378,14 +320,6 @@ impl Source {
         }
         Ok(result)
     }
-}
-
-/// Whether `index` gives each of `records` (from [`Source::sanity_records`])
-/// its offset: the lookup half of [`Source::index_is_sane`].
-pub(crate) fn points_at(index: &Index, records: &[(u64, u64)]) -> bool {
-    records
-        .iter()
-        .all(|&(oid, offset)| index.get(oid) == Some(offset))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::datafs::{points_at, Source};
+use crate::datafs::Source;
 use crate::disk::atomic::{sync_dir, AtomicFile, Md5Thread};
 use crate::disk::direct::{clones_extents, DirectWriter};
 use crate::disk::open;
@@ -32,6 +32,7 @@ use crate::error::{io_err, Error, Mismatch, Refusal, Result};
 use crate::filestorage::index::{Index, PREFIX_LEN};
 use crate::filestorage::index_file;
 use crate::filestorage::records::MAGIC_LEN;
+use crate::filestorage::sanity::points_at;
 use crate::log;
 use crate::log::Log;
 use crate::repository::data_reader::DataReader;

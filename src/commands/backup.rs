@@ -22,7 +22,6 @@ use crate::filestorage::index_file;
 use crate::filestorage::records::WalkResult;
 use crate::log;
 use crate::log::Log;
-use crate::repository::data_reader::DataReader;
 use crate::repository::lock;
 use crate::repository::repair;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
@@ -195,7 +194,7 @@ fn name_with_stem(repo: &Repository, stem: &str) -> Option<String> {
     ["fs", "fsz", "deltafs", "deltafsz", "index", "dat"]
         .iter()
         .map(|ext| format!("{stem}.{ext}"))
-        .find(|name| fs::symlink_metadata(repo.path(name)).is_ok())
+        .find(|name| repo.entry(name).is_some())
 }
 
 /// `-Q`: compare only the md5 of the last range the `.dat` log names.
@@ -299,8 +298,7 @@ fn read_repository(
     mut send: impl FnMut(Result<Vec<u8>>) -> bool,
 ) {
     for f in chain {
-        let shown = repo.display(&f.name());
-        let mut r = match DataReader::open(&repo.path(&f.name()), &shown, f.gzip) {
+        let mut r = match repo.reader(&f.name(), f.gzip) {
             Ok(r) => r,
             Err(e) => {
                 send(Err(e));
@@ -505,12 +503,13 @@ fn write_backup(
 /// Refuse an existing name before any work, as repozo does, then open the
 /// temporary file.
 fn start_file(repo: &Repository, dest: &DataFile, source: &Source) -> Result<AtomicFile> {
-    let path = repo.path(&dest.name());
-    let shown = repo.display(&dest.name());
-    if fs::symlink_metadata(&path).is_ok() {
-        return Err(Error::WouldOverwrite { path: shown });
+    let name = dest.name();
+    if repo.entry(&name).is_some() {
+        return Err(Error::WouldOverwrite {
+            path: repo.display(&name),
+        });
     }
-    let mut f = AtomicFile::create(&path, &shown)?;
+    let mut f = repo.create(&name)?;
     f.set_permissions(source.permissions());
     Ok(f)
 }
@@ -541,15 +540,14 @@ fn commit_all(repo: &Repository, c: &Commit<'_>, data: AtomicFile, log: &Log) ->
     let mut log_text = if c.owner == c.dest {
         Vec::new()
     } else {
-        let name = c.owner.dat_name();
-        open::read_regular(&repo.path(&name), &repo.display(&name))?
+        repo.read(&c.owner.dat_name())?
     };
     log_text.extend_from_slice(c.entry.line().as_bytes());
     let dat = write_aside(repo, &c.owner.dat_name(), c.source, |w| {
         w.write_all(&log_text)
     })?;
     c.source.check_not_replaced()?;
-    let dir = fs::File::open(repo.dir()).map_err(io_err(repo.given(), "open"))?;
+    let dir = repo.open_dir()?;
     data.commit_in(false, &dir)?;
     index.commit_in(true, &dir)?;
     dat.commit_in(true, &dir)
@@ -563,7 +561,7 @@ fn write_aside(
     source: &Source,
     fill: impl FnOnce(&mut BufWriter<&mut fs::File>) -> std::io::Result<()>,
 ) -> Result<AtomicFile> {
-    let mut f = AtomicFile::create(&repo.path(name), &repo.display(name))?;
+    let mut f = repo.create(name)?;
     f.set_permissions(source.permissions());
     let shown = f.shown().to_string();
     let mut w = BufWriter::new(f.file());
@@ -590,7 +588,7 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
     for f in files.iter().filter(|f| *f != newest_full) {
         let name = f.name();
         let shown = repo.display(&name);
-        if fs::symlink_metadata(repo.path(&name)).is_ok_and(|m| m.is_dir()) {
+        if repo.entry(&name).is_some_and(|m| m.is_dir()) {
             log.notice(format_args!(
                 "not removing {shown}: a directory, not a backup file"
             ));
@@ -598,18 +596,17 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
         }
         log!(log, "removing old backup file {name} (and .dat / .index)");
         for name in [f.dat_name(), f.index_name()] {
-            let _ = fs::remove_file(repo.path(&name));
+            let _ = repo.remove(&name);
         }
-        if let Err(e) = fs::remove_file(repo.path(&name)) {
+        if let Err(e) = repo.remove(&name) {
             log.notice(format_args!("{}", io_err(&shown, "remove")(e)));
         }
     }
     let now = std::time::SystemTime::now();
     for name in repo.set_aside_files()? {
-        let path = repo.path(&name);
-        let age = fs::symlink_metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
+        let age = repo
+            .entry(&name)
+            .and_then(|m| m.modified().ok())
             .and_then(|t| now.duration_since(t).ok());
         if age.is_some_and(|a| a > ORPHAN_GRACE) {
             log!(
@@ -617,7 +614,7 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
                 "removing {}, set aside by a repair",
                 repo.display(&name)
             );
-            if let Err(e) = fs::remove_file(&path) {
+            if let Err(e) = repo.remove(&name) {
                 log.notice(format_args!(
                     "{}",
                     io_err(&repo.display(&name), "remove")(e)
@@ -644,19 +641,28 @@ fn saved_index(
     confirmed: Option<(String, u64)>,
     log: &Log,
 ) -> Result<Option<Resume>> {
-    let mut candidates: Vec<(u64, PathBuf, String)> = Vec::new();
+    // Data.fs.index is beside Data.fs; a repository index is opened
+    // through the repository, as every repository file is.
+    enum Saved {
+        Beside(PathBuf),
+        InRepository(String),
+    }
+    let open_saved = |at: &Saved, shown: &str| match at {
+        Saved::Beside(path) => open::open_regular(path, shown),
+        Saved::InRepository(name) => repo.open(name),
+    };
+    let mut candidates: Vec<(u64, Saved, String)> = Vec::new();
     let mut own_index = file.as_os_str().to_owned();
     own_index.push(".index");
     let own_index = PathBuf::from(own_index);
-    let own = (
-        own_index.clone(),
-        own_index.to_string_lossy().into_owned(),
-        None,
-    );
-    let repo_index =
-        confirmed.map(|(name, pos)| (repo.path(&name), repo.display(&name), Some(pos)));
-    for (path, shown, want) in std::iter::once(own).chain(repo_index) {
-        let f = match open::open_regular(&path, &shown) {
+    let own_shown = own_index.to_string_lossy().into_owned();
+    let own = (Saved::Beside(own_index), own_shown, None);
+    let repo_index = confirmed.map(|(name, pos)| {
+        let shown = repo.display(&name);
+        (Saved::InRepository(name), shown, Some(pos))
+    });
+    for (at, shown, want) in std::iter::once(own).chain(repo_index) {
+        let f = match open_saved(&at, &shown) {
             Ok(f) => f,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 continue
@@ -672,15 +678,15 @@ fn saved_index(
                 "not using index {shown}: it describes {pos} bytes, the repository {} bytes",
                 want.unwrap_or_default()
             ),
-            Ok(pos) if pos <= source.size() => candidates.push((pos, path, shown)),
+            Ok(pos) if pos <= source.size() => candidates.push((pos, at, shown)),
             Ok(pos) => log!(log, "not using index {shown}: it describes {pos} bytes"),
             Err(e) => log!(log, "not using index {shown}: {e}"),
         }
     }
     // Stable: Data.fs.index stays first on a tie.
     candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-    for (pos, path, shown) in candidates {
-        let loaded = open::open_regular(&path, &shown)
+    for (pos, at, shown) in candidates {
+        let loaded = open_saved(&at, &shown)
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 index_file::load(std::io::BufReader::with_capacity(1 << 20, f))

@@ -35,7 +35,6 @@ use crate::filestorage::records::MAGIC_LEN;
 use crate::filestorage::sanity::points_at;
 use crate::log;
 use crate::log::Log;
-use crate::repository::data_reader::DataReader;
 use crate::repository::lock;
 use crate::repository::{DataFile, Kind, Repository, Timestamp};
 
@@ -219,7 +218,8 @@ fn check_logged_sizes(repo: &Repository, chain: &[Piece]) -> Result<()> {
         };
         let name = p.file.name();
         let shown = repo.display(&name);
-        let got = open::open_regular(&repo.path(&name), &shown)?
+        let got = repo
+            .open(&name)?
             .metadata()
             .map_err(io_err(&shown, "cannot stat"))?
             .len();
@@ -419,7 +419,7 @@ fn prepare_index(
     log: &Log,
 ) -> Result<Option<AtomicFile>> {
     let source_shown = repo.display(&last.index_name());
-    let mut file = match open::open_regular(&repo.path(&last.index_name()), &source_shown) {
+    let mut file = match repo.open(&last.index_name()) {
         Ok(f) => f,
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             log!(log, "No index file to restore: {source_shown}");
@@ -540,11 +540,10 @@ fn concat(
         let f = &p.file;
         let name = f.name();
         let shown = repo.display(&name);
-        let path = repo.path(&name);
         let mut one = truth.is_some().then(Md5Thread::spawn);
         let size = match (&mut out, one.is_none() && all.is_none() && !f.gzip) {
             (Out::File(dst), true) => {
-                let mut src = crate::disk::open::open_regular(&path, &shown)?;
+                let mut src = repo.open(&name)?;
                 io::copy(&mut src, *dst).map_err(|e| Error::Io {
                     path: format!("{shown} -> {out_shown}"),
                     action: "copy",
@@ -552,7 +551,7 @@ fn concat(
                 })?
             }
             _ => {
-                let mut r = DataReader::open(&path, &shown, f.gzip)?;
+                let mut r = repo.reader(&name, f.gzip)?;
                 r.for_each_chunk(|b| {
                     for h in [&mut one, &mut all].into_iter().flatten() {
                         h.update(b);

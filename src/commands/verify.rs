@@ -13,7 +13,6 @@ use crate::disk::atomic::Md5Thread;
 use crate::error::{Error, Mismatch, Result};
 use crate::log;
 use crate::log::Log;
-use crate::repository::data_reader::DataReader;
 use crate::repository::lock;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 
@@ -152,31 +151,28 @@ fn measure(
     gzip: bool,
     quick: bool,
 ) -> Result<Measured> {
-    let path = repo.path(name);
     if quick && !gzip {
-        let meta = std::fs::metadata(&path).map_err(crate::error::io_err(shown, "cannot stat"))?;
-        // A directory's or a FIFO's length is no backup's size: say what
-        // it is, as the reader does without -Q.
-        if !meta.is_file() {
-            return Err(Error::Refused {
-                path: shown.to_string(),
-                action: "cannot open",
-                why: crate::error::Refusal::NotRegular,
-            });
-        }
+        // Opened, not only looked at: a directory's or a FIFO's length is
+        // no backup's size, and the open says what it is, as the reader
+        // does without -Q.
+        let meta = repo
+            .open(name)?
+            .metadata()
+            .map_err(crate::error::io_err(shown, "cannot stat"))?;
         return Ok((meta.len(), None));
     }
     if quick && gzip {
         // Python repozo's one-member files on two cores; None for anything
         // else, which the reader below reads (and reports) as it always did.
-        let split = crate::disk::open::open_regular(&path, shown)
+        let split = repo
+            .open(name)
             .ok()
             .and_then(|f| gzip_size::inflated_size(&f, gzip_size::MIN_SPLIT));
         if let Some(found) = split {
             return Ok((found.size, None));
         }
     }
-    let r = DataReader::open(&path, shown, gzip)?;
+    let r = repo.reader(name, gzip)?;
     if quick {
         let mut r = r;
         let size = r.for_each_chunk(|_| Ok(()))?;

@@ -289,13 +289,71 @@ impl Repository {
         &self.given
     }
 
-    /// A file inside the repository.
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
+    /// A file inside the repository. Private to this module and its
+    /// children: everything else opens repository files through the
+    /// methods below, which refuse what is not a regular file.
+    fn path(&self, name: &str) -> PathBuf {
         if self.given.is_empty() {
             PathBuf::from(name)
         } else {
             Path::new(&self.given).join(name)
         }
+    }
+
+    /// Open the repository file `name` for reading: a regular file only,
+    /// never blocking on a FIFO planted under that name. Commands open
+    /// repository files through here and [`Repository::reader`] alone.
+    ///
+    /// # Errors
+    /// The file is missing, unreadable, or not a regular file.
+    pub(crate) fn open(&self, name: &str) -> crate::Result<fs::File> {
+        crate::disk::open::open_regular(&self.path(name), &self.display(name))
+    }
+
+    /// The whole of the repository file `name`, as [`Repository::open`].
+    ///
+    /// # Errors
+    /// As [`Repository::open`], and read errors.
+    pub(crate) fn read(&self, name: &str) -> crate::Result<Vec<u8>> {
+        crate::disk::open::read_regular(&self.path(name), &self.display(name))
+    }
+
+    /// The Data.fs bytes the backup file `name` holds, inflated if `gzip`.
+    ///
+    /// # Errors
+    /// As [`Repository::open`].
+    pub(crate) fn reader(&self, name: &str, gzip: bool) -> crate::Result<data_reader::DataReader> {
+        data_reader::DataReader::open(&self.path(name), &self.display(name), gzip)
+    }
+
+    /// A new repository file `name`, written under a temporary name until
+    /// committed.
+    ///
+    /// # Errors
+    /// The directory is missing or not writable.
+    pub(crate) fn create(&self, name: &str) -> crate::Result<crate::disk::atomic::AtomicFile> {
+        crate::disk::atomic::AtomicFile::create(&self.path(name), &self.display(name))
+    }
+
+    /// The repository directory, opened to commit renames in it.
+    ///
+    /// # Errors
+    /// It cannot be opened.
+    pub(crate) fn open_dir(&self) -> crate::Result<fs::File> {
+        fs::File::open(self.dir()).map_err(crate::error::io_err(&self.given, "open"))
+    }
+
+    /// What `name` is, links not followed; `None` when there is nothing.
+    pub(crate) fn entry(&self, name: &str) -> Option<fs::Metadata> {
+        fs::symlink_metadata(self.path(name)).ok()
+    }
+
+    /// Remove `name` (a link itself, never its target).
+    ///
+    /// # Errors
+    /// It cannot be removed.
+    pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.path(name))
     }
 
     /// `os.path.join(repository, name)` for messages and `.dat` lines.

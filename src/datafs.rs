@@ -325,7 +325,7 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filestorage::records::tests::Builder;
+    use crate::testing::Builder;
 
     /// Regression: with a saved index covering the whole file the walker
     /// was done before reading, and the copy stopped after one chunk.

@@ -23,6 +23,8 @@ pub mod filestorage;
 pub(crate) mod log;
 pub(crate) mod pool;
 pub mod repository;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 

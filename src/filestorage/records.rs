@@ -619,60 +619,9 @@ impl Walker {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Builds FileStorage bytes record by record, for tests.
-    pub(crate) struct Builder {
-        pub(crate) bytes: Vec<u8>,
-        tid: u64,
-    }
-
-    impl Builder {
-        pub fn new() -> Builder {
-            Builder {
-                bytes: MAGIC_FS30.to_vec(),
-                tid: 0x03d0_0000_0000_0000,
-            }
-        }
-
-        /// Append a transaction with `status` holding `(oid, pickle length)`
-        /// records (length 0 writes a back pointer); returns its offset.
-        pub(crate) fn txn(&mut self, status: u8, records: &[(u64, u64)]) -> u64 {
-            self.tid += 1;
-            let tpos = self.bytes.len() as u64;
-            let (user, descr, ext) = (b"user".as_slice(), b"descr".as_slice(), b"".as_slice());
-            let body: u64 = records
-                .iter()
-                .map(|&(_, l)| DATA_HDR_LEN + if l == 0 { 8 } else { l })
-                .sum();
-            let tlen = TRANS_HDR_LEN + 9 + body;
-            let b = &mut self.bytes;
-            b.extend_from_slice(&self.tid.to_be_bytes());
-            b.extend_from_slice(&tlen.to_be_bytes());
-            b.push(status);
-            b.extend_from_slice(&(user.len() as u16).to_be_bytes());
-            b.extend_from_slice(&(descr.len() as u16).to_be_bytes());
-            b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-            b.extend_from_slice(user);
-            b.extend_from_slice(descr);
-            for &(oid, plen) in records {
-                b.extend_from_slice(&oid.to_be_bytes());
-                b.extend_from_slice(&self.tid.to_be_bytes());
-                b.extend_from_slice(&0u64.to_be_bytes());
-                b.extend_from_slice(&tpos.to_be_bytes());
-                b.extend_from_slice(&0u16.to_be_bytes());
-                b.extend_from_slice(&plen.to_be_bytes());
-                if plen == 0 {
-                    b.extend_from_slice(&4u64.to_be_bytes());
-                } else {
-                    b.extend(std::iter::repeat_n(b'p', plen as usize));
-                }
-            }
-            b.extend_from_slice(&tlen.to_be_bytes());
-            tpos
-        }
-    }
+    use crate::testing::Builder;
 
     fn walk_chunked(bytes: &[u8], chunk: usize) -> Result<WalkResult, FormatError> {
         let last = (bytes.len() >= 8).then(|| BigEndian::read_u64(&bytes[bytes.len() - 8..]));

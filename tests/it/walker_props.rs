@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::sample::Index as Pick;
-use repozo::filestorage::records::{FormatError, WalkResult, Walker, DATA_HDR_LEN, TRANS_HDR_LEN};
-
-const FIRST_TID: u64 = 0x03d0_0000_0000_0000;
+use repozo::filestorage::records::{FormatError, WalkResult, Walker, TRANS_HDR_LEN};
+use repozo::testing::{Builder, Txn};
 
 /// One generated transaction: its status, user/description/extension and
 /// its `(oid, pickle length)` records (0 writes an 8-byte back pointer).
@@ -63,66 +62,36 @@ struct Expected {
 
 impl Log {
     fn build(specs: &[TxnSpec], seed: u64) -> Log {
-        let mut bytes = b"FS30".to_vec();
+        let mut b = Builder::new();
         let mut txns = Vec::new();
-        let mut tid = FIRST_TID;
-        let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
         let mut fill = seed | 1;
         for spec in specs {
-            tid += spec.tid_step;
-            let tpos = bytes.len() as u64;
-            let body: u64 = spec
-                .records
-                .iter()
-                .map(|&(_, plen)| DATA_HDR_LEN + if plen == 0 { 8 } else { plen })
-                .sum();
-            let meta = (spec.user.len() + spec.descr.len() + spec.ext.len()) as u64;
-            let tlen = TRANS_HDR_LEN + meta + body;
-            bytes.extend_from_slice(&tid.to_be_bytes());
-            bytes.extend_from_slice(&tlen.to_be_bytes());
-            bytes.push(spec.status);
-            for s in [&spec.user, &spec.descr, &spec.ext] {
-                bytes.extend_from_slice(&(s.len() as u16).to_be_bytes());
-            }
-            for s in [&spec.user, &spec.descr, &spec.ext] {
-                bytes.extend_from_slice(s);
-            }
-            let mut records = Vec::new();
-            for &(oid, plen) in &spec.records {
-                let pos = bytes.len() as u64;
-                let prev = newest.get(&oid).copied().unwrap_or(0);
-                bytes.extend_from_slice(&oid.to_be_bytes());
-                bytes.extend_from_slice(&tid.to_be_bytes());
-                bytes.extend_from_slice(&prev.to_be_bytes());
-                bytes.extend_from_slice(&tpos.to_be_bytes());
-                bytes.extend_from_slice(&0u16.to_be_bytes());
-                bytes.extend_from_slice(&plen.to_be_bytes());
-                if plen == 0 {
-                    // A back pointer: to the previous record, or 0 (deleted).
-                    bytes.extend_from_slice(&prev.to_be_bytes());
-                } else {
-                    // Arbitrary pickle bytes, which may look like headers.
-                    for _ in 0..plen {
-                        fill ^= fill << 13;
-                        fill ^= fill >> 7;
-                        fill ^= fill << 17;
-                        bytes.push(fill as u8);
-                    }
-                }
-                newest.insert(oid, pos);
-                records.push((oid, pos));
-            }
-            assert_eq!(bytes.len() as u64, tpos + tlen);
-            let trailer = bytes.len() as u64;
-            bytes.extend_from_slice(&tlen.to_be_bytes());
-            txns.push(TxnInfo {
-                pos: tpos,
+            let t = Txn {
+                tid_step: spec.tid_step,
                 status: spec.status,
-                trailer,
-                records,
+                meta: [&spec.user, &spec.descr, &spec.ext],
+                records: &spec.records,
+            };
+            // Arbitrary pickle bytes, which may look like headers.
+            let placed = b.append(&t, |_, buf| {
+                for x in buf {
+                    fill ^= fill << 13;
+                    fill ^= fill >> 7;
+                    fill ^= fill << 17;
+                    *x = fill as u8;
+                }
+            });
+            txns.push(TxnInfo {
+                pos: placed.pos,
+                status: spec.status,
+                trailer: placed.trailer,
+                records: placed.records,
             });
         }
-        Log { bytes, txns }
+        Log {
+            bytes: b.bytes,
+            txns,
+        }
     }
 
     /// The model: the walk result when the first `n` transactions are the

@@ -8,21 +8,33 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use repozo::testing::{Builder, Txn};
 use tempfile::TempDir;
 
-/// Appends valid FileStorage transactions (the record layout of
-/// docs/format.md) to make databases of any size quickly.
+/// A database that grows by random transactions: the crate's one test
+/// builder, with a random source for oids and sizes.
 pub struct Db {
-    pub bytes: Vec<u8>,
-    pub tid: u64,
+    b: Builder,
     pub seed: u64,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Builder;
+    fn deref(&self) -> &Builder {
+        &self.b
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Builder {
+        &mut self.b
+    }
 }
 
 impl Db {
     pub fn new() -> Db {
         Db {
-            bytes: b"FS30".to_vec(),
-            tid: 0x03e0_0000_0000_0000,
+            b: Builder::new(),
             seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -36,8 +48,6 @@ impl Db {
 
     /// One transaction of `n` records of up to `max` bytes.
     pub fn txn(&mut self, n: usize, max: u64) {
-        self.tid += 1;
-        let tpos = self.bytes.len() as u64;
         // Distinct oids, as ZODB writes them: FileStorage's sanity check
         // (and so whether recover installs an index) assumes it.
         let mut recs: Vec<(u64, u64)> = Vec::with_capacity(n);
@@ -48,26 +58,17 @@ impl Db {
                 recs.push((oid, len));
             }
         }
-        let body: u64 = recs.iter().map(|&(_, l)| 42 + l).sum();
-        let tlen = 23 + body;
-        let b = &mut self.bytes;
-        b.extend_from_slice(&self.tid.to_be_bytes());
-        b.extend_from_slice(&tlen.to_be_bytes());
-        b.extend_from_slice(&[b' ', 0, 0, 0, 0, 0, 0]);
-        for (oid, plen) in recs {
-            b.extend_from_slice(&oid.to_be_bytes());
-            b.extend_from_slice(&self.tid.to_be_bytes());
-            b.extend_from_slice(&0u64.to_be_bytes());
-            b.extend_from_slice(&tpos.to_be_bytes());
-            b.extend_from_slice(&0u16.to_be_bytes());
-            b.extend_from_slice(&plen.to_be_bytes());
-            let start = b.len();
-            b.resize(start + plen as usize, 0);
-            for (i, x) in b[start..].iter_mut().enumerate() {
+        let t = Txn {
+            tid_step: 1,
+            status: b' ',
+            meta: [b"", b"", b""],
+            records: &recs,
+        };
+        self.b.append(&t, |oid, buf| {
+            for (i, x) in buf.iter_mut().enumerate() {
                 *x = (i as u64 * 7 + oid) as u8 | 0x20;
             }
-        }
-        b.extend_from_slice(&tlen.to_be_bytes());
+        });
     }
 
     pub fn grow(&mut self, txns: usize) {

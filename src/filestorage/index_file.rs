@@ -190,9 +190,10 @@ pub(crate) fn for_each_bucket<R: Read>(
         if !v.is_truthy() {
             return Ok(pos);
         }
-        let (prefix, bucket) = match v {
+        let mut v = v;
+        let (prefix, bucket) = match &mut v {
             Value::Tuple(items) if items.len() == 2 => {
-                let mut it = items.into_iter();
+                let mut it = std::mem::take(items).into_iter();
                 (it.next().expect("2 items"), it.next().expect("2 items"))
             }
             other => {
@@ -227,10 +228,10 @@ pub(crate) fn for_each_bucket<R: Read>(
 
 /// Python's `ensure_bytes`: text keys of an index unpickled with an encoding
 /// become ASCII bytes.
-fn as_bytes(v: Value, offset: u64, expected: &'static str) -> Result<Vec<u8>, IndexFileError> {
-    match v {
-        Value::Bytes(b) => Ok(b),
-        Value::Text(t) if t.is_ascii() => Ok(t.into_bytes()),
+fn as_bytes(mut v: Value, offset: u64, expected: &'static str) -> Result<Vec<u8>, IndexFileError> {
+    match &mut v {
+        Value::Bytes(b) => Ok(std::mem::take(b)),
+        Value::Text(t) if t.is_ascii() => Ok(std::mem::take(t).into_bytes()),
         other => Err(IndexFileError::Unexpected {
             offset,
             expected,

@@ -82,6 +82,32 @@ pub(crate) enum Value {
     Dict(Vec<(Value, Value)>),
 }
 
+/// Dropping a value moves its children onto a list and drops them from
+/// there, so that it never recurses, however deep a value nests (the
+/// reader bounds the depth too; a value built otherwise is not bounded).
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        take_children(self, &mut pending);
+        while let Some(mut v) = pending.pop() {
+            take_children(&mut v, &mut pending);
+        }
+    }
+}
+
+fn take_children(v: &mut Value, into: &mut Vec<Value>) {
+    match v {
+        Value::Tuple(items) | Value::List(items) => into.append(items),
+        Value::Dict(pairs) => {
+            for (k, x) in pairs.drain(..) {
+                into.push(k);
+                into.push(x);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Value {
     /// Python's truth value, which `fsIndex.load` uses to find the end.
     pub(crate) fn is_truthy(&self) -> bool {
@@ -849,6 +875,21 @@ mod tests {
         p.extend(std::iter::repeat_n(TUPLE1, MAX_DEPTH));
         p.push(b'.');
         assert!(load_all(&p).is_ok());
+    }
+
+    /// Issue 10: dropping a value a million deep recursed a million frames
+    /// and overflowed the stack; it is a loop now.
+    #[test]
+    fn dropping_a_deep_value_does_not_recurse() {
+        let mut v = Value::None;
+        for i in 0..1_000_000 {
+            v = match i % 3 {
+                0 => Value::Tuple(vec![v]),
+                1 => Value::List(vec![Value::Int(1), v]),
+                _ => Value::Dict(vec![(Value::None, v)]),
+            };
+        }
+        drop(v);
     }
 
     /// Fuzzing find: a long flat stack made every opcode rescan it.

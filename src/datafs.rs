@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::disk::atomic::hex;
+use crate::codec::md5::hex;
 use crate::error::{io_err, Error, Result};
 use crate::filestorage::index::Index;
 use crate::filestorage::records::{buf, Magic, WalkResult, Walker, TRAILER_LEN};

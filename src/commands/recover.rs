@@ -24,8 +24,9 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::codec::md5::Md5Thread;
 use crate::datafs::Source;
-use crate::disk::atomic::{sync_dir, AtomicFile, Md5Thread};
+use crate::disk::atomic::{sync_dir, AtomicFile};
 use crate::disk::direct::{clones_extents, DirectWriter};
 use crate::disk::open;
 use crate::error::{io_err, Error, Mismatch, Refusal, Result};

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::thread;
 
 use crate::codec::gzip_size;
+use crate::codec::md5::Md5Thread;
 use crate::commands::recover::gap;
-use crate::disk::atomic::Md5Thread;
 use crate::error::{Error, Mismatch, Result};
 use crate::log;
 use crate::log::Log;

@@ -13,7 +13,7 @@ use std::path::Path;
 use md5::{Digest, Md5};
 
 use crate::codec::gzip::ParallelGunzip;
-use crate::disk::atomic::hex;
+use crate::codec::md5::hex;
 use crate::error::{io_err, Error, Result};
 use crate::pool::WorkerStopped;
 

@@ -1,0 +1,108 @@
+//! md5, as `.dat` logs and verify need it: on a thread of its own beside
+//! the copy when threads can be had, and the hex form `hexdigest()` gives.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
+
+use md5::{Digest, Md5};
+
+/// Chunks queued for the md5 thread before a writer waits for it.
+const MD5_QUEUE: usize = 2;
+
+/// md5 computed on its own thread, so hashing overlaps reading and writing.
+pub(crate) struct Md5Thread {
+    tx: Option<SyncSender<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
+    handle: Option<JoinHandle<String>>,
+    /// Where no thread could be started: the hash, computed in `update`.
+    inline: Option<Md5>,
+}
+
+impl Md5Thread {
+    /// Start the hashing thread.
+    pub(crate) fn spawn() -> Md5Thread {
+        let (tx, rx) = sync_channel::<Vec<u8>>(MD5_QUEUE);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(MD5_QUEUE + 2);
+        let spawned = thread::Builder::new().spawn(move || {
+            let mut h = Md5::new();
+            for buf in rx {
+                h.update(&buf);
+                // Give the buffer back for reuse; if the writer is gone or
+                // has enough spares, just drop it.
+                let _ = spare_tx.try_send(buf);
+            }
+            hex(&h.finalize())
+        });
+        match spawned {
+            Ok(handle) => Md5Thread {
+                tx: Some(tx),
+                spare,
+                handle: Some(handle),
+                inline: None,
+            },
+            // A process limit (`ulimit -u`, a cgroup's `pids.max`): hashed
+            // on the caller's thread, slower but never a panic.
+            Err(_) => Md5Thread {
+                tx: None,
+                spare,
+                handle: None,
+                inline: Some(Md5::new()),
+            },
+        }
+    }
+
+    /// Hash `bytes` next.
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.inline {
+            h.update(bytes);
+            return;
+        }
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        if let Some(tx) = &self.tx {
+            tx.send(buf).expect("the md5 thread outlives its sender");
+        }
+    }
+
+    /// The hex digest of everything passed to [`Md5Thread::update`].
+    pub fn finish(mut self) -> String {
+        if let Some(h) = self.inline.take() {
+            return hex(&h.finalize());
+        }
+        self.tx.take();
+        self.handle
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the md5 thread does not panic")
+    }
+}
+
+impl Drop for Md5Thread {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Lowercase hex, as `hexdigest()`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn md5_thread_matches_a_direct_digest() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31) as u8).collect();
+        let mut t = Md5Thread::spawn();
+        for c in data.chunks(65_537) {
+            t.update(c);
+        }
+        assert_eq!(t.finish(), hex(&Md5::digest(&data)));
+    }
+}

@@ -4,25 +4,15 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::common::{copy_dir, fixture};
+use crate::common::{copy_dir, fixture, repozo_at};
 
 fn manifest() -> Value {
     serde_json::from_str(&fs::read_to_string(fixture("testdata/MANIFEST.json")).unwrap()).unwrap()
-}
-
-/// Run the binary in `dir` with "now" fixed to `now`.
-fn repozo(dir: &Path, now: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repozo"))
-        .args(args)
-        .current_dir(dir)
-        .env("REPOZO_TEST_NOW", now)
-        .output()
-        .unwrap()
 }
 
 fn ok(out: &Output) {
@@ -65,7 +55,7 @@ fn workspace(db: &str) -> TempDir {
 #[test]
 fn help_goes_to_stdout_and_exits_0() {
     let t = TempDir::new().unwrap();
-    let out = repozo(t.path(), "2024-01-01-00-00-00", &["-h"]);
+    let out = repozo_at(t.path(), "2024-01-01-00-00-00", &["-h"]);
     ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     for opt in [
@@ -102,7 +92,7 @@ fn usage_errors_exit_1_with_the_reason() {
         (&["-V", "-r", "x", "--nope"][..], "--nope"),
         (&["-R", "-r", "x", "-D", "14/05/2010"][..], "invalid date"),
     ] {
-        let err = fails(&repozo(t.path(), "2024-01-01-00-00-00", args));
+        let err = fails(&repozo_at(t.path(), "2024-01-01-00-00-00", args));
         assert!(err.contains(reason), "{args:?}: {err}");
     }
 }
@@ -122,7 +112,7 @@ fn full_then_incremental_backup_names_files_and_logs_like_repozo() {
             t.path().join("Data.fs"),
         )
         .unwrap();
-        ok(&repozo(
+        ok(&repozo_at(
             t.path(),
             stamp,
             &["-B", "-r", "repo", "-f", "Data.fs"],
@@ -161,7 +151,7 @@ fn full_then_incremental_backup_names_files_and_logs_like_repozo() {
     for extra in [&[][..], &["-Q"][..]] {
         let mut args = vec!["-B", "-r", "repo", "-f", "Data.fs", "-v"];
         args.extend_from_slice(extra);
-        let out = repozo(t.path(), "2024-02-01-00-00-00", &args);
+        let out = repozo_at(t.path(), "2024-02-01-00-00-00", &args);
         ok(&out);
         assert!(String::from_utf8_lossy(&out.stderr).contains("No changes, nothing to do"));
         assert_eq!(listing(&t.path().join("repo")), before);
@@ -178,13 +168,13 @@ fn quick_mode_increments_and_detects_a_changed_file() {
         .map(|b| b["state"].as_str().unwrap().to_string())
         .collect();
     let t = workspace(&states[0]);
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         "2024-01-01-00-00-00",
         &["-BQzr", "repo", "-f", "Data.fs"],
     ));
     fs::copy(fixture(&states[1]), t.path().join("Data.fs")).unwrap();
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         "2024-01-02-00-00-00",
         &[
@@ -202,7 +192,7 @@ fn quick_mode_increments_and_detects_a_changed_file() {
         t.path().join("Data.fs"),
     )
     .unwrap();
-    let out = repozo(
+    let out = repozo_at(
         t.path(),
         "2024-01-03-00-00-00",
         &["-BQz", "-v", "-r", "repo", "-f", "Data.fs"],
@@ -216,12 +206,12 @@ fn quick_mode_increments_and_detects_a_changed_file() {
 #[test]
 fn a_backup_never_overwrites_and_kill_old_keeps_the_newest_chain() {
     let t = workspace("testdata/sample/Data.fs");
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         "2024-01-01-00-00-00",
         &["-B", "-r", "repo", "-f", "Data.fs"],
     ));
-    let err = fails(&repozo(
+    let err = fails(&repozo_at(
         t.path(),
         "2024-01-01-00-00-00",
         &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
@@ -230,7 +220,7 @@ fn a_backup_never_overwrites_and_kill_old_keeps_the_newest_chain() {
         err.trim(),
         "repo/2024-01-01-00-00-00.fs: cannot back up: a backup of this second (2024-01-01-00-00-00) exists already; try again in a second"
     );
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         "2024-01-02-00-00-00",
         &["-B", "-F", "-k", "-r", "repo", "-f", "Data.fs"],
@@ -252,7 +242,7 @@ fn backups_keep_the_databases_permission_bits() {
     use std::os::unix::fs::PermissionsExt;
     let t = workspace("testdata/sample/Data.fs");
     fs::set_permissions(t.path().join("Data.fs"), fs::Permissions::from_mode(0o600)).unwrap();
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         "2024-01-01-00-00-00",
         &["-B", "-z", "-r", "repo", "-f", "Data.fs"],
@@ -271,7 +261,7 @@ fn an_incomplete_tail_is_not_backed_up() {
     let m = manifest();
     for (rel, facts) in m["truncated"].as_object().unwrap() {
         let t = workspace(rel);
-        ok(&repozo(
+        ok(&repozo_at(
             t.path(),
             "2024-01-01-00-00-00",
             &["-B", "-r", "repo", "-f", "Data.fs"],
@@ -283,7 +273,7 @@ fn an_incomplete_tail_is_not_backed_up() {
             fs::read(fixture(facts["expected_index"]["path"].as_str().unwrap())).unwrap()
         );
         // The torn tail is still there: nothing to add.
-        let out = repozo(
+        let out = repozo_at(
             t.path(),
             "2024-01-02-00-00-00",
             &["-B", "-r", "repo", "-f", "Data.fs"],
@@ -301,7 +291,7 @@ fn damaged_databases_fail_and_leave_the_repository_untouched() {
             continue;
         }
         let t = workspace(rel);
-        let err = fails(&repozo(
+        let err = fails(&repozo_at(
             t.path(),
             "2024-01-01-00-00-00",
             &["-B", "-r", "repo", "-f", "Data.fs"],
@@ -311,7 +301,7 @@ fn damaged_databases_fail_and_leave_the_repository_untouched() {
         assert!(listing(&t.path().join("repo")).is_empty(), "{rel}");
     }
     let t = TempDir::new().unwrap();
-    let err = fails(&repozo(
+    let err = fails(&repozo_at(
         t.path(),
         "2024-01-01-00-00-00",
         &["-B", "-r", "nowhere", "-f", "Data.fs"],
@@ -333,7 +323,7 @@ fn recover_at_every_date_matches_python_repozo() {
             } else {
                 &["-R", "-r", "repo", "-D", date, "-o", "out.fs"]
             };
-            let out = repozo(t.path(), "2030-01-01-00-00-00", args);
+            let out = repozo_at(t.path(), "2030-01-01-00-00-00", args);
             if let Some(error) = case.get("error") {
                 assert_eq!(fails(&out).trim(), error.as_str().unwrap(), "{repo} {date}");
                 assert!(!t.path().join("out.fs").exists());
@@ -354,13 +344,13 @@ fn recover_at_every_date_matches_python_repozo() {
             assert_eq!(mode("out.fs.index"), mode("out.fs"), "{repo} at {date}");
             assert!(!t.path().join("out.fs.part").exists());
             // -w agrees, and so does stdout.
-            ok(&repozo(
+            ok(&repozo_at(
                 t.path(),
                 "2030-01-01-00-00-00",
                 &["-R", "-w", "-r", "repo", "-D", date, "-o", "w.fs"],
             ));
             assert!(fs::read(t.path().join("w.fs")).unwrap() == want);
-            let out = repozo(
+            let out = repozo_at(
                 t.path(),
                 "2030-01-01-00-00-00",
                 &["-R", "-r", "repo", "-D", date],
@@ -378,7 +368,7 @@ fn recover_replaces_a_stale_index_and_never_leaves_one_from_another_database() {
     fs::write(t.path().join("out.fs"), b"old database").unwrap();
     fs::write(t.path().join("out.fs.index"), b"stale").unwrap();
     fs::remove_file(t.path().join("repo/2024-01-03-12-45-30.index")).unwrap();
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         "2030-01-01-00-00-00",
         &["-R", "-r", "repo", "-o", "out.fs"],
@@ -405,12 +395,12 @@ fn verify_reports_the_first_bad_file_in_repozos_words() {
             t
         };
         let t = setup();
-        ok(&repozo(
+        ok(&repozo_at(
             t.path(),
             "2030-01-01-00-00-00",
             &["-V", "-r", repo],
         ));
-        ok(&repozo(
+        ok(&repozo_at(
             t.path(),
             "2030-01-01-00-00-00",
             &["-V", "-Q", "-r", repo],
@@ -418,7 +408,7 @@ fn verify_reports_the_first_bad_file_in_repozos_words() {
 
         let t = setup();
         fs::remove_file(t.path().join(repo).join(inc)).unwrap();
-        let err = fails(&repozo(
+        let err = fails(&repozo_at(
             t.path(),
             "2030-01-01-00-00-00",
             &["-V", "-r", repo],
@@ -431,7 +421,7 @@ fn verify_reports_the_first_bad_file_in_repozos_words() {
             let mut bytes = fs::read(&p).unwrap();
             bytes[100] ^= 0xff;
             fs::write(&p, &bytes).unwrap();
-            let err = fails(&repozo(
+            let err = fails(&repozo_at(
                 t.path(),
                 "2030-01-01-00-00-00",
                 &["-V", "-r", repo],
@@ -440,14 +430,14 @@ fn verify_reports_the_first_bad_file_in_repozos_words() {
                 err.starts_with(&format!("{repo}/{inc} has checksum ")),
                 "{err}"
             );
-            ok(&repozo(
+            ok(&repozo_at(
                 t.path(),
                 "2030-01-01-00-00-00",
                 &["-V", "-Q", "-r", repo],
             ));
             bytes.truncate(1000);
             fs::write(&p, &bytes).unwrap();
-            let err = fails(&repozo(
+            let err = fails(&repozo_at(
                 t.path(),
                 "2030-01-01-00-00-00",
                 &["-V", "-Q", "-r", repo],
@@ -471,7 +461,7 @@ fn corrupt_gzip_backups_fail_recovery_naming_the_file() {
         )
         .unwrap();
         fs::write(t.path().join("out.fs"), b"keep me").unwrap();
-        let err = fails(&repozo(
+        let err = fails(&repozo_at(
             t.path(),
             "2030-01-01-00-00-00",
             &["-R", "-r", "repo", "-o", "out.fs"],
@@ -490,7 +480,7 @@ fn corrupt_gzip_backups_fail_recovery_naming_the_file() {
 fn a_locked_repository_is_refused_and_the_lock_dies_with_its_holder() {
     let t = workspace("testdata/sample/Data.fs");
     let now = "2024-01-01-00-00-00";
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         now,
         &["-B", "-r", "repo", "-f", "Data.fs"],
@@ -509,7 +499,7 @@ fn a_locked_repository_is_refused_and_the_lock_dies_with_its_holder() {
         &["-R", "-r", "repo", "-o", "out.fs"][..],
         &["-V", "-r", "repo"][..],
     ] {
-        let err = fails(&repozo(t.path(), "2024-01-02-00-00-00", args));
+        let err = fails(&repozo_at(t.path(), "2024-01-02-00-00-00", args));
         assert_eq!(
             err.trim(),
             "repo: repository is locked by another repozo run (lock held on repo/.repozo.lock); try again when it has finished",
@@ -522,13 +512,13 @@ fn a_locked_repository_is_refused_and_the_lock_dies_with_its_holder() {
     // Readers share: verify and recover run beside each other, a backup waits.
     holder.unlock().unwrap();
     holder.lock_shared().unwrap();
-    ok(&repozo(t.path(), now, &["-V", "-r", "repo"]));
-    ok(&repozo(
+    ok(&repozo_at(t.path(), now, &["-V", "-r", "repo"]));
+    ok(&repozo_at(
         t.path(),
         now,
         &["-R", "-r", "repo", "-o", "out.fs"],
     ));
-    fails(&repozo(
+    fails(&repozo_at(
         t.path(),
         "2024-01-02-00-00-00",
         &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
@@ -536,7 +526,7 @@ fn a_locked_repository_is_refused_and_the_lock_dies_with_its_holder() {
 
     // The lock goes with its holder.
     drop(holder);
-    ok(&repozo(
+    ok(&repozo_at(
         t.path(),
         "2024-01-02-00-00-00",
         &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
@@ -561,7 +551,7 @@ fn recover_follows_the_dat_log_and_leaves_out_files_it_does_not_list() {
         &["-R", "-r", "repo", "-o", "out.fs"][..],
         &["-R", "-w", "-r", "repo", "-o", "out.fs"][..],
     ] {
-        let out = repozo(t.path(), "2030-01-01-00-00-00", args);
+        let out = repozo_at(t.path(), "2030-01-01-00-00-00", args);
         ok(&out);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

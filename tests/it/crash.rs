@@ -16,12 +16,12 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::common::{assert_index_is_a_scan, ok, Db};
+use crate::common::{assert_index_is_a_scan, ok, repozo_at, Db};
 
 fn stamp(i: u32) -> String {
     format!(
@@ -32,19 +32,10 @@ fn stamp(i: u32) -> String {
     )
 }
 
-fn repozo(dir: &Path, now: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repozo"))
-        .args(args)
-        .current_dir(dir)
-        .env("REPOZO_TEST_NOW", now)
-        .output()
-        .unwrap()
-}
-
 fn recovered(dir: &Path, now: &str) -> Vec<u8> {
     let _ = fs::remove_file(dir.join("out.fs"));
     ok(
-        &repozo(dir, now, &["-R", "-r", "repo", "-o", "out.fs"]),
+        &repozo_at(dir, now, &["-R", "-r", "repo", "-o", "out.fs"]),
         "recover",
     );
     fs::read(dir.join("out.fs")).unwrap()
@@ -67,7 +58,7 @@ fn two_backups(gzip: bool) -> (TempDir, Db) {
     };
     let run = |now: &str, a: Vec<String>| {
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        ok(&repozo(t.path(), now, &a), "setup backup");
+        ok(&repozo_at(t.path(), now, &a), "setup backup");
     };
     run("2024-01-01-00-00-00", args(&[]));
     db.grow(5);
@@ -85,12 +76,12 @@ fn next_backup_repairs(t: &TempDir, db: &Db, quick: bool, expect: &str) {
         args.push("-Q");
     }
     let err = ok(
-        &repozo(t.path(), "2024-01-01-01-00-00", &args),
+        &repozo_at(t.path(), "2024-01-01-01-00-00", &args),
         "repairing backup",
     );
     assert!(err.contains(expect), "stderr lacks {expect:?}: {err}");
     ok(
-        &repozo(t.path(), "2024-01-01-01-00-00", &["-V", "-r", "repo"]),
+        &repozo_at(t.path(), "2024-01-01-01-00-00", &["-V", "-r", "repo"]),
         "verify",
     );
     assert!(
@@ -100,7 +91,7 @@ fn next_backup_repairs(t: &TempDir, db: &Db, quick: bool, expect: &str) {
     // And a second backup finds nothing left to repair.
     db.save(&t.path().join("Data.fs"));
     let err = ok(
-        &repozo(t.path(), "2024-01-01-02-00-00", &args),
+        &repozo_at(t.path(), "2024-01-01-02-00-00", &args),
         "second backup",
     );
     assert!(err.is_empty(), "{err}");
@@ -137,7 +128,7 @@ fn regression_a_tmp_tmp_being_written_is_left_to_python() {
         if quick {
             args.push("-Q");
         }
-        let err = ok(&repozo(t.path(), "2024-01-01-01-00-00", &args), "backup");
+        let err = ok(&repozo_at(t.path(), "2024-01-01-01-00-00", &args), "backup");
         assert!(err.is_empty(), "{err}");
         assert!(t.path().join("repo/tmp.tmp").exists());
         assert!(recovered(t.path(), "2024-01-01-01-00-00") == db.bytes);
@@ -158,7 +149,7 @@ fn a_data_file_the_dat_never_listed_is_set_aside() {
         let ext = if gzip { "deltafsz" } else { "deltafs" };
         let before = fs::read_dir(t.path().join("repo")).unwrap().count();
         ok(
-            &repozo(
+            &repozo_at(
                 t.path(),
                 "2024-01-01-00-02-00",
                 &[
@@ -190,7 +181,7 @@ fn a_data_file_the_dat_never_listed_is_set_aside() {
 fn a_dat_append_cut_short_is_dropped_with_its_file() {
     let (t, db) = two_backups(false);
     ok(
-        &repozo(
+        &repozo_at(
             t.path(),
             "2024-01-01-00-02-00",
             &["-B", "-r", "repo", "-f", "Data.fs"],
@@ -201,7 +192,7 @@ fn a_dat_append_cut_short_is_dropped_with_its_file() {
     let text = fs::read_to_string(&dat).unwrap();
     fs::write(&dat, &text[..text.len() - 10]).unwrap();
     // Verify names the damaged log until a backup repairs it.
-    let v = repozo(t.path(), "2024-01-01-00-03-00", &["-V", "-r", "repo"]);
+    let v = repozo_at(t.path(), "2024-01-01-00-03-00", &["-V", "-r", "repo"]);
     assert_eq!(v.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&v.stderr).contains("2024-01-01-00-00-00.dat: line 3"));
     next_backup_repairs(&t, &db, true, "its last line was cut short");
@@ -211,7 +202,7 @@ fn a_dat_append_cut_short_is_dropped_with_its_file() {
 fn a_full_backup_without_its_dat_is_set_aside() {
     let (t, db) = two_backups(false);
     ok(
-        &repozo(
+        &repozo_at(
             t.path(),
             "2024-01-01-00-02-00",
             &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
@@ -273,7 +264,7 @@ fn backups_killed_at_random_moments_lose_nothing() {
     // States that a backup started from: a recovery must give one of them.
     let mut states: Vec<Vec<u8>> = Vec::new();
     let start = Instant::now();
-    let full = repozo(
+    let full = repozo_at(
         t.path(),
         &stamp(0),
         &["-B", "-z", "-r", "repo", "-f", "Data.fs"],
@@ -319,12 +310,12 @@ fn backups_killed_at_random_moments_lose_nothing() {
         let now = stamp(i * 2 + 1);
         let began = Instant::now();
         ok(
-            &repozo(t.path(), &now, &["-B", "-r", "repo", "-f", "Data.fs"]),
+            &repozo_at(t.path(), &now, &["-B", "-r", "repo", "-f", "Data.fs"]),
             "backup after kill",
         );
         typical = began.elapsed().max(Duration::from_millis(2));
         ok(
-            &repozo(t.path(), &now, &["-V", "-r", "repo"]),
+            &repozo_at(t.path(), &now, &["-V", "-r", "repo"]),
             "verify after kill",
         );
         assert!(
@@ -402,7 +393,7 @@ fn backups_killed_at_every_step_lose_nothing() {
             db.grow(6);
             db.save(&t.path().join("Data.fs"));
             ok(
-                &repozo(t.path(), &stamp(0), &["-B", "-r", "repo", "-f", "Data.fs"]),
+                &repozo_at(t.path(), &stamp(0), &["-B", "-r", "repo", "-f", "Data.fs"]),
                 "first backup",
             );
             let mut states = vec![db.bytes.clone()];
@@ -429,7 +420,7 @@ fn backups_killed_at_every_step_lose_nothing() {
                 }
                 kills += 1;
                 ok(
-                    &repozo(
+                    &repozo_at(
                         t.path(),
                         &stamp(clock),
                         &["-B", "-r", "repo", "-f", "Data.fs"],
@@ -437,7 +428,7 @@ fn backups_killed_at_every_step_lose_nothing() {
                     &format!("{what}: the next backup"),
                 );
                 ok(
-                    &repozo(t.path(), &stamp(clock), &["-V", "-r", "repo"]),
+                    &repozo_at(t.path(), &stamp(clock), &["-V", "-r", "repo"]),
                     &format!("{what}: verify"),
                 );
                 assert!(recovered(t.path(), &stamp(clock)) == db.bytes, "{what}");

@@ -284,3 +284,8 @@ pub fn run_as(dir: &Path, prefix: &[&str], args: &[&str], stdout: Stdio) -> Ran 
         stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
     }
 }
+
+/// Run the binary in `dir` with "now" fixed to `now`.
+pub fn repozo_at(dir: &Path, now: &str, args: &[&str]) -> Output {
+    repozo(dir, Some(now), args)
+}

@@ -30,8 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 
-use crate::disk::atomic::{AtomicFile, TEMP_PREFIX, TEMP_SUFFIX};
-use crate::disk::open;
+use crate::disk::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{io_err, Error, Result};
 use crate::repository::{parse_dat_line, DatEntry, DataFile, Kind, Repository};
 
@@ -116,8 +115,7 @@ fn repair_chain(repo: &Repository, chain: &[DataFile], said: &mut Vec<String>) -
     let full = &chain[0];
     let dat_name = full.dat_name();
     let dat_shown = repo.display(&dat_name);
-    let dat_path = repo.path(&dat_name);
-    let text = match open::read_regular(&dat_path, &dat_shown) {
+    let text = match repo.read(&dat_name) {
         Ok(t) => t,
         // The newest full backup without its log is one cut short before
         // its `.dat` was written; an incremental would have nowhere to be
@@ -212,14 +210,14 @@ fn rewrite_dat(
     if entries.is_empty() {
         return set_aside(repo, dat_name, "it is being rewritten", said);
     }
-    let mut new = AtomicFile::create(&repo.path(dat_name), &dat_shown)?;
+    let mut new = repo.create(dat_name)?;
     let body: String = entries.iter().map(DatEntry::line).collect();
     std::io::Write::write_all(new.file(), body.as_bytes()).map_err(io_err(&dat_shown, "write"))?;
     let kept = free_name(repo, dat_name);
     let kept_shown = repo.display(&kept);
     if fs::hard_link(repo.path(dat_name), repo.path(&kept)).is_err() {
-        let old = open::read_regular(&repo.path(dat_name), &dat_shown)?;
-        let mut copy = AtomicFile::create(&repo.path(&kept), &kept_shown)?;
+        let old = repo.read(dat_name)?;
+        let mut copy = repo.create(&kept)?;
         std::io::Write::write_all(copy.file(), &old).map_err(io_err(&kept_shown, "write"))?;
         copy.commit(false)?;
     }
@@ -236,10 +234,8 @@ fn matches_file(repo: &Repository, on_disk: &HashMap<String, &DataFile>, e: &Dat
     let Some(f) = on_disk.get(e.file_name()) else {
         return false;
     };
-    match fs::symlink_metadata(repo.path(e.file_name())) {
-        Ok(m) => m.is_file() && (f.gzip || m.len() == e.size()),
-        Err(_) => false,
-    }
+    repo.entry(e.file_name())
+        .is_some_and(|m| m.is_file() && (f.gzip || m.len() == e.size()))
 }
 
 /// Set aside a data file and its `.index`.
@@ -260,7 +256,7 @@ fn set_aside_backup(
 fn free_name(repo: &Repository, name: &str) -> String {
     let mut target = format!("{name}{SET_ASIDE_SUFFIX}");
     let mut n = 1;
-    while fs::symlink_metadata(repo.path(&target)).is_ok() {
+    while repo.entry(&target).is_some() {
         target = format!("{name}{SET_ASIDE_SUFFIX}.{n}");
         n += 1;
     }

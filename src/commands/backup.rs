@@ -125,15 +125,17 @@ fn backup_once(
             repo.display(&chain[0].name())
         ));
         Plan::Full
-    } else if let Err(e) = repo.read_dat(&chain[0]) {
-        log.notice(format_args!(
-            "{e}: the newest chain cannot be continued (full backup)"
-        ));
-        Plan::Full
-    } else if opts.quick {
-        decide_quick(repo, &chain, &source, log)?
     } else {
-        decide_by_content(repo, &chain, &source, log)?
+        match repo.read_dat(&chain[0]) {
+            Err(e) => {
+                log.notice(format_args!(
+                    "{e}: the newest chain cannot be continued (full backup)"
+                ));
+                Plan::Full
+            }
+            Ok(entries) if opts.quick => decide_quick(&entries.unwrap_or_default(), &source, log)?,
+            Ok(_) => decide_by_content(repo, &chain, &source, log)?,
+        }
     };
     let (kind, start) = match plan {
         Plan::Nothing => return Ok(Outcome::NothingToDo),
@@ -197,15 +199,15 @@ fn name_with_stem(repo: &Repository, stem: &str) -> Option<String> {
         .find(|name| repo.entry(name).is_some())
 }
 
-/// `-Q`: compare only the md5 of the last range the `.dat` log names.
+/// `-Q`: compare only the md5 of the last range the `.dat` log (its
+/// `entries`) names.
 ///
 /// The range must hold bytes: Python repozo logs an empty increment
 /// `[E, E)` when only a commit in progress followed E, and the md5 of
 /// nothing matches any file, so after a pack and regrowth past E it would
 /// append the new file's tail to the old bytes. The last non-empty range
 /// confirms the transaction that ends at E.
-fn decide_quick(repo: &Repository, chain: &[DataFile], source: &Source, log: &Log) -> Result<Plan> {
-    let entries = repo.read_dat(&chain[0])?.unwrap_or_default();
+fn decide_quick(entries: &[DatEntry], source: &Source, log: &Log) -> Result<Plan> {
     let Some(last) = entries.iter().rev().find(|e| e.end > e.start) else {
         log!(log, "missing or empty .dat file (full backup)");
         return Ok(Plan::Full);

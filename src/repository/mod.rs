@@ -395,19 +395,16 @@ impl Repository {
     /// # Errors
     /// The repository is missing, unreadable or not a directory.
     pub(crate) fn data_files(&self) -> Result<Vec<DataFile>, RepositoryError> {
-        let dir = self.dir();
-        self.check_dir()?;
-        let mut files = Vec::new();
-        for entry in fs::read_dir(dir).map_err(self.io_err(self.given.clone()))? {
-            let entry = entry.map_err(self.io_err(self.given.clone()))?;
-            if let Some(f) = entry.file_name().to_str().and_then(DataFile::parse) {
-                files.push(f);
-            }
-        }
+        let mut files: Vec<DataFile> = self
+            .names()?
+            .iter()
+            .filter_map(|n| DataFile::parse(n))
+            .collect();
         files.sort_by_cached_key(DataFile::name);
         Ok(files)
     }
 
+    /// Every name in the repository that is text (ours all are).
     fn names(&self) -> Result<Vec<String>, RepositoryError> {
         self.check_dir()?;
         let mut names = Vec::new();

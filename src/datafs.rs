@@ -14,8 +14,12 @@ use md5::{Digest, Md5};
 
 use crate::codec::md5::hex;
 use crate::error::{io_err, Error, Result};
+use crate::filestorage::blob;
 use crate::filestorage::index::Index;
-use crate::filestorage::records::{buf, Magic, WalkResult, Walker, TRAILER_LEN};
+use crate::filestorage::records::{
+    buf, BlobRecord, DataHeader, FormatError, Magic, WalkResult, Walker, DATA_HDR_LEN, MAGIC_LEN,
+    TRAILER_LEN,
+};
 use crate::filestorage::sanity;
 
 use crate::{at_most, read_full, CHUNK};
@@ -223,6 +227,53 @@ impl Source {
         sanity::records_to_check(pos, |buf, at| Ok(self.read_exact_at(buf, at)?.is_some()))
     }
 
+    /// Whether the record `rec` points back to (an undo's) is a blob's:
+    /// back pointers are followed to the data they stand for.
+    ///
+    /// # Errors
+    /// [`Error::Format`] for a back pointer that leads nowhere sensible
+    /// (past the record, to another object, round in a loop); I/O errors.
+    pub(crate) fn is_blob_behind(&self, rec: &BlobRecord) -> Result<bool> {
+        let Some(mut at) = rec.back_pointer else {
+            return Ok(true);
+        };
+        let mut from = rec.pos;
+        loop {
+            // Back pointers lead to older records: always backwards, so
+            // a loop cannot go on for ever.
+            let bad = || Error::Format {
+                path: self.shown.clone(),
+                source: FormatError::BadBackPointer {
+                    offset: from,
+                    target: at,
+                },
+            };
+            if at >= from || at < MAGIC_LEN {
+                return Err(bad());
+            }
+            let mut hdr = [0u8; buf::DATA_HDR];
+            self.read_exact_at(&mut hdr, at)?.ok_or_else(bad)?;
+            let h = DataHeader::parse(&hdr);
+            if h.oid != rec.oid {
+                return Err(bad());
+            }
+            if h.plen == 0 {
+                let mut next = [0u8; 8];
+                self.read_exact_at(&mut next, at + DATA_HDR_LEN)?
+                    .ok_or_else(bad)?;
+                match u64::from_be_bytes(next) {
+                    0 => return Ok(false),
+                    n => (from, at) = (at, n),
+                }
+                continue;
+            }
+            let mut head = vec![0u8; at_most(h.plen, blob::HEAD)];
+            self.read_exact_at(&mut head, at + DATA_HDR_LEN)?
+                .ok_or_else(bad)?;
+            return Ok(blob::is_blob(&head));
+        }
+    }
+
     /// The last 8 bytes as a number, which the walker needs to tell a torn
     /// tail from damage.
     fn last_trailer(&self) -> Result<Option<u64>> {
@@ -253,7 +304,23 @@ impl Source {
         &self,
         copy_from: u64,
         resume: Option<Resume>,
+        out: Option<(&mut dyn Write, &str)>,
+    ) -> Result<WalkResult> {
+        self.walk_with(copy_from, resume, out, false)
+    }
+
+    /// [`Source::walk`], noting the blob records of the bytes walked when
+    /// `blobs` is set (see [`WalkResult::blobs`]): all of them from the
+    /// start, or those after `resume`'s position.
+    ///
+    /// # Errors
+    /// As [`Source::walk`].
+    pub fn walk_with(
+        &self,
+        copy_from: u64,
+        resume: Option<Resume>,
         mut out: Option<(&mut dyn Write, &str)>,
+        blobs: bool,
     ) -> Result<WalkResult> {
         let fmt_err = |source| Error::Format {
             path: self.shown.clone(),
@@ -268,6 +335,9 @@ impl Source {
             }
             None => (Walker::new(self.size, last_trailer), 0),
         };
+        if blobs {
+            walker.find_blobs();
+        }
         let read_from = copy_from.min(walk_from);
         // Bytes read but not yet known to be in the backup: at most the
         // start of one transaction header.

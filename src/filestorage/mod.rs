@@ -3,6 +3,7 @@
 //! `.index` file format and the pickle subset it is written in, and the
 //! sanity check that decides whether a saved index can be trusted.
 
+pub mod blob;
 pub mod index;
 pub mod index_file;
 pub mod pickle;

@@ -19,6 +19,7 @@ use std::fmt;
 
 use byteorder::{BigEndian, ByteOrder};
 
+use crate::filestorage::blob;
 use crate::filestorage::index::Index;
 
 /// Length of the magic at the start of the file.
@@ -198,6 +199,13 @@ pub enum FormatError {
         /// What was expected.
         expected: u64,
     },
+    /// An undo record's back pointer leads nowhere sensible.
+    BadBackPointer {
+        /// The record (or the one pointed at) holding the pointer.
+        offset: u64,
+        /// Where it points.
+        target: u64,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -235,6 +243,10 @@ impl fmt::Display for FormatError {
                 f,
                 "file ends at offset {offset}, inside a transaction that should end at {expected}"
             ),
+            FormatError::BadBackPointer { offset, target } => write!(
+                f,
+                "data record at offset {offset} points back to {target}, where no earlier record of its object is"
+            ),
         }
     }
 }
@@ -270,6 +282,78 @@ pub struct WalkResult {
     pub transactions: u64,
     /// Data records indexed.
     pub records: u64,
+    /// The blob records walked, in file order, when asked for
+    /// ([`Walker::find_blobs`]).
+    pub blobs: Vec<BlobRecord>,
+}
+
+/// A data record that is a blob, or may be one: its data lives elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// The object.
+    pub oid: u64,
+    /// The transaction that wrote the record, which names the blob file.
+    pub tid: u64,
+    /// Where the record starts.
+    pub pos: u64,
+    /// `None` for a blob pickle; for a record without data (undo), where
+    /// the data it stands for is, to be followed and checked.
+    pub back_pointer: Option<u64>,
+}
+
+/// The first bytes of the data record being skipped, kept to tell a blob.
+#[derive(Debug, Default)]
+struct BlobScan {
+    found: Vec<BlobRecord>,
+    /// The record whose head is being kept, and how many bytes it needs.
+    current: Option<(DataHeader, u64, usize)>,
+    head: Vec<u8>,
+}
+
+impl BlobScan {
+    fn start(&mut self, h: DataHeader, pos: u64) {
+        let want = if h.plen == 0 {
+            crate::at_most(BACK_POINTER_LEN, usize::MAX)
+        } else {
+            crate::at_most(h.plen, blob::HEAD)
+        };
+        self.head.clear();
+        self.current = Some((h, pos, want));
+    }
+
+    fn take(&mut self, body: &[u8]) {
+        let Some((_, _, want)) = self.current else {
+            return;
+        };
+        let n = (want - self.head.len()).min(body.len());
+        self.head.extend_from_slice(&body[..n]);
+        if self.head.len() == want {
+            self.decide();
+        }
+    }
+
+    fn decide(&mut self) {
+        let Some((h, pos, _)) = self.current.take() else {
+            return;
+        };
+        let back_pointer = if h.plen == 0 {
+            match <[u8; 8]>::try_from(&self.head[..]) {
+                // An undone creation: no object, no blob.
+                Ok(b) if u64::from_be_bytes(b) != 0 => Some(u64::from_be_bytes(b)),
+                _ => return,
+            }
+        } else if blob::is_blob(&self.head) {
+            None
+        } else {
+            return;
+        };
+        self.found.push(BlobRecord {
+            oid: h.oid,
+            tid: h.tid,
+            pos,
+            back_pointer,
+        });
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +389,7 @@ pub struct Walker {
     index: Index,
     transactions: u64,
     records: u64,
+    blobs: Option<BlobScan>,
 }
 
 impl Walker {
@@ -328,7 +413,13 @@ impl Walker {
             index: Index::new(),
             transactions: 0,
             records: 0,
+            blobs: None,
         }
+    }
+
+    /// Also note every blob record walked (see [`WalkResult::blobs`]).
+    pub fn find_blobs(&mut self) {
+        self.blobs = Some(BlobScan::default());
     }
 
     /// Continue after a known-good prefix: `index` describes the file up to
@@ -390,6 +481,9 @@ impl Walker {
                 State::Done => return Ok(()),
                 State::TxnMeta | State::DataBody | State::Undone => {
                     let n = crate::at_most(self.skip, data.len());
+                    if let (State::DataBody, Some(scan)) = (self.state, &mut self.blobs) {
+                        scan.take(&data[..n]);
+                    }
                     self.skip -= n as u64;
                     self.pos += n as u64;
                     data = &data[n..];
@@ -454,6 +548,11 @@ impl Walker {
             index: self.index,
             transactions: self.transactions,
             records: self.records,
+            // Records of a torn tail are no part of the backup.
+            blobs: self
+                .blobs
+                .map(|s| s.found.into_iter().filter(|b| b.pos < end).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -587,6 +686,9 @@ impl Walker {
         }
         self.index.insert(h.oid, pos);
         self.records += 1;
+        if let Some(scan) = &mut self.blobs {
+            scan.start(h, pos);
+        }
         self.state = State::DataBody;
         self.skip = h.record_len() - DATA_HDR_LEN;
         Ok(())

@@ -69,10 +69,18 @@ Options for -R/--recover:
     -w / --with-verify
         Check each file's size and md5 against the .dat log while recovering;
         on a mismatch the output is left untouched.
+    --blob-dir=dir
+        With -o: make dir hold exactly the blob files of the recovered state
+        (built beside it, then swapped into place). Every backup used must
+        have been made with --blob-dir, unless its range holds no blob.
 
 Options for -V/--verify:
     -Q / --quick
         Check file sizes only, not md5 checksums.
+
+    When the chain's backups hold blob files, each one is checked too (its
+    size, and its md5 unless -Q), and a blob that was missing when it was
+    backed up is an error.
 
 Exit status: 0 on success, 1 on any error (one line on stderr).
 ";
@@ -94,6 +102,7 @@ pub struct RawArgs {
     pub(crate) date: Option<String>,
     pub(crate) output: Option<String>,
     pub(crate) with_verify: bool,
+    pub(crate) blob_dir: Option<std::ffi::OsString>,
     pub(crate) stray: Vec<String>,
 }
 
@@ -150,6 +159,14 @@ fn command() -> Command {
         .arg(value("date", 'D', "date"))
         .arg(value("output", 'o', "output"))
         .arg(flag("with-verify", 'w', "with-verify"))
+        .arg(
+            Arg::new("blob-dir")
+                .long("blob-dir")
+                .num_args(1)
+                .allow_hyphen_values(true)
+                .action(ArgAction::Set)
+                .value_parser(clap::value_parser!(std::ffi::OsString)),
+        )
         .arg(Arg::new("stray").num_args(0..).action(ArgAction::Append))
 }
 
@@ -188,6 +205,7 @@ impl RawArgs {
             date: s("date"),
             output: s("output"),
             with_verify: m.get_flag("with-verify"),
+            blob_dir: m.get_one::<std::ffi::OsString>("blob-dir").cloned(),
             stray: m
                 .get_many::<String>("stray")
                 .map(|v| v.cloned().collect())
@@ -274,6 +292,10 @@ impl Plan {
                 notes.push(format!("--{opt} option is ignored in {mode} mode"));
             }
         };
+        if raw.blob_dir.as_ref().is_some_and(|d| d.is_empty()) {
+            return Err(UsageError("--blob-dir must not be empty".into()));
+        }
+        let blob_dir = raw.blob_dir.clone().map(std::path::PathBuf::from);
         let plan = if raw.backup > 0 {
             ignore(raw.date.is_some(), "date", "backup");
             ignore(raw.output.is_some(), "output", "backup");
@@ -289,6 +311,7 @@ impl Plan {
                 quick: raw.quick,
                 gzip: raw.gzip,
                 kill_old: raw.kill_old,
+                blob_dir,
             })
         } else if raw.recover > 0 {
             ignore(raw.file.is_some(), "file", "recover");
@@ -301,13 +324,26 @@ impl Plan {
             if raw.output.as_deref() == Some("") {
                 return Err(UsageError("--output must not be empty".into()));
             }
+            if blob_dir.is_some() && raw.output.is_none() {
+                return Err(UsageError(
+                    "--blob-dir needs --output in recover mode: blob files cannot go to stdout"
+                        .into(),
+                ));
+            }
             Plan::Recover(RecoverOptions {
                 repository,
                 date,
                 output: raw.output,
                 with_verify: raw.with_verify,
+                blob_dir,
             })
         } else {
+            if blob_dir.is_some() {
+                return Err(UsageError(
+                    "--blob-dir is not used in verify mode: -V checks the blob files the repository holds"
+                        .into(),
+                ));
+            }
             ignore(raw.date.is_some(), "date", "verify");
             ignore(raw.output.is_some(), "output", "verify");
             ignore(raw.full, "full", "verify");

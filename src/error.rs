@@ -68,6 +68,13 @@ pub enum Error {
         /// Why.
         why: Refusal,
     },
+    /// A blob directory's `.layout` names a layout ZODB does not know.
+    UnknownLayout {
+        /// The `.layout` file, as shown to the user.
+        path: String,
+        /// What it holds.
+        found: String,
+    },
     /// A file ended before bytes it had when it was opened were read.
     Shrank {
         /// The file, as shown to the user.
@@ -151,6 +158,10 @@ impl fmt::Display for Error {
             Error::NoFiles { before: None } => write!(f, "No files in repository"),
             Error::Mismatch(m) => write!(f, "{m}"),
             Error::Refused { path, action, why } => write!(f, "{path}: {action}: {why}"),
+            Error::UnknownLayout { path, found } => write!(
+                f,
+                "{path}: read: unknown blob directory layout {found:?} (ZODB knows bushy and lawn)"
+            ),
             Error::Shrank { path, at, expected } => write!(
                 f,
                 "{path}: read: the file ended at {at} bytes while being read (expected {expected})"
@@ -235,6 +246,22 @@ pub enum Mismatch {
         /// The name it lists.
         listed: String,
     },
+    /// A backup recorded a blob whose file was not in the blob directory.
+    BlobMissing {
+        /// The manifest, as shown to the user.
+        manifest: String,
+        /// The blob's object.
+        oid: u64,
+        /// The transaction that wrote it.
+        tid: u64,
+    },
+    /// A backup without a blob manifest whose range holds blob records.
+    NoManifest {
+        /// The backup file, as shown to the user.
+        path: String,
+        /// How many blob records its range holds.
+        blobs: usize,
+    },
     /// A file does not start where the files before it end.
     Gap {
         /// The file, as shown to the user.
@@ -272,6 +299,16 @@ impl fmt::Display for Mismatch {
                 f,
                 "{path} has checksum {sum}{} instead of {expected}",
                 when(*gzip)
+            ),
+            Mismatch::BlobMissing { manifest, oid, tid } => write!(
+                f,
+                "{manifest}: the blob of oid {} written by tid {} was missing from the blob directory when it was backed up",
+                crate::filestorage::blob::repr(*oid),
+                crate::filestorage::blob::repr(*tid)
+            ),
+            Mismatch::NoManifest { path, blobs } => write!(
+                f,
+                "{path} holds {blobs} blob records but no blob files (backed up without --blob-dir)"
             ),
             Mismatch::NotListed { path, dat } => write!(f, "{path} is not listed in {dat}"),
             Mismatch::NotABackupName { dat, listed } => {
@@ -313,12 +350,18 @@ pub enum Refusal {
     Unstable,
     /// Another run holds the file (a recovery's `.part`).
     Busy,
+    /// A file where a directory is wanted.
+    NotADirectory,
+    /// A symbolic link inside a blob directory, which could lead out of it.
+    SymbolicLink,
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::NotRegular => f.write_str("not a regular file"),
+            Refusal::NotADirectory => f.write_str("not a directory"),
+            Refusal::SymbolicLink => f.write_str("a symbolic link on the way (not followed)"),
             Refusal::IsDirectory => f.write_str("it is a directory"),
             Refusal::InRepository { repository } => {
                 write!(f, "it is in the repository {repository}")

@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::cast_possible_truncation))]
 #![deny(unsafe_code)]
 
+pub mod blobdir;
 pub mod cli;
 pub mod codec;
 pub mod commands;

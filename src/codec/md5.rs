@@ -6,6 +6,8 @@ use std::thread::{self, JoinHandle};
 
 use md5::{Digest, Md5};
 
+use crate::error::{io_err, Result};
+
 /// Chunks queued for the md5 thread before a writer waits for it.
 const MD5_QUEUE: usize = 2;
 
@@ -91,6 +93,36 @@ impl Drop for Md5Thread {
 /// Lowercase hex, as `hexdigest()`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Copy `src` to `dst` whole, hashing the bytes on the way: for small
+/// files (blob files), where a thread of its own would cost more than it
+/// saves. Returns the size and the md5.
+///
+/// # Errors
+/// Reading, said against `src_shown`; writing, against `dst_shown`.
+pub(crate) fn copy_hashed(
+    src: &mut impl std::io::Read,
+    dst: &mut impl std::io::Write,
+    src_shown: &str,
+    dst_shown: &str,
+) -> Result<(u64, String)> {
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(src_shown, "read")(e)),
+        };
+        h.update(&buf[..n]);
+        dst.write_all(&buf[..n])
+            .map_err(io_err(dst_shown, "write"))?;
+        size += n as u64;
+    }
+    Ok((size, hex(&h.finalize())))
 }
 
 #[cfg(test)]

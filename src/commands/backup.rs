@@ -14,14 +14,17 @@ use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 use std::thread;
 
+use crate::blobdir::BlobDir;
 use crate::datafs::{Resume, Source};
 use crate::disk::atomic::{AtomicFile, DataWriter};
 use crate::disk::open;
 use crate::error::{io_err, Error, Refusal, Result};
+use crate::filestorage::blob;
 use crate::filestorage::index_file;
 use crate::filestorage::records::WalkResult;
 use crate::log;
 use crate::log::Log;
+use crate::repository::blobs::{self, BlobEntry, Manifest, PoolWriter};
 use crate::repository::lock;
 use crate::repository::repair;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
@@ -37,6 +40,8 @@ pub struct BackupOptions {
     pub(crate) quick: bool,
     pub(crate) gzip: bool,
     pub(crate) kill_old: bool,
+    /// `--blob-dir`: the blob directory whose files to back up too.
+    pub(crate) blob_dir: Option<PathBuf>,
 }
 
 /// What a backup did.
@@ -78,8 +83,9 @@ pub(crate) fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<
     for msg in repair::repair(&repo)? {
         log.notice(format_args!("{msg}"));
     }
+    let blob_dir = opts.blob_dir.as_deref().map(BlobDir::open).transpose()?;
     for attempt in 1.. {
-        match backup_once(opts, &repo, now, log) {
+        match backup_once(opts, &repo, blob_dir.as_ref(), now, log) {
             Err(Error::SourceReplaced { path }) if attempt < MAX_ATTEMPTS => {
                 log.notice(format_args!(
                     "{path} was replaced (packed?) during the backup; starting over"
@@ -105,6 +111,7 @@ const MAX_ATTEMPTS: u32 = 3;
 fn backup_once(
     opts: &BackupOptions,
     repo: &Repository,
+    blob_dir: Option<&BlobDir>,
     now: Timestamp,
     log: &Log,
 ) -> Result<Outcome> {
@@ -124,6 +131,9 @@ fn backup_once(
             "{} has no full backup before it (full backup)",
             repo.display(&chain[0].name())
         ));
+        Plan::Full
+    } else if let Some(why) = blob_dir.and_then(|d| chain_lacks_blobs(repo, &chain, d)) {
+        log.notice(format_args!("{why} (full backup)"));
         Plan::Full
     } else {
         match repo.read_dat(&chain[0]) {
@@ -146,7 +156,30 @@ fn backup_once(
         }
     };
     let now = free_stem(repo, now, log)?;
-    write_backup(opts, repo, &chain, &source, now, kind, start, log)
+    write_backup(opts, repo, blob_dir, &chain, &source, now, kind, start, log)
+}
+
+/// Why an increment with blobs cannot continue `chain`, if it cannot: a
+/// backup of it has no blob manifest (made without `--blob-dir`, or by
+/// Python repozo) or one of another layout, so the chain does not hold
+/// every blob its state needs.
+fn chain_lacks_blobs(repo: &Repository, chain: &[DataFile], dir: &BlobDir) -> Option<String> {
+    for f in chain {
+        let shown = repo.display(&f.name());
+        match repo.read_manifest(f) {
+            Ok(Some(m)) if m.layout == dir.layout() => {}
+            Ok(Some(m)) => {
+                return Some(format!(
+                    "{shown} holds blobs of the {} layout, the blob directory is {}",
+                    m.layout,
+                    dir.layout()
+                ))
+            }
+            Ok(None) => return Some(format!("{shown} was backed up without its blobs")),
+            Err(e) => return Some(format!("{e}: the chain's blobs cannot be read")),
+        }
+    }
+    None
 }
 
 /// A moment whose stem no file of the repository has and that sorts after
@@ -193,7 +226,7 @@ fn free_stem(repo: &Repository, now: Timestamp, log: &Log) -> Result<Timestamp> 
 
 /// A file of the repository with this stem (a data file first), if any.
 fn name_with_stem(repo: &Repository, stem: &str) -> Option<String> {
-    ["fs", "fsz", "deltafs", "deltafsz", "index", "dat"]
+    ["fs", "fsz", "deltafs", "deltafsz", "index", "dat", "blobs"]
         .iter()
         .map(|ext| format!("{stem}.{ext}"))
         .find(|name| repo.entry(name).is_some())
@@ -396,12 +429,17 @@ fn copy(
     resume: Option<Resume>,
     out: &mut AtomicFile,
     start: u64,
-    gzip: bool,
+    (gzip, blobs): (bool, bool),
     log: &Log,
 ) -> Result<(WalkResult, u64, String)> {
     let shown = out.shown().to_string();
     let mut w = DataWriter::new(out.file(), gzip);
-    let walk = source.walk(start, resume, Some((&mut w as &mut dyn Write, &shown)))?;
+    let walk = source.walk_with(
+        start,
+        resume,
+        Some((&mut w as &mut dyn Write, &shown)),
+        blobs,
+    )?;
     let (n, md5) = w.finish().map_err(io_err(&shown, "write"))?;
     if walk.end < source.size() {
         log!(
@@ -420,6 +458,7 @@ fn copy(
 fn write_backup(
     opts: &BackupOptions,
     repo: &Repository,
+    blob_dir: Option<&BlobDir>,
     chain: &[DataFile],
     source: &Source,
     now: Timestamp,
@@ -441,8 +480,13 @@ fn write_backup(
         Kind::Full => None,
         Kind::Incremental => chain.last().map(|f| (f.index_name(), start)),
     };
-    let resume = saved_index(repo, source, &opts.file, confirmed, log)?;
-    let (walk, _, md5) = copy(source, resume, &mut out, start, opts.gzip, log)?;
+    // The blobs of a backup are those of the records in its range, so
+    // with blobs the walk must parse the whole range: no index past
+    // `start` may shorten it.
+    let limit = blob_dir.map(|_| start);
+    let resume = saved_index(repo, source, &opts.file, confirmed, limit, log)?;
+    let flags = (opts.gzip, blob_dir.is_some());
+    let (walk, _, md5) = copy(source, resume, &mut out, start, flags, log)?;
     if walk.end < start {
         return Err(Error::SourceShorter {
             path: source.shown().to_string(),
@@ -479,6 +523,13 @@ fn write_backup(
         end: walk.end,
         md5,
     };
+    let (blobs, pool) = match blob_dir {
+        Some(dir) => {
+            let (b, pool) = store_blobs(repo, source, dir, &walk, log)?;
+            (Some(b), Some(pool))
+        }
+        None => (None, None),
+    };
     commit_all(
         repo,
         &Commit {
@@ -489,10 +540,34 @@ fn write_backup(
             entry: &entry,
         },
         out,
+        blobs
+            .as_ref()
+            .map(|b| (&b.manifest, pool.expect("stored with the manifest"))),
         log,
     )?;
+    if let (Some(b), Some(dir)) = (&blobs, blob_dir) {
+        repo.touch_pool();
+        for (oid, tid, why) in &b.missing {
+            log.notice(format_args!(
+                "the blob of oid {} written by tid {} is missing, recorded as such in {}: {why}",
+                blob::repr(*oid),
+                blob::repr(*tid),
+                repo.display(&dest.blobs_name())
+            ));
+        }
+        log!(
+            log,
+            "{} blob records in the range, {} blob files copied from {}",
+            b.manifest.entries.len(),
+            b.copied,
+            dir.layout()
+        );
+    }
     if kind == Kind::Full && opts.kill_old {
         delete_old_backups(repo, log)?;
+    }
+    if blobs.is_some() {
+        repo.collect_blob_garbage(log)?;
     }
     Ok(Outcome::Written {
         file: entry.path,
@@ -533,7 +608,13 @@ struct Commit<'a> {
 /// rename, so a full disk leaves the repository as it was; the `.dat`, the
 /// commit point, is replaced whole, so it is never left half-appended.
 /// Nothing is renamed if Data.fs was replaced meanwhile.
-fn commit_all(repo: &Repository, c: &Commit<'_>, data: AtomicFile, log: &Log) -> Result<()> {
+fn commit_all(
+    repo: &Repository,
+    c: &Commit<'_>,
+    data: AtomicFile,
+    blobs: Option<(&Manifest, PoolWriter<'_>)>,
+    log: &Log,
+) -> Result<()> {
     log!(log, "writing index");
     let index = write_aside(repo, &c.dest.index_name(), c.source, |w| {
         let dialect = index_file::dialect_for(c.walk.magic);
@@ -548,11 +629,117 @@ fn commit_all(repo: &Repository, c: &Commit<'_>, data: AtomicFile, log: &Log) ->
     let dat = write_aside(repo, &c.owner.dat_name(), c.source, |w| {
         w.write_all(&log_text)
     })?;
+    let (manifest, pool) = match blobs {
+        Some((m, pool)) => {
+            let text = m.text();
+            let f = write_aside(repo, &c.dest.blobs_name(), c.source, |w| {
+                w.write_all(text.as_bytes())
+            })?;
+            (Some(f), Some(pool))
+        }
+        None => (None, None),
+    };
+    // After every blob file was read: a pack that removed some meanwhile
+    // replaced Data.fs, and the backup starts over instead of recording
+    // them as missing.
     c.source.check_not_replaced()?;
+    if let Some(pool) = pool {
+        log!(log, "storing {} new blob files", pool.len());
+        pool.commit()?;
+    }
     let dir = repo.open_dir()?;
     data.commit_in(false, &dir)?;
     index.commit_in(true, &dir)?;
+    if let Some(m) = manifest {
+        m.commit_in(true, &dir)?;
+    }
     dat.commit_in(true, &dir)
+}
+
+/// The blobs of a backup, read and stored in the pool (not yet named).
+struct StoredBlobs {
+    manifest: Manifest,
+    /// `(oid, tid, why)` of the blob records whose file could not be read.
+    missing: Vec<(u64, u64, String)>,
+    /// Files copied (the others were pooled already).
+    copied: usize,
+}
+
+/// Store the files of the blob records `walk` found: those the pool holds
+/// already (same oid, tid and size: ZODB never rewrites a committed blob
+/// file) are neither read nor copied again; the rest are copied, hashed on
+/// the way. A file that cannot be read is recorded as missing, never the
+/// end of the backup: Data.fs must not go unsaved for one lost blob.
+fn store_blobs<'r>(
+    repo: &'r Repository,
+    source: &Source,
+    dir: &BlobDir,
+    walk: &WalkResult,
+    log: &Log,
+) -> Result<(StoredBlobs, PoolWriter<'r>)> {
+    let known = blobs::known(repo)?;
+    let mut pool = repo.pool_writer();
+    let mut entries = Vec::with_capacity(walk.blobs.len());
+    let mut missing = Vec::new();
+    for rec in &walk.blobs {
+        match source.is_blob_behind(rec) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            // ZODB could not load that record either; the backup goes on.
+            Err(e @ Error::Format { .. }) => {
+                log.notice(format_args!("{e}: not followed for its blob"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let (oid, tid) = (rec.oid, rec.tid);
+        let shown = dir.shown_blob(oid, tid);
+        let stored = match dir.open_blob(oid, tid) {
+            Ok(mut f) => {
+                let size = f.metadata().map_err(io_err(&shown, "cannot stat"))?.len();
+                // Pooled under its oid, tid and size, and still there.
+                let pooled = known.get(&(oid, tid)).and_then(|list| {
+                    list.iter().find(|st| {
+                        st.size == size
+                            && repo.pooled_size(oid, tid, st).is_some_and(|n| n == st.size)
+                    })
+                });
+                match pooled {
+                    Some(st) => Some(st.clone()),
+                    None => match pool.store(&mut f, &shown, oid, tid) {
+                        Ok(st) => Some(st),
+                        // Unreadable (an I/O error on its disk): as if missing.
+                        Err(Error::Io {
+                            path,
+                            action,
+                            source,
+                        }) if path == shown => {
+                            missing.push((oid, tid, format!("{path}: {action}: {source}")));
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    },
+                }
+            }
+            Err(e) => {
+                missing.push((oid, tid, e.to_string()));
+                None
+            }
+        };
+        entries.push(BlobEntry { oid, tid, stored });
+    }
+    let copied = pool.len();
+    Ok((
+        StoredBlobs {
+            manifest: Manifest {
+                layout: dir.layout(),
+                entries,
+            },
+            missing,
+            copied,
+        },
+        pool,
+    ))
 }
 
 /// A file of the repository written under a temporary name and fsync'd,
@@ -597,7 +784,7 @@ fn delete_old_backups(repo: &Repository, log: &Log) -> Result<()> {
             continue;
         }
         log!(log, "removing old backup file {name} (and .dat / .index)");
-        for name in [f.dat_name(), f.index_name()] {
+        for name in [f.dat_name(), f.index_name(), f.blobs_name()] {
             let _ = repo.remove(&name);
         }
         if let Err(e) = repo.remove(&name) {
@@ -641,6 +828,7 @@ fn saved_index(
     source: &Source,
     file: &std::path::Path,
     confirmed: Option<(String, u64)>,
+    limit: Option<u64>,
     log: &Log,
 ) -> Result<Option<Resume>> {
     // Data.fs.index is beside Data.fs; a repository index is opened
@@ -679,6 +867,11 @@ fn saved_index(
                 log,
                 "not using index {shown}: it describes {pos} bytes, the repository {} bytes",
                 want.unwrap_or_default()
+            ),
+            Ok(pos) if limit.is_some_and(|l| pos > l) => log!(
+                log,
+                "not using index {shown}: it describes {pos} bytes, past the {} bytes of the repository, and the blob records after them are wanted",
+                limit.unwrap_or_default()
             ),
             Ok(pos) if pos <= source.size() => candidates.push((pos, at, shown)),
             Ok(pos) => log!(log, "not using index {shown}: it describes {pos} bytes"),

@@ -24,14 +24,17 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::blobdir::NewBlobDir;
 use crate::codec::md5::Md5Thread;
 use crate::datafs::Source;
 use crate::disk::atomic::{sync_dir, AtomicFile};
 use crate::disk::direct::{clones_extents, DirectWriter};
 use crate::disk::open;
 use crate::error::{io_err, Error, Mismatch, Refusal, Result};
+use crate::filestorage::blob::Layout;
 use crate::filestorage::index::{Index, PREFIX_LEN};
 use crate::filestorage::index_file;
+use crate::filestorage::records::BlobRecord;
 use crate::filestorage::records::MAGIC_LEN;
 use crate::filestorage::sanity::points_at;
 use crate::log;
@@ -48,6 +51,8 @@ pub struct RecoverOptions {
     /// `-o`; `None` means stdout.
     pub(crate) output: Option<String>,
     pub(crate) with_verify: bool,
+    /// `--blob-dir`: the blob directory to make hold the state's blobs.
+    pub(crate) blob_dir: Option<PathBuf>,
 }
 
 /// A file of the chain, with the size its `.dat` line gives (none when
@@ -112,6 +117,11 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
         None
     };
     match dest {
+        Dest::Stdout if opts.blob_dir.is_some() => Err(Error::Refused {
+            path: opts.output.clone().unwrap_or_default(),
+            action: "cannot recover blobs with it",
+            why: Refusal::NotRegular,
+        }),
         Dest::Stdout => {
             match &opts.output {
                 Some(output) => log!(log, "Recovering file to {output} (our stdout)"),
@@ -141,7 +151,14 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
                 let given = opts.output.as_deref().unwrap_or_default();
                 log!(log, "Recovering file to {shown}, which {given} leads to");
             }
-            recover_to_file(&repo, &chain, &path, &shown, truth.as_ref(), log)
+            recover_to_file(
+                &repo,
+                &chain,
+                (&path, &shown),
+                truth.as_ref(),
+                opts.blob_dir.as_deref(),
+                log,
+            )
         }
     }
 }
@@ -332,24 +349,54 @@ pub(crate) fn gap(shown: &str, start: u64, end: u64, dat_shown: &str) -> Error {
 fn recover_to_file(
     repo: &Repository,
     chain: &[Piece],
-    output: &Path,
-    shown: &str,
+    (output, shown): (&Path, &str),
     truth: Option<&HashMap<String, (u64, String)>>,
+    blob_dir: Option<&Path>,
     log: &Log,
 ) -> Result<Recovered> {
     let part_shown = format!("{shown}.part");
     let part = PathBuf::from(&part_shown);
     let mut file = open::create_new(&part, &part_shown)?;
     let guard = PartFile(&part);
-    let bytes = if clones_extents(&file) {
-        concat(repo, chain, Out::File(&mut file), &part_shown, truth, log)?
+    let sizes = if clones_extents(&file) {
+        concat_sizes(
+            repo,
+            chain,
+            &mut Out::File(&mut file),
+            &part_shown,
+            truth,
+            log,
+        )?
     } else {
         let mut w = DirectWriter::new(&mut file);
-        let n = concat(repo, chain, Out::Stream(&mut w), &part_shown, truth, log)?;
+        let n = concat_sizes(
+            repo,
+            chain,
+            &mut Out::Stream(&mut w),
+            &part_shown,
+            truth,
+            log,
+        )?;
         w.finish().map_err(io_err(&part_shown, "write"))?;
         n
     };
+    let bytes = sizes.iter().sum();
     file.sync_all().map_err(io_err(&part_shown, "fsync"))?;
+    // The blob directory is built before anything is replaced, so that a
+    // missing or damaged blob leaves the old database and blobs as they
+    // were.
+    let new_blobs = match blob_dir {
+        Some(dir) => Some(recover_blobs(
+            repo,
+            chain,
+            &sizes,
+            &part_shown,
+            dir,
+            truth.is_some(),
+            log,
+        )?),
+        None => None,
+    };
 
     // Everything that can fail for want of space is done before the old
     // output or its index is touched: the new index is written aside now.
@@ -372,6 +419,9 @@ fn recover_to_file(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(&index_shown, "remove")(e)),
     }
+    if let Some(b) = new_blobs {
+        b.install(log)?;
+    }
     fs::rename(&part, output).map_err(|e| {
         log!(
             log,
@@ -393,6 +443,95 @@ fn recover_to_file(
         files: chain.len(),
         index_installed,
     })
+}
+
+/// Build the blob directory of the recovered state beside `dir`: every blob
+/// file the chain's manifests list, copied from the pool (checked against
+/// its md5 with `-w`, against its size always). A backup of the chain
+/// without a manifest is refused if its range (found in the recovered
+/// file `part`, `sizes` giving each backup's share) holds a blob record.
+///
+/// # Errors
+/// A blob record with no blob backed up; a pooled file missing or damaged;
+/// I/O errors.
+fn recover_blobs(
+    repo: &Repository,
+    chain: &[Piece],
+    sizes: &[u64],
+    part: &str,
+    dir: &Path,
+    with_verify: bool,
+    log: &Log,
+) -> Result<NewBlobDir> {
+    let mut manifests = Vec::with_capacity(chain.len());
+    let mut scanned: Option<(Source, Vec<BlobRecord>)> = None;
+    let mut start = 0u64;
+    for (p, size) in chain.iter().zip(sizes) {
+        let end = start + size;
+        let m = repo.read_manifest(&p.file)?;
+        if m.is_none() {
+            if scanned.is_none() {
+                let source = Source::open(part)?;
+                let walk = source.walk_with(0, None, None, true)?;
+                scanned = Some((source, walk.blobs));
+            }
+            let (source, records) = scanned.as_ref().expect("scanned above");
+            let mut blobs = 0;
+            for r in records.iter().filter(|r| (start..end).contains(&r.pos)) {
+                if source.is_blob_behind(r)? {
+                    blobs += 1;
+                }
+            }
+            if blobs > 0 {
+                return Err(Error::Mismatch(Mismatch::NoManifest {
+                    path: repo.display(&p.file.name()),
+                    blobs,
+                }));
+            }
+        }
+        manifests.push(m);
+        start = end;
+    }
+    let layout = manifests
+        .iter()
+        .rev()
+        .flatten()
+        .map(|m| m.layout)
+        .next()
+        .unwrap_or(Layout::Bushy);
+    let mut new = NewBlobDir::beside(dir, layout)?;
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for (p, m) in chain.iter().zip(&manifests) {
+        let Some(m) = m else { continue };
+        for e in &m.entries {
+            let Some(st) = &e.stored else {
+                log.notice(format_args!(
+                    "{}",
+                    Mismatch::BlobMissing {
+                        manifest: repo.display(&p.file.blobs_name()),
+                        oid: e.oid,
+                        tid: e.tid,
+                    }
+                ));
+                continue;
+            };
+            let shown = repo.display_pooled(e, st);
+            let mut src = repo.open_pooled(e, st)?;
+            let want = with_verify.then_some(st.md5.as_str());
+            let size = new.add(&mut src, &shown, e.oid, e.tid, want)?;
+            if size != st.size {
+                return Err(wrong_size(&shown, size, st.size, false));
+            }
+            files += 1;
+            bytes += size;
+        }
+    }
+    log!(
+        log,
+        "Recovered {files} blob files ({bytes} bytes) into {}",
+        dir.display()
+    );
+    Ok(new)
 }
 
 /// Removes `<output>.part` unless recovery got as far as renaming it.
@@ -535,14 +674,27 @@ fn concat(
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
 ) -> Result<u64> {
+    concat_sizes(repo, chain, &mut out, out_shown, truth, log).map(|sizes| sizes.iter().sum())
+}
+
+/// [`concat`], returning the bytes each file gave.
+fn concat_sizes(
+    repo: &Repository,
+    chain: &[Piece],
+    out: &mut Out<'_>,
+    out_shown: &str,
+    truth: Option<&HashMap<String, (u64, String)>>,
+    log: &Log,
+) -> Result<Vec<u64>> {
     let mut total = 0u64;
+    let mut sizes = Vec::with_capacity(chain.len());
     let mut all = (truth.is_none() && log.enabled()).then(Md5Thread::spawn);
     for p in chain {
         let f = &p.file;
         let name = f.name();
         let shown = repo.display(&name);
         let mut one = truth.is_some().then(Md5Thread::spawn);
-        let size = match (&mut out, one.is_none() && all.is_none() && !f.gzip) {
+        let size = match (&mut *out, one.is_none() && all.is_none() && !f.gzip) {
             (Out::File(dst), true) => {
                 let mut src = repo.open(&name)?;
                 io::copy(&mut src, *dst).map_err(|e| Error::Io {
@@ -562,6 +714,7 @@ fn concat(
             }
         };
         total += size;
+        sizes.push(size);
         if let (Some(truth), Some(one)) = (truth, one) {
             let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
                 Error::Mismatch(Mismatch::NotListed {
@@ -594,7 +747,7 @@ fn concat(
         None if truth.is_some() => log!(log, "Recovered a total of {total} bytes"),
         None => {}
     }
-    Ok(total)
+    Ok(sizes)
 }
 
 #[cfg(test)]

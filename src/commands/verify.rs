@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::thread;
 
 use crate::codec::gzip_size;
-use crate::codec::md5::Md5Thread;
+use crate::codec::md5::{copy_hashed, Md5Thread};
 use crate::commands::recover::gap;
 use crate::error::{Error, Mismatch, Result};
 use crate::log;
@@ -86,7 +86,74 @@ pub(crate) fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<
             }
         }
     }
-    Ok(entries.len())
+    let blobs = verify_blobs(&repo, &entries, opts.quick, log)?;
+    Ok(entries.len() + blobs)
+}
+
+/// Check the blob files the listed backups need: each must have been found
+/// when backed up, and its pooled file must have the recorded size and
+/// (unless `quick`) md5. Returns how many were checked.
+///
+/// # Errors
+/// [`Error::Mismatch`] for the first bad one.
+fn verify_blobs(repo: &Repository, entries: &[DatEntry], quick: bool, log: &Log) -> Result<usize> {
+    let mut checked = 0;
+    for e in entries {
+        let Some(f) = DataFile::parse(e.file_name()) else {
+            continue;
+        };
+        let Some(m) = repo.read_manifest(&f)? else {
+            continue;
+        };
+        let manifest = repo.display(&f.blobs_name());
+        log!(log, "Verifying the {} blobs of {manifest}", m.entries.len());
+        for b in &m.entries {
+            let Some(st) = &b.stored else {
+                return Err(Error::Mismatch(Mismatch::BlobMissing {
+                    manifest,
+                    oid: b.oid,
+                    tid: b.tid,
+                }));
+            };
+            let shown = repo.display_pooled(b, st);
+            let file = match repo.open_pooled(b, st) {
+                Ok(file) => file,
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::Mismatch(Mismatch::Missing { path: shown }))
+                }
+                Err(other) => return Err(other),
+            };
+            let (size, sum) = if quick {
+                let len = file
+                    .metadata()
+                    .map_err(crate::error::io_err(&shown, "cannot stat"))?
+                    .len();
+                (len, None)
+            } else {
+                let mut file = file;
+                let (size, sum) = copy_hashed(&mut file, &mut io::sink(), &shown, "")?;
+                (size, Some(sum))
+            };
+            if size != st.size {
+                return Err(Error::Mismatch(Mismatch::Size {
+                    path: shown,
+                    size,
+                    expected: st.size,
+                    gzip: false,
+                }));
+            }
+            if let Some(sum) = sum.filter(|s| *s != st.md5) {
+                return Err(Error::Mismatch(Mismatch::Checksum {
+                    path: shown,
+                    sum,
+                    expected: st.md5.clone(),
+                    gzip: false,
+                }));
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
 }
 
 /// A file's uncompressed size, and its md5 unless `-Q`.

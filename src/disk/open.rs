@@ -74,6 +74,65 @@ pub(crate) fn open_regular_to(path: &Path, shown: &str, action: &'static str) ->
     Ok(file)
 }
 
+/// Open `rel`, a `/`-separated path of plain names, inside the directory
+/// `dir`, if it is a regular file; shown as `shown`. No symbolic link is
+/// followed on the way, so nothing outside `dir` is ever reached, and a
+/// FIFO or device is refused without blocking, as by [`open_regular`].
+///
+/// # Errors
+/// A component is missing, a link, or not a directory; the file is not a
+/// regular one or cannot be opened.
+pub(crate) fn open_regular_beneath(dir: &File, rel: &str, shown: &str) -> Result<File> {
+    let fail = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::LOOP => Error::Refused {
+            path: shown.to_string(),
+            action: "cannot open",
+            why: Refusal::SymbolicLink,
+        },
+        e => io_err(shown, "cannot open")(e.into()),
+    };
+    let (dirs, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let mut at: Option<rustix::fd::OwnedFd> = None;
+    for part in dirs.split('/').filter(|p| !p.is_empty()) {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let next = match &at {
+            Some(d) => rustix::fs::openat(d, part, flags, Mode::empty()),
+            None => rustix::fs::openat(dir.as_fd(), part, flags, Mode::empty()),
+        };
+        at = Some(next.map_err(|e| match e {
+            // O_NOFOLLOW with O_DIRECTORY on a link: ENOTDIR or ELOOP.
+            rustix::io::Errno::NOTDIR => fail(rustix::io::Errno::LOOP),
+            e => fail(e),
+        })?);
+    }
+    let parent = at.as_ref().map_or(dir.as_fd(), AsFd::as_fd);
+    let stat =
+        rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+    let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    let not_regular = |why| Error::Refused {
+        path: shown.to_string(),
+        action: "cannot open",
+        why,
+    };
+    match kind {
+        rustix::fs::FileType::RegularFile => {}
+        rustix::fs::FileType::Symlink => return Err(not_regular(Refusal::SymbolicLink)),
+        _ => return Err(not_regular(Refusal::NotRegular)),
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(fail)?);
+    if !file
+        .metadata()
+        .map_err(io_err(shown, "cannot open"))?
+        .is_file()
+    {
+        return Err(not_regular(Refusal::NotRegular));
+    }
+    rustix::fs::fcntl_setfl(&file, OFlags::empty())
+        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
+    Ok(file)
+}
+
 /// The whole of `path` (shown as `shown`) if it is a regular file.
 ///
 /// # Errors

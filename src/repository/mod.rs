@@ -6,6 +6,7 @@
 //! `….dat` log has one line per file of its chain:
 //! `<repository as given>/<file name> <start> <end> <md5>`.
 
+pub(crate) mod blobs;
 pub(crate) mod data_reader;
 pub mod lock;
 pub(crate) mod repair;

@@ -1,0 +1,333 @@
+//! A ZODB blob directory: read for a backup, built anew for a recovery.
+//!
+//! Blob files are opened beneath the directory without following any
+//! link, so a link planted inside cannot make a backup read, or a recovery
+//! write, anything outside it. A recovered directory is built beside the
+//! target, made durable, and swapped into place in one rename, so ZODB
+//! sees either the old directory or the new one, never a mixture.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::codec::md5::copy_hashed;
+use crate::disk::open;
+use crate::error::{io_err, Error, Result};
+use crate::filestorage::blob::Layout;
+
+/// The file naming the layout.
+const LAYOUT_FILE: &str = ".layout";
+
+/// A blob directory being backed up.
+pub struct BlobDir {
+    dir: File,
+    shown: String,
+    layout: Layout,
+}
+
+impl BlobDir {
+    /// Open the blob directory at `path` and learn its layout as ZODB does:
+    /// from `.layout`, else `bushy` for a directory without visible
+    /// entries and `lawn` for one with some.
+    ///
+    /// # Errors
+    /// It is not a directory, or names a layout ZODB does not know.
+    pub fn open(path: &Path) -> Result<BlobDir> {
+        let shown = path.to_string_lossy().into_owned();
+        let meta = fs::metadata(path).map_err(io_err(&shown, "cannot back up blobs from"))?;
+        if !meta.is_dir() {
+            return Err(Error::Refused {
+                path: shown,
+                action: "cannot back up blobs from it",
+                why: crate::error::Refusal::NotADirectory,
+            });
+        }
+        let dir = File::open(path).map_err(io_err(&shown, "cannot back up blobs from"))?;
+        let marker = join(&shown, LAYOUT_FILE);
+        let layout = match open::open_regular_beneath(&dir, LAYOUT_FILE, &marker) {
+            Ok(f) => {
+                let mut text = String::new();
+                f.take(4096)
+                    .read_to_string(&mut text)
+                    .map_err(io_err(&marker, "read"))?;
+                Layout::parse(&text).ok_or_else(|| Error::UnknownLayout {
+                    path: marker.clone(),
+                    found: text.trim().chars().take(40).collect(),
+                })?
+            }
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                let used = fs::read_dir(path)
+                    .map_err(io_err(&shown, "cannot list"))?
+                    .flatten()
+                    .any(|e| !e.file_name().as_encoded_bytes().starts_with(b"."));
+                if used {
+                    Layout::Lawn
+                } else {
+                    Layout::Bushy
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(BlobDir { dir, shown, layout })
+    }
+
+    /// Its layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The file of the blob `oid` written by `tid`, as shown in messages.
+    pub fn shown_blob(&self, oid: u64, tid: u64) -> String {
+        join(&self.shown, &self.layout.file(oid, tid))
+    }
+
+    /// Open the file of the blob `oid` written by `tid`.
+    ///
+    /// # Errors
+    /// It is missing, a link or behind one, not a regular file, unreadable.
+    pub fn open_blob(&self, oid: u64, tid: u64) -> Result<File> {
+        open::open_regular_beneath(
+            &self.dir,
+            &self.layout.file(oid, tid),
+            &self.shown_blob(oid, tid),
+        )
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// A blob directory being built beside the one it will replace.
+pub(crate) struct NewBlobDir {
+    /// The directory in the making, removed unless installed.
+    tmp: Option<PathBuf>,
+    target: PathBuf,
+    shown: String,
+    layout: Layout,
+    made: HashSet<String>,
+}
+
+/// ZODB makes its blob directories private, and warns about others.
+const DIR_MODE: u32 = 0o700;
+/// Committed blob files are read-only, as ZODB leaves them.
+const FILE_MODE: u32 = 0o444;
+
+impl NewBlobDir {
+    /// Start building what will become the blob directory `target`.
+    ///
+    /// # Errors
+    /// `target` exists and is no directory; the directory beside it cannot
+    /// be written.
+    pub(crate) fn beside(target: &Path, layout: Layout) -> Result<NewBlobDir> {
+        let shown = target.to_string_lossy().into_owned();
+        let target =
+            open::final_target(target).map_err(io_err(&shown, "cannot recover blobs into it"))?;
+        if let Ok(m) = fs::symlink_metadata(&target) {
+            if !m.is_dir() {
+                return Err(Error::Refused {
+                    path: shown,
+                    action: "cannot recover blobs into it",
+                    why: crate::error::Refusal::NotADirectory,
+                });
+            }
+        }
+        let parent = open::parent_dir(&target);
+        let base = target
+            .file_name()
+            .map_or_else(|| "blobs".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{base}.repozo-"))
+            .suffix(".tmp")
+            .tempdir_in(parent)
+            .map_err(io_err(&shown, "cannot create a directory beside it"))?
+            .keep();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(DIR_MODE))
+            .map_err(io_err(&shown, "set permissions"))?;
+        let new = NewBlobDir {
+            tmp: Some(tmp),
+            target,
+            shown,
+            layout,
+            made: HashSet::new(),
+        };
+        let marker = new.path().join(LAYOUT_FILE);
+        fs::write(&marker, layout.name()).map_err(io_err(&new.shown, "write .layout in"))?;
+        Ok(new)
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.as_deref().expect("not installed yet")
+    }
+
+    /// Copy `src` in as the blob `oid` written by `tid`. With `md5`, the
+    /// bytes are hashed on the way and must match it (`-w`); otherwise the
+    /// kernel copies them (a reflink where the filesystem shares extents).
+    /// Returns the size written.
+    ///
+    /// # Errors
+    /// Reading (said against `src_shown`) or writing; [`Error::Mismatch`]
+    /// for bytes that are not the ones backed up.
+    pub(crate) fn add(
+        &mut self,
+        src: &mut File,
+        src_shown: &str,
+        oid: u64,
+        tid: u64,
+        md5: Option<&str>,
+    ) -> Result<u64> {
+        let dirs = self.layout.oid_dirs(oid);
+        let mut rel = String::new();
+        for d in &dirs {
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(d);
+            if self.made.insert(rel.clone()) {
+                match fs::DirBuilder::new()
+                    .mode(DIR_MODE)
+                    .create(self.path().join(&rel))
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err(&self.shown, "create a directory in")(e)),
+                }
+            }
+        }
+        let name = format!("{rel}/{}", crate::filestorage::blob::file_name(tid));
+        let shown = format!("{}/{name}", self.shown);
+        let mut out = File::options()
+            .write(true)
+            .create_new(true)
+            .open(self.path().join(&name))
+            .map_err(io_err(&shown, "create"))?;
+        let size = match md5 {
+            None => io::copy(src, &mut out).map_err(|e| Error::Io {
+                path: format!("{src_shown} -> {shown}"),
+                action: "copy",
+                source: e,
+            })?,
+            Some(want) => {
+                let (n_all, sum) = copy_hashed(src, &mut out, src_shown, &shown)?;
+                if sum != want {
+                    return Err(Error::Mismatch(crate::error::Mismatch::Checksum {
+                        path: src_shown.to_string(),
+                        sum,
+                        expected: want.to_string(),
+                        gzip: false,
+                    }));
+                }
+                n_all
+            }
+        };
+        out.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+            .map_err(io_err(&shown, "set permissions"))?;
+        Ok(size)
+    }
+
+    /// Make the new directory durable and put it in the target's place:
+    /// exchanged with an existing directory in one rename where the
+    /// filesystem can, then the old one removed.
+    ///
+    /// # Errors
+    /// I/O errors; the new directory is removed and the old one stays.
+    pub(crate) fn install(mut self, log: &crate::log::Log) -> Result<()> {
+        let tmp = self.path().to_path_buf();
+        let dir = File::open(&tmp).map_err(io_err(&self.shown, "open"))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io_err(&self.shown, "sync")(e.into()))?;
+        let parent = open::parent_dir(&self.target).to_path_buf();
+        let exists = fs::symlink_metadata(&self.target).is_ok();
+        if exists {
+            let swapped = rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                &self.target,
+                rustix::fs::RenameFlags::EXCHANGE,
+            );
+            match swapped {
+                Ok(()) => {}
+                // No exchange on this filesystem: the old directory is
+                // moved aside first, leaving a moment without one.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    let aside = tmp.with_extension("old");
+                    fs::rename(&self.target, &aside).map_err(io_err(&self.shown, "move aside"))?;
+                    if let Err(e) = fs::rename(&tmp, &self.target) {
+                        let _ = fs::rename(&aside, &self.target);
+                        return Err(io_err(&self.shown, "rename into place")(e));
+                    }
+                    fs::rename(&aside, &tmp).map_err(io_err(&self.shown, "rename"))?;
+                }
+                Err(e) => {
+                    return Err(io_err(&self.shown, "exchange with the recovered blobs")(
+                        e.into(),
+                    ))
+                }
+            }
+        } else {
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                &self.target,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| io_err(&self.shown, "rename into place")(e.into()))?;
+            self.tmp = None;
+        }
+        crate::disk::atomic::sync_dir(&parent)
+            .map_err(io_err(&self.shown, "fsync its directory"))?;
+        if let Some(old) = self.tmp.take() {
+            // The old directory, now under the temporary name.
+            if let Err(e) = remove_tree(&old) {
+                log.notice(format_args!(
+                    "{}: the replaced blob directory could not be removed: {e}",
+                    old.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NewBlobDir {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = remove_tree(&tmp);
+        }
+    }
+}
+
+/// Remove a directory tree whose directories may be read-only to us (ZODB
+/// leaves blob files 0444; a removal needs write permission on the
+/// directory only, which is granted first).
+fn remove_tree(path: &Path) -> io::Result<()> {
+    if let Err(first) = fs::remove_dir_all(path) {
+        if first.kind() == io::ErrorKind::NotFound {
+            return Ok(());
+        }
+        make_writable(path);
+        return fs::remove_dir_all(path);
+    }
+    Ok(())
+}
+
+fn make_writable(path: &Path) {
+    let Ok(m) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if m.is_dir() {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE));
+        if let Ok(entries) = fs::read_dir(path) {
+            for e in entries.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}

@@ -566,7 +566,9 @@ fn write_backup(
     if kind == Kind::Full && opts.kill_old {
         delete_old_backups(repo, log)?;
     }
-    if blobs.is_some() {
+    // After every blob backup (to drop what a crash or Python repozo's -k
+    // left), and after -k wherever there is a pool.
+    if blobs.is_some() || (opts.kill_old && repo.entry(blobs::POOL).is_some()) {
         repo.collect_blob_garbage(log)?;
     }
     Ok(Outcome::Written {

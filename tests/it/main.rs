@@ -6,6 +6,7 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod backup_hostile;
+mod blobs;
 mod cli;
 mod common;
 mod crash;

@@ -1,0 +1,499 @@
+//! `--blob-dir`: backups of the blob files a Data.fs range refers to, on
+//! the real-ZODB fixtures in testdata/blobs (made by make_blobdata.py),
+//! and what hostile blob directories and damaged repositories do.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use crate::common::{fails, fixture, ok, repozo_at, run};
+
+/// Every regular file under `dir` (links and `tmp/` left out), by path
+/// relative to it, with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            let rel = e.path().strip_prefix(base).unwrap().display().to_string();
+            if t.is_dir() && rel != "tmp" {
+                walk(base, &e.path(), out);
+            } else if t.is_file() {
+                out.insert(rel, fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A workspace with `repo/`, `Data.fs` and `blobstorage/` copied from the
+/// fixture of this layout.
+fn site(layout: &str) -> TempDir {
+    let t = TempDir::new().unwrap();
+    let d = t.path();
+    fs::create_dir(d.join("repo")).unwrap();
+    let src = fixture(&format!("testdata/blobs/{layout}"));
+    fs::copy(src.join("Data.fs"), d.join("Data.fs")).unwrap();
+    copy_tree(&src.join("blobstorage"), &d.join("blobstorage"));
+    t
+}
+
+const BACKUP: &[&str] = &[
+    "-B",
+    "-r",
+    "repo",
+    "-f",
+    "Data.fs",
+    "--blob-dir",
+    "blobstorage",
+];
+const RECOVER: &[&str] = &[
+    "-R",
+    "-r",
+    "repo",
+    "-o",
+    "out/Data.fs",
+    "--blob-dir",
+    "out/blobs",
+];
+
+fn with(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+    base.iter().chain(extra).copied().collect()
+}
+
+/// The pool's files.
+fn pooled(d: &Path) -> Vec<String> {
+    let pool = d.join("repo/blobs");
+    if !pool.exists() {
+        return Vec::new();
+    }
+    files(&pool).into_keys().collect()
+}
+
+#[test]
+fn both_layouts_recover_exactly_the_blob_files_zodb_wrote() {
+    for layout in ["bushy", "lawn"] {
+        let t = site(layout);
+        let d = t.path();
+        ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), layout);
+        fs::create_dir(d.join("out")).unwrap();
+        ok(&repozo_at(d, "2024-01-02-00-00-00", RECOVER), layout);
+        assert!(
+            fs::read(d.join("out/Data.fs")).unwrap() == fs::read(d.join("Data.fs")).unwrap(),
+            "{layout}: Data.fs"
+        );
+        assert_eq!(
+            files(&d.join("out/blobs")),
+            files(&d.join("blobstorage")),
+            "{layout}: the blob directory, .layout included"
+        );
+        // ZODB's six blob files, one of them the undo's copy: pooled once.
+        assert_eq!(pooled(d).len(), 6, "{layout}");
+        for (rel, _) in files(&d.join("out/blobs")) {
+            let mode = fs::metadata(d.join("out/blobs").join(&rel))
+                .unwrap()
+                .permissions()
+                .mode();
+            if rel.ends_with(".blob") {
+                assert_eq!(mode & 0o777, 0o444, "{layout}: {rel}");
+            }
+        }
+        ok(
+            &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-r", "repo"]),
+            layout,
+        );
+    }
+}
+
+#[test]
+fn an_increment_stores_only_its_new_blobs_and_recovers_each_date() {
+    let t = site("bushy");
+    let d = t.path();
+    // The first state: the fixture cut after its first transaction, and
+    // the blob files that existed then.
+    let full = fs::read(d.join("Data.fs")).unwrap();
+    let walk = repozo::datafs::Source::open(d.join("Data.fs"))
+        .unwrap()
+        .walk(0, None, None)
+        .unwrap();
+    // ZODB's root object, then the three blobs, ...
+    assert_eq!(walk.transactions, 5);
+    let first_end = transaction_ends(&full)[1];
+    fs::write(d.join("Data.fs"), &full[..first_end]).unwrap();
+    let all = files(&d.join("blobstorage"));
+    let first_tid_files: Vec<String> = {
+        let names: Vec<&String> = all.keys().filter(|k| k.ends_with(".blob")).collect();
+        let oldest = names
+            .iter()
+            .map(|k| k.rsplit('/').next().unwrap().to_string())
+            .min()
+            .unwrap();
+        names
+            .into_iter()
+            .filter(|k| k.ends_with(&oldest))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(first_tid_files.len(), 3);
+    let later: Vec<&String> = all
+        .keys()
+        .filter(|k| k.ends_with(".blob") && !first_tid_files.contains(k))
+        .collect();
+    let hidden = d.join("later");
+    for k in &later {
+        fs::create_dir_all(hidden.join(k).parent().unwrap()).unwrap();
+        fs::rename(d.join("blobstorage").join(k), hidden.join(k)).unwrap();
+    }
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "full");
+    assert_eq!(pooled(d).len(), 3);
+    let state1 = files(&d.join("blobstorage"));
+
+    fs::write(d.join("Data.fs"), &full).unwrap();
+    for k in &later {
+        fs::rename(hidden.join(k), d.join("blobstorage").join(k)).unwrap();
+    }
+    let err = ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &with(BACKUP, &["-v", "-Q", "-z"])),
+        "increment",
+    );
+    assert!(err.contains("doing incremental"), "{err}");
+    assert!(
+        err.contains("3 blob records in the range, 3 blob files copied"),
+        "{err}"
+    );
+    assert_eq!(pooled(d).len(), 6);
+    fs::create_dir(d.join("out")).unwrap();
+    ok(
+        &repozo_at(
+            d,
+            "2024-01-03-00-00-00",
+            &with(RECOVER, &["-D", "2024-01-01-12"]),
+        ),
+        "recover the first state",
+    );
+    assert_eq!(files(&d.join("out/blobs")), state1, "first state's blobs");
+    assert!(fs::read(d.join("out/Data.fs")).unwrap() == full[..first_end]);
+    // Recovering the newest state over it leaves exactly that state.
+    ok(
+        &repozo_at(d, "2024-01-03-00-00-00", &with(RECOVER, &["-w"])),
+        "recover the newest state",
+    );
+    assert_eq!(files(&d.join("out/blobs")), files(&d.join("blobstorage")));
+    assert!(fs::read(d.join("out/Data.fs")).unwrap() == full);
+    // Nothing new: nothing stored, nothing read again.
+    let err = ok(
+        &repozo_at(d, "2024-01-04-00-00-00", &with(BACKUP, &["-v", "-F"])),
+        "full again",
+    );
+    assert!(
+        err.contains("6 blob records in the range, 0 blob files copied"),
+        "{err}"
+    );
+    assert_eq!(pooled(d).len(), 6);
+}
+
+/// Where each transaction of a FileStorage ends.
+fn transaction_ends(bytes: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut pos = 4;
+    while pos < bytes.len() {
+        let tlen = u64::from_be_bytes(bytes[pos + 8..pos + 16].try_into().unwrap());
+        pos += tlen as usize + 8;
+        ends.push(pos);
+    }
+    ends
+}
+
+#[test]
+fn a_missing_blob_is_recorded_the_backup_completes_and_verify_fails() {
+    let t = site("bushy");
+    let d = t.path();
+    let victim = files(&d.join("blobstorage"))
+        .into_keys()
+        .find(|k| k.ends_with(".blob"))
+        .unwrap();
+    fs::remove_file(d.join("blobstorage").join(&victim)).unwrap();
+    let out = repozo_at(d, "2024-01-01-00-00-00", BACKUP);
+    let err = ok(&out, "backup with a blob gone");
+    assert!(err.contains("is missing, recorded as such"), "{err}");
+    assert!(err.contains(&victim), "{err}");
+    assert!(d.join("repo/2024-01-01-00-00-00.fs").exists());
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-r", "repo"]),
+        "verify",
+    );
+    assert!(
+        err.contains("was missing from the blob directory when it was backed up"),
+        "{err}"
+    );
+}
+
+#[test]
+fn links_fifos_and_unknown_layouts_in_the_blob_directory() {
+    let t = site("bushy");
+    let d = t.path();
+    let blobs: Vec<String> = files(&d.join("blobstorage"))
+        .into_keys()
+        .filter(|k| k.ends_with(".blob"))
+        .collect();
+    // A blob file replaced by a link out of the directory, another by a
+    // FIFO: neither is followed nor waited on.
+    fs::write(d.join("secret"), b"not a blob").unwrap();
+    fs::remove_file(d.join("blobstorage").join(&blobs[0])).unwrap();
+    symlink(d.join("secret"), d.join("blobstorage").join(&blobs[0])).unwrap();
+    fs::remove_file(d.join("blobstorage").join(&blobs[1])).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        d.join("blobstorage").join(&blobs[1]),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let r = run(d, BACKUP);
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("a symbolic link on the way (not followed)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    for f in pooled(d) {
+        let bytes = fs::read(d.join("repo/blobs").join(&f)).unwrap();
+        assert!(bytes != b"not a blob", "{f} holds the link's target");
+    }
+
+    // A directory on the way that is a link: not followed either.
+    let t = site("bushy");
+    let d = t.path();
+    let top = d.join("blobstorage/0x00");
+    fs::rename(&top, d.join("elsewhere")).unwrap();
+    symlink(d.join("elsewhere"), &top).unwrap();
+    let r = run(d, BACKUP);
+    r.ok();
+    assert!(r.stderr.contains("not followed"), "{}", r.stderr);
+    assert!(pooled(d).is_empty());
+
+    // A layout ZODB does not know: refused before anything is written.
+    let t = site("bushy");
+    let d = t.path();
+    fs::write(d.join("blobstorage/.layout"), "tree").unwrap();
+    let r = run(d, BACKUP);
+    r.fails_with(
+        "blobstorage/.layout: read: unknown blob directory layout \"tree\" (ZODB knows bushy and lawn)",
+    );
+    assert!(fs::read_dir(d.join("repo")).unwrap().all(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".repozo")));
+    // Not a directory at all.
+    run(d, &with(&BACKUP[..5], &["--blob-dir", "Data.fs"]))
+        .fails_with("Data.fs: cannot back up blobs from it: not a directory");
+}
+
+#[test]
+fn damaged_pool_files_fail_verify_and_leave_a_recovery_target_alone() {
+    let t = site("bushy");
+    let d = t.path();
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "backup");
+    let victim = pooled(d)
+        .into_iter()
+        .find(|f| !f.contains("d41d8cd98f00b204e9800998ecf8427e"))
+        .unwrap();
+    let path = d.join("repo/blobs").join(&victim);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-r", "repo"]),
+        "verify",
+    );
+    assert!(
+        err.contains(&victim) && err.contains("has checksum"),
+        "{err}"
+    );
+    ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-Q", "-r", "repo"]),
+        "-V -Q only sizes",
+    );
+    // An existing database and blob directory stay as they were.
+    fs::create_dir_all(d.join("out/blobs")).unwrap();
+    fs::write(d.join("out/Data.fs"), b"old database").unwrap();
+    fs::write(d.join("out/blobs/old"), b"old blob").unwrap();
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &with(RECOVER, &["-w"])),
+        "recover -w",
+    );
+    assert!(err.contains(&victim), "{err}");
+    assert_eq!(fs::read(d.join("out/Data.fs")).unwrap(), b"old database");
+    assert_eq!(files(&d.join("out/blobs")).len(), 1);
+    let leftovers: Vec<_> = fs::read_dir(d.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+    // Truncated: -V -Q sees it.
+    fs::write(&path, &bytes[..1]).unwrap();
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-Q", "-r", "repo"]),
+        "verify -Q",
+    );
+    assert!(
+        err.contains(&victim) && err.contains("bytes, should be"),
+        "{err}"
+    );
+    // Gone: named.
+    fs::remove_file(&path).unwrap();
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-Q", "-r", "repo"]),
+        "verify -Q",
+    );
+    assert!(err.ends_with(&format!("{victim} is missing")), "{err}");
+}
+
+#[test]
+fn a_backup_without_blobs_is_followed_by_a_full_one_and_refused_in_recovery() {
+    let t = site("bushy");
+    let d = t.path();
+    let plain = &BACKUP[..5];
+    ok(&repozo_at(d, "2024-01-01-00-00-00", plain), "without blobs");
+    assert!(pooled(d).is_empty());
+    fs::create_dir(d.join("out")).unwrap();
+    let err = fails(&repozo_at(d, "2024-01-02-00-00-00", RECOVER), "recover");
+    assert_eq!(
+        err,
+        "repo/2024-01-01-00-00-00.fs holds 6 blob records but no blob files (backed up without --blob-dir)"
+    );
+    assert!(!d.join("out/Data.fs").exists() && !d.join("out/blobs").exists());
+    // The next blob backup cannot continue that chain.
+    fs::write(
+        d.join("Data.fs"),
+        [fs::read(d.join("Data.fs")).unwrap(), extra_transaction(d)].concat(),
+    )
+    .unwrap();
+    let err = ok(
+        &repozo_at(d, "2024-01-03-00-00-00", &with(BACKUP, &["-v"])),
+        "blob backup",
+    );
+    assert!(
+        err.contains("was backed up without its blobs (full backup)"),
+        "{err}"
+    );
+    assert!(d.join("repo/2024-01-03-00-00-00.fs").exists());
+    ok(&repozo_at(d, "2024-01-04-00-00-00", RECOVER), "recover");
+    assert_eq!(files(&d.join("out/blobs")), files(&d.join("blobstorage")));
+}
+
+/// A transaction with one small non-blob record, after the fixture's last.
+fn extra_transaction(d: &Path) -> Vec<u8> {
+    let bytes = fs::read(d.join("Data.fs")).unwrap();
+    let walk = repozo::datafs::Source::open(d.join("Data.fs"))
+        .unwrap()
+        .walk(0, None, None)
+        .unwrap();
+    let last_tid = {
+        // The last transaction's tid: its header is at end - tlen - 8.
+        let end = walk.end as usize;
+        let tlen = u64::from_be_bytes(bytes[end - 8..end].try_into().unwrap()) as usize;
+        u64::from_be_bytes(bytes[end - 8 - tlen..end - tlen].try_into().unwrap())
+    };
+    let pos = bytes.len() as u64;
+    let tid = last_tid + 1;
+    let pickle = b"\x80\x03cpersistent.mapping\nPersistentMapping\nq\x00.}q\x01.";
+    let data_len = 42 + pickle.len() as u64;
+    let tlen = 23 + data_len;
+    let mut t = Vec::new();
+    t.extend_from_slice(&tid.to_be_bytes());
+    t.extend_from_slice(&tlen.to_be_bytes());
+    t.push(b' ');
+    t.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    t.extend_from_slice(&0x7777u64.to_be_bytes());
+    t.extend_from_slice(&tid.to_be_bytes());
+    t.extend_from_slice(&0u64.to_be_bytes());
+    t.extend_from_slice(&pos.to_be_bytes());
+    t.extend_from_slice(&0u16.to_be_bytes());
+    t.extend_from_slice(&(pickle.len() as u64).to_be_bytes());
+    t.extend_from_slice(pickle);
+    t.extend_from_slice(&tlen.to_be_bytes());
+    t
+}
+
+#[test]
+fn kill_old_drops_the_pool_files_no_backup_needs() {
+    let t = site("bushy");
+    let d = t.path();
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "first");
+    assert_eq!(pooled(d).len(), 6);
+    // A blob file that only the old backup needs: the fixture's newest
+    // blob removed from the source, as a pack that dropped it would.
+    let newest = files(&d.join("blobstorage"))
+        .into_keys()
+        .filter(|k| k.ends_with(".blob"))
+        .max_by_key(|k| k.rsplit('/').next().unwrap().to_string())
+        .unwrap();
+    fs::remove_file(d.join("blobstorage").join(&newest)).unwrap();
+    let err = ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &with(BACKUP, &["-F", "-k"])),
+        "full -k",
+    );
+    assert!(err.contains("missing"), "{err}");
+    // The new full backup records it missing; the old backup that held it
+    // is gone, and so is its pool file.
+    assert_eq!(pooled(d).len(), 5);
+    let names: Vec<String> = fs::read_dir(d.join("repo"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("2024"))
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("2024-01-02")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn blob_dir_usage_errors() {
+    let t = TempDir::new().unwrap();
+    let d = t.path();
+    for (args, want) in [
+        (
+            &["-R", "-r", "repo", "--blob-dir", "b"][..],
+            "--blob-dir needs --output in recover mode: blob files cannot go to stdout",
+        ),
+        (
+            &["-V", "-r", "repo", "--blob-dir", "b"],
+            "--blob-dir is not used in verify mode: -V checks the blob files the repository holds",
+        ),
+        (
+            &["-B", "-r", "repo", "-f", "D", "--blob-dir", ""],
+            "--blob-dir must not be empty",
+        ),
+    ] {
+        let r = run(d, args);
+        assert_eq!(r.code, Some(1), "{args:?}");
+        assert!(
+            r.stderr.starts_with(&format!("repozo: {want}\n")),
+            "{}",
+            r.stderr
+        );
+    }
+}

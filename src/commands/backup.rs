@@ -525,7 +525,7 @@ fn write_backup(
     };
     let (blobs, pool) = match blob_dir {
         Some(dir) => {
-            let (b, pool) = store_blobs(repo, source, dir, &walk, log)?;
+            let (b, pool) = store_blobs(repo, chain, source, dir, &walk, log)?;
             (Some(b), Some(pool))
         }
         None => (None, None),
@@ -566,9 +566,12 @@ fn write_backup(
     if kind == Kind::Full && opts.kill_old {
         delete_old_backups(repo, log)?;
     }
-    // After every blob backup (to drop what a crash or Python repozo's -k
-    // left), and after -k wherever there is a pool.
-    if blobs.is_some() || (opts.kill_old && repo.entry(blobs::POOL).is_some()) {
+    // What no backup needs any more (removed by -k, by Python repozo's -k
+    // or collective.recipe.backup's cleanup, or left by a crash) goes at
+    // each full backup and each -k; a nightly increment stays in
+    // proportion to what changed.
+    let pooled = blobs.is_some() || repo.entry(blobs::POOL).is_some();
+    if pooled && (kind == Kind::Full || opts.kill_old) {
         repo.collect_blob_garbage(log)?;
     }
     Ok(Outcome::Written {
@@ -650,11 +653,14 @@ fn commit_all(
         pool.commit()?;
     }
     let dir = repo.open_dir()?;
-    data.commit_in(false, &dir)?;
-    index.commit_in(true, &dir)?;
+    // The manifest before the data file: a data file is never without
+    // the blobs it needs, even when a crash leaves it without its `.dat`
+    // line (recover then takes a full backup as found, as repozo does).
     if let Some(m) = manifest {
         m.commit_in(true, &dir)?;
     }
+    data.commit_in(false, &dir)?;
+    index.commit_in(true, &dir)?;
     dat.commit_in(true, &dir)
 }
 
@@ -674,12 +680,13 @@ struct StoredBlobs {
 /// end of the backup: Data.fs must not go unsaved for one lost blob.
 fn store_blobs<'r>(
     repo: &'r Repository,
+    chain: &[DataFile],
     source: &Source,
     dir: &BlobDir,
     walk: &WalkResult,
     log: &Log,
 ) -> Result<(StoredBlobs, PoolWriter<'r>)> {
-    let known = blobs::known(repo)?;
+    let known = blobs::known(repo, chain)?;
     let mut pool = repo.pool_writer();
     let mut entries = Vec::with_capacity(walk.blobs.len());
     let mut missing = Vec::new();

@@ -386,14 +386,19 @@ impl PoolWriter<'_> {
 /// recorded for it, as the manifests say.
 pub(crate) type Known = HashMap<(u64, u64), Vec<Stored>>;
 
-/// [`Known`] from every manifest of the repository whose pool file is
-/// there.
+/// [`Known`] from the manifests of `files` (the newest chain: a nightly
+/// increment's blobs are new, and a full backup after a pack keeps most of
+/// that chain's). A blob pooled by an older chain only is copied again and
+/// found to be there when it is named.
 ///
 /// # Errors
-/// As [`Repository::manifests`].
-pub(crate) fn known(repo: &Repository) -> Result<Known> {
+/// As [`Repository::read_manifest`].
+pub(crate) fn known(repo: &Repository, files: &[DataFile]) -> Result<Known> {
     let mut known: Known = HashMap::new();
-    for (_, m) in repo.manifests()? {
+    for f in files {
+        let Some(m) = repo.read_manifest(f)? else {
+            continue;
+        };
         for e in m.entries {
             if let Some(st) = e.stored {
                 let list = known.entry((e.oid, e.tid)).or_default();

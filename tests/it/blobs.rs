@@ -497,3 +497,68 @@ fn blob_dir_usage_errors() {
         );
     }
 }
+
+/// Blob backups killed at every step (strace, as in `crash`): recovery
+/// gives a state that was backed up with exactly its blob files, and the
+/// next backup repairs what was left, verifies and recovers exactly.
+#[test]
+fn blob_backups_killed_at_every_step_lose_nothing() {
+    let calls = [
+        "rename,renameat,renameat2",
+        "fsync,fdatasync,syncfs",
+        "write,pwrite64",
+        "openat",
+        "unlink,unlinkat",
+    ];
+    let src = fixture("testdata/blobs/bushy");
+    let full = fs::read(src.join("Data.fs")).unwrap();
+    let cut = transaction_ends(&full)[1];
+    let mut kills = 0;
+    for mode in [&[][..], &["-F", "-k"]] {
+        for call in calls {
+            for n in 1..=80 {
+                let t = site("bushy");
+                let d = t.path();
+                fs::write(d.join("Data.fs"), &full[..cut]).unwrap();
+                ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "first");
+                fs::create_dir(d.join("out")).unwrap();
+                ok(&repozo_at(d, "2024-01-01-00-00-00", RECOVER), "first state");
+                let first = files(&d.join("out/blobs"));
+                fs::write(d.join("Data.fs"), &full).unwrap();
+                let args = with(BACKUP, mode);
+                let what = format!("{mode:?} killed at {call} #{n}");
+                let Some(killed) =
+                    crate::crash::backup_killed_at(d, "2024-01-02-00-00-00", &args, call, n)
+                else {
+                    eprintln!("SKIPPED blob_backups_killed_at_every_step_lose_nothing: no strace");
+                    return;
+                };
+                ok(&repozo_at(d, "2024-01-03-00-00-00", RECOVER), &what);
+                let got = fs::read(d.join("out/Data.fs")).unwrap();
+                let blobs = files(&d.join("out/blobs"));
+                if got == full[..cut] {
+                    assert_eq!(blobs, first, "{what}: the first state's blobs");
+                } else {
+                    assert!(got == full, "{what}: recovered no backed-up state");
+                    assert_eq!(blobs, files(&d.join("blobstorage")), "{what}");
+                }
+                if !killed {
+                    break;
+                }
+                kills += 1;
+                ok(
+                    &repozo_at(d, "2024-01-04-00-00-00", BACKUP),
+                    &format!("{what}: the next backup"),
+                );
+                ok(
+                    &repozo_at(d, "2024-01-04-00-00-00", &["-V", "-r", "repo"]),
+                    &format!("{what}: verify"),
+                );
+                ok(&repozo_at(d, "2024-01-05-00-00-00", RECOVER), &what);
+                assert!(fs::read(d.join("out/Data.fs")).unwrap() == full, "{what}");
+                assert_eq!(files(&d.join("out/blobs")), files(&d.join("blobstorage")));
+            }
+        }
+    }
+    assert!(kills > 40, "only {kills} kills");
+}

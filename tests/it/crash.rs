@@ -345,7 +345,7 @@ fn backups_killed_at_random_moments_lose_nothing() {
 
 /// Run a backup under strace, killed at the `n`th call of any of `calls`;
 /// `None` when strace cannot run here, else whether the kill happened.
-fn backup_killed_at(dir: &Path, now: &str, args: &[&str], calls: &str, n: u32) -> Option<bool> {
+pub fn backup_killed_at(dir: &Path, now: &str, args: &[&str], calls: &str, n: u32) -> Option<bool> {
     let out = Command::new("strace")
         .args(["-f", "-qq", "-o", "/dev/null", "-e"])
         .arg(format!("trace={calls}"))

@@ -933,3 +933,114 @@ def test_lawn_layout(tools, tmp_path):
                                           '2024-05-01-00-00-00')
         check_recovered(proc, out_fs, out_blobs, st,
                         'lawn recover -D %s' % st.now)
+
+
+# ---------------------------------------------------------------------------
+# Repositories with backups made without --blob-dir
+# ---------------------------------------------------------------------------
+
+def _state_now(m, index, now):
+    return BStep(index, 'live', now, [], None, 0, False, read(m.path),
+                 blob_snapshot(m.blob_dir), read_layout(m.blob_dir),
+                 dict(m.contents), blob_records(m.path))
+
+
+@pytest.mark.parametrize('first', ['py', 'rs'],
+                         ids=['python-repozo', 'ours-without-blob-dir'])
+def test_blob_dir_backups_on_a_repository_started_without(tools, tmp_path,
+                                                          first):
+    """Taking up --blob-dir on an existing repository: the first backup
+    with it must give a recoverable state with all its blobs."""
+    live = tmp_path / 'live'
+    live.mkdir()
+    repo = str(tmp_path / 'repo')
+    os.mkdir(repo)
+    m = BlobModel(live, seed=11)
+    m.add(4)
+    proc = tools[first].run(['-B', '-r', repo, '-f', m.path],
+                            now='2024-08-01-00-00-00')
+    assert_ok(proc, '%s backup without --blob-dir' % first)
+    m.add(2)
+    m.change(1)
+    proc = run_backup(tools, repo, m, '2024-08-02-00-00-00', [])
+    assert_ok(proc, 'first backup with --blob-dir')
+    state = _state_now(m, 0, '2024-08-02-00-00-00')
+    out = tmp_path / 'out'
+    out.mkdir()
+    proc, out_fs, out_blobs = recover(tools, repo, str(out), None,
+                                      '2024-08-03-00-00-00')
+    check_recovered(proc, out_fs, out_blobs, state,
+                    'recover after the first --blob-dir backup (repository: '
+                    '%s)' % top_files(repo))
+    for quick in ([], ['-Q']):
+        proc = tools['rs'].run(['-V', '-r', repo] + quick,
+                               now='2024-08-03-00-00-00')
+        assert_ok(proc, '-V %s' % ' '.join(quick))
+
+
+def test_recover_refuses_a_chain_missing_blobs(tools, tmp_path):
+    """An increment made without --blob-dir holds blob records whose files
+    the repository lacks: -R --blob-dir must not give a blob directory
+    without them, and leaves the existing output alone."""
+    live = tmp_path / 'live'
+    live.mkdir()
+    repo = str(tmp_path / 'repo')
+    os.mkdir(repo)
+    m = BlobModel(live, seed=12)
+    m.add(3)
+    proc = run_backup(tools, repo, m, '2024-08-01-00-00-00', [])
+    assert_ok(proc, 'full backup with --blob-dir')
+    m.add(2)
+    proc = tools['py'].run(['-B', '-r', repo, '-f', m.path],
+                           now='2024-08-02-00-00-00')
+    assert_ok(proc, 'python repozo incremental backup')
+    inc = '2024-08-02-00-00-00.deltafs'
+    assert inc in top_files(repo), top_files(repo)
+    out = tmp_path / 'out'
+    out_blobs = out / 'blobs'
+    out_blobs.mkdir(parents=True)
+    (out / 'Data.fs').write_bytes(b'existing')
+    (out_blobs / 'keep.blob').write_bytes(b'existing blob')
+    proc, out_fs, _ = recover(tools, repo, str(out), None,
+                              '2024-08-03-00-00-00')
+    assert proc.returncode == 1, (
+        'recover --blob-dir of a state whose blobs are not all in the '
+        'repository should fail\n%s' % describe_output(proc))
+    assert inc in text(proc.stderr), (
+        'the message should name %s\n%s' % (inc, describe_output(proc)))
+    assert (out / 'Data.fs').read_bytes() == b'existing'
+    assert all_files(out_blobs) == ['keep.blob'], all_files(out_blobs)
+    assert sorted(os.listdir(out)) == ['Data.fs', 'blobs'], os.listdir(out)
+    # The state before the increment is still complete.
+    proc = tools['rs'].run(['-R', '-r', repo, '-o', out_fs, '--blob-dir',
+                            str(out_blobs), '-D', '2024-08-01-00-00-00'],
+                           now='2024-08-03-00-00-00')
+    assert_ok(proc, 'recover of the full backup before the increment')
+
+
+def test_database_without_blobs(tools, tmp_path):
+    """A blob storage that has no blob yet: the recovered blob directory
+    holds only its .layout and ZODB opens it."""
+    live = tmp_path / 'live'
+    live.mkdir()
+    repo = str(tmp_path / 'repo')
+    os.mkdir(repo)
+    m = BlobModel(live, seed=13)
+    m.plain()
+    m.plain()
+    proc = run_backup(tools, repo, m, '2024-08-01-00-00-00', [])
+    assert_ok(proc, 'backup of a blob storage without blobs')
+    layout, lines = read_manifest(os.path.join(repo,
+                                               '2024-08-01-00-00-00.blobs'))
+    assert (layout, lines) == ('bushy', [])
+    state = _state_now(m, 0, '2024-08-01-00-00-00')
+    assert state.blobs == {} and state.layout == 'bushy'
+    out = tmp_path / 'out'
+    out.mkdir()
+    proc, out_fs, out_blobs = recover(tools, repo, str(out), None,
+                                      '2024-08-02-00-00-00')
+    check_recovered(proc, out_fs, out_blobs, state, 'recover without blobs')
+    for quick in ([], ['-Q']):
+        proc = tools['rs'].run(['-V', '-r', repo] + quick,
+                               now='2024-08-02-00-00-00')
+        assert_ok(proc, '-V %s' % ' '.join(quick))

@@ -801,8 +801,9 @@ def _age_run(repo, run, start_ns):
                 os.utime(p, ns=(t, t))
 
 
-def test_collective_recipe_backup_cleanup(tools, tmp_path):
-    """bin/backup: repozo -B, then cleanup(keep=1), as the recipe does."""
+@pytest.mark.parametrize('keep', [1, 2])
+def test_collective_recipe_backup_cleanup(tools, tmp_path, keep):
+    """bin/backup: repozo -B, then cleanup(keep), as the recipe does."""
     from collective.recipe.backup.repozorunner import cleanup
     live = tmp_path / 'live'
     live.mkdir()
@@ -828,11 +829,11 @@ def test_collective_recipe_backup_cleanup(tools, tmp_path):
         _age_run(repo, i, start)
         listing = top_files(repo)
         try:
-            cleanup(repo, keep=1)
+            cleanup(repo, keep=keep)
         except Exception as e:
-            pytest.fail('run %d (%s): collective.recipe.backup cleanup(keep=1)'
+            pytest.fail('run %d (%s): collective.recipe.backup cleanup(keep=%d)'
                         ' raised %r on a repository holding %s'
-                        % (i, what, e, listing), pytrace=False)
+                        % (i, what, keep, e, listing), pytrace=False)
         later = fmt_now(clock + datetime.timedelta(days=i, hours=12))
         state = BStep(i, what, now, opts, None, 0, False, read(m.path),
                       blob_snapshot(m.blob_dir), read_layout(m.blob_dir),
@@ -911,7 +912,10 @@ def test_lawn_layout(tools, tmp_path):
             (lambda: m.change(1), ['-Q'])]):
         change()
         now = '2024-04-0%d-12-00-00' % (i + 1)
-        proc = run_backup(tools, repo, m, now, opts)
+        # Relative paths, from tmp_path.
+        proc = tools['rs'].run(['-B', '-r', 'repo', '-f', 'live/Data.fs',
+                                '--blob-dir', 'live/blobs'] + opts,
+                               now=now, cwd=tmp_path)
         assert_ok(proc, 'lawn backup %d' % i)
         st = BStep(i, 'lawn', now, opts, None, 0, False, read(m.path),
                    blob_snapshot(m.blob_dir), read_layout(m.blob_dir),
@@ -927,11 +931,13 @@ def test_lawn_layout(tools, tmp_path):
         assert layout == 'lawn', '%s.blobs says layout %s' % (now, layout)
         states.append(st)
     for st in states:
-        out = tmp_path / ('out-%d' % st.index)
-        out.mkdir()
-        proc, out_fs, out_blobs = recover(tools, repo, str(out), st.now,
-                                          '2024-05-01-00-00-00')
-        check_recovered(proc, out_fs, out_blobs, st,
+        out = 'out-%d' % st.index
+        (tmp_path / out).mkdir()
+        proc = tools['rs'].run(['-R', '-r', 'repo', '-o', out + '/Data.fs',
+                                '--blob-dir', out + '/blobs', '-D', st.now],
+                               now='2024-05-01-00-00-00', cwd=tmp_path)
+        check_recovered(proc, str(tmp_path / out / 'Data.fs'),
+                        str(tmp_path / out / 'blobs'), st,
                         'lawn recover -D %s' % st.now)
 
 

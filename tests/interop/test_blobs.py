@@ -364,6 +364,15 @@ def check_recovered(proc, out_fs, out_blobs, step, what):
                 if mode_of(os.path.join(out_blobs, rel)) != 0o444]
     assert not writable, ('%s: blob files should be read-only (0444): %s'
                           % (what, writable))
+    # Each output directory here holds only what -R makes: nothing of the
+    # way the blob directory was built and swapped in may stay behind.
+    parent = os.path.dirname(os.path.abspath(out_blobs))
+    if parent == os.path.dirname(os.path.abspath(out_fs)):
+        made = {os.path.basename(out_fs), os.path.basename(out_fs) + '.index',
+                os.path.basename(out_blobs)}
+        left = sorted(set(os.listdir(parent)) - made)
+        assert not left, ('%s: left behind beside the blob directory: %s'
+                          % (what, left))
     problems = read_back_with_zodb(out_fs, out_blobs, step)
     assert not problems, ('%s: reading the recovered database with ZODB:\n  %s'
                           % (what, '\n  '.join(problems)))

@@ -180,8 +180,13 @@ impl RawArgs {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString> + Clone,
     {
-        let argv = std::iter::once(std::ffi::OsString::from("repozo"))
-            .chain(args.into_iter().map(Into::into));
+        // `--b` was a unique prefix of `--backup` until `--blob-dir` came:
+        // a cron line written for repozo keeps its meaning.
+        let argv = std::iter::once(std::ffi::OsString::from("repozo")).chain(
+            args.into_iter()
+                .map(Into::into)
+                .map(|a: std::ffi::OsString| if a == "--b" { "--backup".into() } else { a }),
+        );
         let m = command()
             .try_get_matches_from(argv)
             .map_err(|e| UsageError(clap_reason(&e)))?;
@@ -388,6 +393,7 @@ mod tests {
             &["--backup", "--repository=/b", "--file", "D.fs"][..],
             &["-B", "-r/b", "-fD.fs"][..],
             &["--back", "--repo", "/b", "--fi=D.fs"][..],
+            &["--b", "--rep", "/b", "--fi", "D.fs"][..],
         ] {
             let Plan::Backup(b) = plan(args).unwrap().plan else {
                 panic!("not a backup: {args:?}")

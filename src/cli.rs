@@ -47,6 +47,13 @@ Options for -B/--backup:
     -k / --kill-old-on-full
         After a full backup, remove older full and incremental backups and
         their .dat and .index files.
+    --blob-dir=dir
+        Also back up the blob files of the backed-up Data.fs range from this
+        ZODB blob directory: each blob file is stored once in the
+        repository's blobs/ folder, and each backup lists the ones it needs
+        in YYYY-MM-DD-hh-mm-ss.blobs. A blob file missing from dir is named
+        on stderr and recorded; the backup completes. A chain with a backup
+        made without --blob-dir is followed by a full backup.
 
     Each backup also writes YYYY-MM-DD-hh-mm-ss.index, the FileStorage index
     of Data.fs up to the backed-up position. A backup is never named before

@@ -73,6 +73,11 @@ impl BlobDir {
         Ok(BlobDir { dir, shown, layout })
     }
 
+    /// The directory as shown in messages.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     /// Its layout.
     pub fn layout(&self) -> Layout {
         self.layout
@@ -104,14 +109,75 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// A blob directory being built beside the one it will replace.
+/// A blob directory being built beside the one it will replace (inside
+/// it, when it is a mount point, which no rename can replace).
 pub(crate) struct NewBlobDir {
     /// The directory in the making, removed unless installed.
     tmp: Option<PathBuf>,
+    /// Held locked while this run works on it, so that another run does
+    /// not take it for a killed run's leftover.
+    _lock: File,
     target: PathBuf,
     shown: String,
     layout: Layout,
     made: HashSet<String>,
+    /// Built inside the target, a mount point: installed entry by entry.
+    inside: bool,
+}
+
+/// The directory a recovery replaced, to be removed once the recovered
+/// Data.fs is in place.
+pub(crate) struct Replaced {
+    old: Option<PathBuf>,
+}
+
+impl Replaced {
+    /// Remove the replaced directory; a failure is said, not fatal.
+    pub(crate) fn remove(self, log: &crate::log::Log) {
+        if let Some(old) = self.old {
+            if let Err(e) = remove_tree(&old) {
+                log.notice(format_args!(
+                    "{}: the replaced blob directory could not be removed: {e}",
+                    old.display()
+                ));
+            }
+        }
+    }
+}
+
+/// Prefix of the directories built or set aside inside a mount point.
+const INSIDE_PREFIX: &str = ".repozo-";
+
+/// Remove what killed recoveries left in `dir`: directories named with
+/// `prefix` that no live run holds locked and that are over a minute old.
+fn remove_leftovers(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(prefix.as_bytes())
+        {
+            continue;
+        }
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        let old = m
+            .modified()
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age.as_secs() > 60);
+        if !m.is_dir() || !old {
+            continue;
+        }
+        let unlocked = File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok());
+        if unlocked {
+            let _ = remove_tree(&e.path());
+        }
+    }
 }
 
 /// ZODB makes its blob directories private, and warns about others.
@@ -138,24 +204,40 @@ impl NewBlobDir {
                 });
             }
         }
-        let parent = open::parent_dir(&target);
+        let parent = open::parent_dir(&target).to_path_buf();
         let base = target
             .file_name()
             .map_or_else(|| "blobs".into(), |n| n.to_string_lossy().into_owned());
+        let device = |p: &Path| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        let inside = match (device(&target), device(&parent)) {
+            (Ok(t), Ok(p)) => t != p,
+            _ => false,
+        };
+        let (home, prefix) = if inside {
+            (target.clone(), format!("{INSIDE_PREFIX}new-"))
+        } else {
+            (parent, format!(".{base}.repozo-"))
+        };
+        remove_leftovers(&home, if inside { INSIDE_PREFIX } else { &prefix });
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{base}.repozo-"))
+            .prefix(&prefix)
             .suffix(".tmp")
-            .tempdir_in(parent)
+            .tempdir_in(&home)
             .map_err(io_err(&shown, "cannot create a directory beside it"))?
             .keep();
+        let lock =
+            File::open(&tmp).map_err(io_err(&shown, "cannot create a directory beside it"))?;
+        let _ = lock.try_lock();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(DIR_MODE))
             .map_err(io_err(&shown, "set permissions"))?;
         let new = NewBlobDir {
             tmp: Some(tmp),
+            _lock: lock,
             target,
             shown,
             layout,
             made: HashSet::new(),
+            inside,
         };
         let marker = new.path().join(LAYOUT_FILE);
         fs::write(&marker, layout.name()).map_err(io_err(&new.shown, "write .layout in"))?;
@@ -233,66 +315,92 @@ impl NewBlobDir {
 
     /// Make the new directory durable and put it in the target's place:
     /// exchanged with an existing directory in one rename where the
-    /// filesystem can, then the old one removed.
+    /// filesystem can. The old one is returned, to be removed once the
+    /// recovered Data.fs is in place too.
     ///
     /// # Errors
     /// I/O errors; the new directory is removed and the old one stays.
-    pub(crate) fn install(mut self, log: &crate::log::Log) -> Result<()> {
+    pub(crate) fn install(mut self) -> Result<Replaced> {
         let tmp = self.path().to_path_buf();
         let dir = File::open(&tmp).map_err(io_err(&self.shown, "open"))?;
         rustix::fs::syncfs(&dir).map_err(|e| io_err(&self.shown, "sync")(e.into()))?;
-        let parent = open::parent_dir(&self.target).to_path_buf();
-        let exists = fs::symlink_metadata(&self.target).is_ok();
-        if exists {
-            let swapped = rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                &self.target,
-                rustix::fs::RenameFlags::EXCHANGE,
-            );
-            match swapped {
-                Ok(()) => {}
-                // No exchange on this filesystem: the old directory is
-                // moved aside first, leaving a moment without one.
-                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                    let aside = tmp.with_extension("old");
-                    fs::rename(&self.target, &aside).map_err(io_err(&self.shown, "move aside"))?;
-                    if let Err(e) = fs::rename(&tmp, &self.target) {
-                        let _ = fs::rename(&aside, &self.target);
-                        return Err(io_err(&self.shown, "rename into place")(e));
-                    }
-                    fs::rename(&aside, &tmp).map_err(io_err(&self.shown, "rename"))?;
-                }
-                Err(e) => {
-                    return Err(io_err(&self.shown, "exchange with the recovered blobs")(
-                        e.into(),
-                    ))
-                }
-            }
-        } else {
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                &self.target,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )
-            .map_err(|e| io_err(&self.shown, "rename into place")(e.into()))?;
-            self.tmp = None;
+        if self.inside {
+            return self.install_inside();
         }
+        let parent = open::parent_dir(&self.target).to_path_buf();
+        let rename = |flags| {
+            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &self.target, flags)
+        };
+        let mut swapped = if fs::symlink_metadata(&self.target).is_ok() {
+            rename(rustix::fs::RenameFlags::EXCHANGE)
+        } else {
+            match rename(rustix::fs::RenameFlags::NOREPLACE) {
+                Ok(()) => {
+                    self.tmp = None;
+                    Ok(())
+                }
+                // Another recovery made it meanwhile: exchanged with it.
+                Err(rustix::io::Errno::EXIST) => rename(rustix::fs::RenameFlags::EXCHANGE),
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) = swapped {
+            // No exchange on this filesystem (NFS): the old directory is
+            // moved aside first, leaving a moment without one; a kill then
+            // leaves it under a leftover's name, removed by a later run.
+            let aside = tmp.with_extension("old");
+            fs::rename(&self.target, &aside).map_err(io_err(&self.shown, "move aside"))?;
+            if let Err(e) = fs::rename(&tmp, &self.target) {
+                let _ = fs::rename(&aside, &self.target);
+                return Err(io_err(&self.shown, "rename into place")(e));
+            }
+            self.tmp = Some(aside);
+            swapped = Ok(());
+        }
+        swapped.map_err(|e| io_err(&self.shown, "put the recovered blobs in place")(e.into()))?;
         crate::disk::atomic::sync_dir(&parent)
             .map_err(io_err(&self.shown, "fsync its directory"))?;
-        if let Some(old) = self.tmp.take() {
-            // The old directory, now under the temporary name.
-            if let Err(e) = remove_tree(&old) {
-                log.notice(format_args!(
-                    "{}: the replaced blob directory could not be removed: {e}",
-                    old.display()
-                ));
-            }
+        // The old directory, now under the temporary name.
+        Ok(Replaced {
+            old: self.tmp.take(),
+        })
+    }
+
+    /// A mount point cannot be renamed: its entries are moved out into a
+    /// directory inside it, and the new ones in, one rename each (two for
+    /// a bushy directory: `.layout` and `0x00`).
+    fn install_inside(mut self) -> Result<Replaced> {
+        let tmp = self.path().to_path_buf();
+        let old = tempfile::Builder::new()
+            .prefix(&format!("{INSIDE_PREFIX}old-"))
+            .suffix(".tmp")
+            .tempdir_in(&self.target)
+            .map_err(io_err(&self.shown, "create a directory in"))?
+            .keep();
+        let ours = |name: &std::ffi::OsStr| {
+            name.as_encoded_bytes()
+                .starts_with(INSIDE_PREFIX.as_bytes())
+        };
+        let list = |dir: &Path| -> Result<Vec<std::ffi::OsString>> {
+            Ok(fs::read_dir(dir)
+                .map_err(io_err(&self.shown, "list"))?
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !ours(n))
+                .collect())
+        };
+        for name in list(&self.target)? {
+            fs::rename(self.target.join(&name), old.join(&name))
+                .map_err(io_err(&self.shown, "move aside an entry of"))?;
         }
-        Ok(())
+        for name in list(&tmp)? {
+            fs::rename(tmp.join(&name), self.target.join(&name))
+                .map_err(io_err(&self.shown, "move in an entry of"))?;
+        }
+        crate::disk::atomic::sync_dir(&self.target).map_err(io_err(&self.shown, "fsync"))?;
+        let _ = fs::remove_dir(&tmp);
+        self.tmp = None;
+        Ok(Replaced { old: Some(old) })
     }
 }
 

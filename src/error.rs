@@ -68,6 +68,14 @@ pub enum Error {
         /// Why.
         why: Refusal,
     },
+    /// Not one blob file a backup needs is in the blob directory: not the
+    /// site's, or not mounted.
+    NoBlobFound {
+        /// The blob directory, as shown to the user.
+        path: String,
+        /// How many blob records the backup's range holds.
+        records: usize,
+    },
     /// A blob directory's `.layout` names a layout ZODB does not know.
     UnknownLayout {
         /// The `.layout` file, as shown to the user.
@@ -158,6 +166,10 @@ impl fmt::Display for Error {
             Error::NoFiles { before: None } => write!(f, "No files in repository"),
             Error::Mismatch(m) => write!(f, "{m}"),
             Error::Refused { path, action, why } => write!(f, "{path}: {action}: {why}"),
+            Error::NoBlobFound { path, records } => write!(
+                f,
+                "{path}: cannot back up blobs from it: none of the {records} blob files the backup needs is there (the site's blob directory, mounted?)"
+            ),
             Error::UnknownLayout { path, found } => write!(
                 f,
                 "{path}: read: unknown blob directory layout {found:?} (ZODB knows bushy and lawn)"
@@ -352,6 +364,11 @@ pub enum Refusal {
     Busy,
     /// A file where a directory is wanted.
     NotADirectory,
+    /// A blob directory that is, holds or lies in another path in use.
+    Overlaps {
+        /// What it overlaps, as shown to the user.
+        other: String,
+    },
     /// A symbolic link inside a blob directory, which could lead out of it.
     SymbolicLink,
 }
@@ -361,6 +378,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::NotRegular => f.write_str("not a regular file"),
             Refusal::NotADirectory => f.write_str("not a directory"),
+            Refusal::Overlaps { other } => write!(f, "it is, holds or lies in {other}"),
             Refusal::SymbolicLink => f.write_str("a symbolic link on the way (not followed)"),
             Refusal::IsDirectory => f.write_str("it is a directory"),
             Refusal::InRepository { repository } => {

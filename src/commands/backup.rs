@@ -83,6 +83,17 @@ pub(crate) fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<
     for msg in repair::repair(&repo)? {
         log.notice(format_args!("{msg}"));
     }
+    if let Some(dir) = opts.blob_dir.as_deref() {
+        if crate::disk::open::nested(dir, repo.dir()) {
+            return Err(Error::Refused {
+                path: dir.to_string_lossy().into_owned(),
+                action: "cannot back up blobs from it",
+                why: Refusal::Overlaps {
+                    other: format!("the repository {}", repo.given()),
+                },
+            });
+        }
+    }
     let blob_dir = opts.blob_dir.as_deref().map(BlobDir::open).transpose()?;
     for attempt in 1.. {
         match backup_once(opts, &repo, blob_dir.as_ref(), now, log) {
@@ -526,6 +537,17 @@ fn write_backup(
     let (blobs, pool) = match blob_dir {
         Some(dir) => {
             let (b, pool) = store_blobs(repo, chain, source, dir, &walk, log)?;
+            let records = b.manifest.entries.len();
+            if records > 0 && b.missing.len() == records {
+                // An empty or unmounted directory: recording every blob
+                // as missing would pass for a backup, and let -k remove
+                // the older ones that hold them.
+                source.check_not_replaced()?;
+                return Err(Error::NoBlobFound {
+                    path: dir.shown().to_string(),
+                    records,
+                });
+            }
             (Some(b), Some(pool))
         }
         None => (None, None),
@@ -563,6 +585,15 @@ fn write_backup(
             dir.layout()
         );
     }
+    // Older backups may hold the blobs this one could not find: nothing is
+    // removed while any is missing.
+    let missing = blobs.as_ref().map_or(0, |b| b.missing.len());
+    if missing > 0 && (opts.kill_old || kind == Kind::Full) {
+        log.notice(format_args!(
+            "not removing older backups or blob files: {missing} blob files of this backup are missing"
+        ));
+        return Ok(written(entry, kind, start, walk.end));
+    }
     if kind == Kind::Full && opts.kill_old {
         delete_old_backups(repo, log)?;
     }
@@ -572,14 +603,21 @@ fn write_backup(
     // proportion to what changed.
     let pooled = blobs.is_some() || repo.entry(blobs::POOL).is_some();
     if pooled && (kind == Kind::Full || opts.kill_old) {
-        repo.collect_blob_garbage(log)?;
+        // The backup is made: what cannot be collected now waits.
+        if let Err(e) = repo.collect_blob_garbage(log) {
+            log.notice(format_args!("{e}: unneeded blob files not removed"));
+        }
     }
-    Ok(Outcome::Written {
+    Ok(written(entry, kind, start, walk.end))
+}
+
+fn written(entry: DatEntry, kind: Kind, start: u64, end: u64) -> Outcome {
+    Outcome::Written {
         file: entry.path,
         kind,
         start,
-        end: walk.end,
-    })
+        end,
+    }
 }
 
 /// Refuse an existing name before any work, as repozo does, then open the
@@ -686,8 +724,8 @@ fn store_blobs<'r>(
     walk: &WalkResult,
     log: &Log,
 ) -> Result<(StoredBlobs, PoolWriter<'r>)> {
-    let known = blobs::known(repo, chain)?;
-    let mut pool = repo.pool_writer();
+    let known = blobs::known(repo, chain, log);
+    let mut pool = repo.pool_writer(source.permissions());
     let mut entries = Vec::with_capacity(walk.blobs.len());
     let mut missing = Vec::new();
     for rec in &walk.blobs {

@@ -95,6 +95,22 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
         None => Dest::Stdout,
         Some(output) => destination(&repo, output)?,
     };
+    if let (Some(dir), Dest::File { path, .. }) = (&opts.blob_dir, &dest) {
+        // Replacing the blob directory removes what it holds: never the
+        // repository, nor the database being recovered.
+        let repository = format!("the repository {}", repo.given());
+        let output = format!("the output {}", path.display());
+        let others = [(repo.dir(), repository), (path.as_path(), output)];
+        for (other, shown) in others {
+            if open::nested(dir, other) {
+                return Err(Error::Refused {
+                    path: dir.to_string_lossy().into_owned(),
+                    action: "cannot recover blobs into it",
+                    why: Refusal::Overlaps { other: shown },
+                });
+            }
+        }
+    }
     let when = opts.date.clone().unwrap_or_else(|| now.stem());
     let found = repo.find_files(&when, log)?;
     if found.is_empty() {
@@ -419,9 +435,7 @@ fn recover_to_file(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(&index_shown, "remove")(e)),
     }
-    if let Some(b) = new_blobs {
-        b.install(log)?;
-    }
+    let replaced = new_blobs.map(NewBlobDir::install).transpose()?;
     fs::rename(&part, output).map_err(|e| {
         log!(
             log,
@@ -438,6 +452,11 @@ fn recover_to_file(
         f.commit(true)?;
     }
     sync_dir(open::parent_dir(output)).map_err(io_err(shown, "fsync its directory"))?;
+    // Only now that the recovered Data.fs is in place: until then, a kill
+    // leaves the old blobs under a leftover's name, not half removed.
+    if let Some(r) = replaced {
+        r.remove(log);
+    }
     Ok(Recovered {
         bytes,
         files: chain.len(),

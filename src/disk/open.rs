@@ -186,6 +186,23 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     )
 }
 
+/// Whether one of `a` and `b` is the other or lies inside it, links
+/// resolved; a path that does not exist yet is taken as its parent's
+/// resolution plus its name.
+pub(crate) fn nested(a: &Path, b: &Path) -> bool {
+    fn resolved(p: &Path) -> Option<PathBuf> {
+        if let Ok(c) = fs::canonicalize(p) {
+            return Some(c);
+        }
+        let name = p.file_name()?;
+        Some(fs::canonicalize(parent_dir(p)).ok()?.join(name))
+    }
+    match (resolved(a), resolved(b)) {
+        (Some(a), Some(b)) => a.starts_with(&b) || b.starts_with(&a),
+        _ => false,
+    }
+}
+
 /// Create `path` (shown as `shown`) for writing, a new file of our own,
 /// held under an exclusive `flock` for as long as the returned file is
 /// open.

@@ -70,6 +70,7 @@ impl Manifest {
                 None => writeln!(s, "{:016x} {:016x} missing", e.oid, e.tid),
             };
         }
+        let _ = writeln!(s, "end {}", self.entries.len());
         s
     }
 
@@ -97,8 +98,19 @@ impl Manifest {
             .and_then(Layout::parse)
             .ok_or_else(|| bad(2, "expected `layout bushy` or `layout lawn`"))?;
         let mut entries = Vec::new();
+        let mut ended = false;
         for (i, line) in lines.enumerate() {
             let n = i + 3;
+            if ended {
+                return Err(bad(n, "a line after the end"));
+            }
+            if let Some(count) = line.strip_prefix("end ") {
+                if count.parse() != Ok(entries.len()) {
+                    return Err(bad(n, "the end line does not count the lines before it"));
+                }
+                ended = true;
+                continue;
+            }
             let f: Vec<&str> = line.split(' ').collect();
             let num = |s: &str| {
                 (s.len() == 16)
@@ -123,6 +135,13 @@ impl Manifest {
                 tid: num(f[1])?,
                 stored,
             });
+        }
+        if !ended {
+            // Cut short: the blobs of the lost lines would go unnoticed.
+            return Err(bad(
+                entries.len() + 3,
+                "no end line: the manifest was cut short",
+            ));
         }
         Ok(Manifest { layout, entries })
     }
@@ -177,7 +196,10 @@ impl Repository {
     /// # Errors
     /// It is missing or not a regular file.
     pub(crate) fn open_pooled(&self, e: &BlobEntry, st: &Stored) -> Result<File> {
-        self.open(&pool_name(e.oid, e.tid, &st.md5))
+        let name = pool_name(e.oid, e.tid, &st.md5);
+        // No link is followed: a pool file is ours, never a way out.
+        let dir = self.open_dir()?;
+        crate::disk::open::open_regular_beneath(&dir, &name, &self.display(&name))
     }
 
     /// The size of a pooled file, if it is there as a regular file.
@@ -193,10 +215,13 @@ impl Repository {
     }
 
     /// Start storing blob files in the pool.
-    pub(crate) fn pool_writer(&self) -> PoolWriter<'_> {
+    /// `permissions` are the bits every stored file gets (Data.fs's, as
+    /// the data files do, so that whoever may recover may read them).
+    pub(crate) fn pool_writer(&self, permissions: fs::Permissions) -> PoolWriter<'_> {
         PoolWriter {
             repo: self,
             pending: Vec::new(),
+            permissions,
             dirs: BTreeSet::new(),
         }
     }
@@ -304,8 +329,11 @@ fn is_recent(entry: &fs::DirEntry) -> bool {
 /// Blob files on their way into the pool.
 pub(crate) struct PoolWriter<'a> {
     repo: &'a Repository,
-    /// Written and closed, under temporary names, with their final names.
-    pending: Vec<(tempfile::TempPath, String)>,
+    /// Written and closed, under temporary names, with their final names
+    /// and sizes.
+    pending: Vec<(tempfile::TempPath, String, u64)>,
+    /// The permission bits pool files get.
+    permissions: fs::Permissions,
     /// Pool subdirectories written to.
     dirs: BTreeSet<String>,
 }
@@ -336,9 +364,12 @@ impl PoolWriter<'_> {
             .suffix(TEMP_SUFFIX)
             .tempfile_in(self.repo.path(&sub))
             .map_err(io_err(&dir_shown, "create a temporary file in"))?;
-        let (size, md5) = copy_hashed(src, &mut tmp, shown, &dir_shown)?;
+        let (size, md5) = copy_hashed(src, tmp.as_file_mut(), shown, &dir_shown)?;
+        tmp.as_file()
+            .set_permissions(self.permissions.clone())
+            .map_err(io_err(&dir_shown, "set permissions in"))?;
         let name = pool_name(oid, tid, &md5);
-        self.pending.push((tmp.into_temp_path(), name));
+        self.pending.push((tmp.into_temp_path(), name, size));
         Ok(Stored { size, md5 })
     }
 
@@ -351,7 +382,7 @@ impl PoolWriter<'_> {
     /// for all their bytes (an fsync each would cost a disk flush per
     /// file), the renames, then an fsync of each directory renamed into.
     /// A name that exists already holds the same bytes (the name is their
-    /// md5): the copy is dropped.
+    /// md5): the copy is dropped, unless the file there is damaged.
     ///
     /// # Errors
     /// I/O errors; the temporaries are removed.
@@ -362,16 +393,20 @@ impl PoolWriter<'_> {
         let pool_shown = self.repo.display(POOL);
         let pool = File::open(self.repo.path(POOL)).map_err(io_err(&pool_shown, "open"))?;
         rustix::fs::syncfs(&pool).map_err(|e| io_err(&pool_shown, "sync")(e.into()))?;
-        for (tmp, name) in self.pending {
+        for (tmp, name, size) in self.pending {
             let dest: PathBuf = self.repo.path(&name);
-            match tmp.persist_noclobber(&dest) {
-                Ok(()) => {}
-                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(io_err(&self.repo.display(&name), "rename into place")(
-                        e.error,
-                    ))
-                }
+            let shown = self.repo.display(&name);
+            let tmp = match tmp.persist_noclobber(&dest) {
+                Ok(()) => continue,
+                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => e.path,
+                Err(e) => return Err(io_err(&shown, "rename into place")(e.error)),
+            };
+            // The same name holds the same bytes, unless it was damaged
+            // (cut short, or not a regular file): then it is replaced.
+            let sound = fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size);
+            if !sound {
+                tmp.persist(&dest)
+                    .map_err(|e| io_err(&shown, "rename into place")(e.error))?;
             }
         }
         for d in &self.dirs {
@@ -391,13 +426,18 @@ pub(crate) type Known = HashMap<(u64, u64), Vec<Stored>>;
 /// that chain's). A blob pooled by an older chain only is copied again and
 /// found to be there when it is named.
 ///
-/// # Errors
-/// As [`Repository::read_manifest`].
-pub(crate) fn known(repo: &Repository, files: &[DataFile]) -> Result<Known> {
+pub(crate) fn known(repo: &Repository, files: &[DataFile], log: &Log) -> Known {
     let mut known: Known = HashMap::new();
     for f in files {
-        let Some(m) = repo.read_manifest(f)? else {
-            continue;
+        let m = match repo.read_manifest(f) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            // Its blobs are copied again: a damaged manifest must not
+            // stop the backup that replaces its chain.
+            Err(e) => {
+                log.notice(format_args!("{e}: its blob files are not taken as pooled"));
+                continue;
+            }
         };
         for e in m.entries {
             if let Some(st) = e.stored {
@@ -408,7 +448,7 @@ pub(crate) fn known(repo: &Repository, files: &[DataFile]) -> Result<Known> {
             }
         }
     }
-    Ok(known)
+    known
 }
 
 #[cfg(test)]
@@ -439,7 +479,7 @@ mod tests {
         assert_eq!(
             text,
             "repozo-blobs 1\nlayout lawn\n0000000000000007 03e5000000000001 12 \
-             0123456789abcdef0123456789abcdef\n0000000000000008 0000000000000009 missing\n"
+             0123456789abcdef0123456789abcdef\n0000000000000008 0000000000000009 missing\nend 2\n"
         );
         assert_eq!(Manifest::parse(text.as_bytes(), "m").unwrap(), m);
         for bad in [
@@ -448,6 +488,9 @@ mod tests {
             "repozo-blobs 1\nlayout tree\n",
             "repozo-blobs 1\nlayout bushy\n7 9 missing\n",
             "repozo-blobs 1\nlayout bushy\n0000000000000007 0000000000000009 x y\n",
+            "repozo-blobs 1\nlayout bushy\n0000000000000007 0000000000000009 missing\n",
+            "repozo-blobs 1\nlayout bushy\n0000000000000007 0000000000000009 missing\nend 2\n",
+            "repozo-blobs 1\nlayout bushy\nend 0\nend 0\n",
         ] {
             assert!(Manifest::parse(bad.as_bytes(), "m").is_err(), "{bad:?}");
         }

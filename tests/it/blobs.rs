@@ -287,9 +287,10 @@ fn links_fifos_and_unknown_layouts_in_the_blob_directory() {
     let top = d.join("blobstorage/0x00");
     fs::rename(&top, d.join("elsewhere")).unwrap();
     symlink(d.join("elsewhere"), &top).unwrap();
-    let r = run(d, BACKUP);
-    r.ok();
-    assert!(r.stderr.contains("not followed"), "{}", r.stderr);
+    // Every blob behind it: no backup that passes for one.
+    run(d, BACKUP).fails_with(
+        "blobstorage: cannot back up blobs from it: none of the 6 blob files the backup needs is there (the site's blob directory, mounted?)",
+    );
     assert!(pooled(d).is_empty());
 
     // A layout ZODB does not know: refused before anything is written.
@@ -443,22 +444,14 @@ fn kill_old_drops_the_pool_files_no_backup_needs() {
     let d = t.path();
     ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "first");
     assert_eq!(pooled(d).len(), 6);
-    // A blob file that only the old backup needs: the fixture's newest
-    // blob removed from the source, as a pack that dropped it would.
-    let newest = files(&d.join("blobstorage"))
-        .into_keys()
-        .filter(|k| k.ends_with(".blob"))
-        .max_by_key(|k| k.rsplit('/').next().unwrap().to_string())
-        .unwrap();
-    fs::remove_file(d.join("blobstorage").join(&newest)).unwrap();
-    let err = ok(
+    // Data.fs as a pack would leave it: only the first three blobs.
+    let full = fs::read(d.join("Data.fs")).unwrap();
+    fs::write(d.join("Data.fs"), &full[..transaction_ends(&full)[1]]).unwrap();
+    ok(
         &repozo_at(d, "2024-01-02-00-00-00", &with(BACKUP, &["-F", "-k"])),
         "full -k",
     );
-    assert!(err.contains("missing"), "{err}");
-    // The new full backup records it missing; the old backup that held it
-    // is gone, and so is its pool file.
-    assert_eq!(pooled(d).len(), 5);
+    assert_eq!(pooled(d).len(), 3);
     let names: Vec<String> = fs::read_dir(d.join("repo"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -468,6 +461,170 @@ fn kill_old_drops_the_pool_files_no_backup_needs() {
         names.iter().all(|n| n.starts_with("2024-01-02")),
         "{names:?}"
     );
+    ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-r", "repo"]),
+        "verify",
+    );
+}
+
+#[test]
+fn an_empty_or_unmounted_blob_dir_is_refused_and_removes_nothing() {
+    let t = site("bushy");
+    let d = t.path();
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "first");
+    fs::create_dir(d.join("unmounted")).unwrap();
+    let args = [
+        "-B",
+        "-F",
+        "-k",
+        "-r",
+        "repo",
+        "-f",
+        "Data.fs",
+        "--blob-dir",
+        "unmounted",
+    ];
+    let err = fails(&repozo_at(d, "2024-01-02-00-00-00", &args), "empty dir");
+    assert!(err.contains("none of the 6 blob files"), "{err}");
+    assert_eq!(pooled(d).len(), 6);
+    // One blob missing: the backup is made, but -k removes nothing that
+    // an older backup holds.
+    let victim = files(&d.join("blobstorage"))
+        .into_keys()
+        .find(|k| k.ends_with(".blob"))
+        .unwrap();
+    fs::remove_file(d.join("blobstorage").join(&victim)).unwrap();
+    let err = ok(
+        &repozo_at(d, "2024-01-03-00-00-00", &with(BACKUP, &["-F", "-k"])),
+        "one missing",
+    );
+    assert!(err.contains("not removing older backups"), "{err}");
+    assert!(d.join("repo/2024-01-01-00-00-00.fs").exists());
+    assert_eq!(pooled(d).len(), 6);
+}
+
+#[test]
+fn a_blob_dir_overlapping_the_repository_or_the_output_is_refused() {
+    let t = site("bushy");
+    let d = t.path();
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "first");
+    fs::create_dir(d.join("out")).unwrap();
+    fs::write(d.join("out/Data.fs"), b"old").unwrap();
+    let before = files(&d.join("repo"));
+    for dir in ["repo", "repo/blobs", ".", "out", "out/Data.fs"] {
+        let args = ["-R", "-r", "repo", "-o", "out/Data.fs", "--blob-dir", dir];
+        let err = fails(&repozo_at(d, "2024-01-02-00-00-00", &args), dir);
+        assert!(
+            err.contains("cannot recover blobs into it: it is, holds or lies in"),
+            "{err}"
+        );
+    }
+    assert_eq!(files(&d.join("repo")), before);
+    assert_eq!(fs::read(d.join("out/Data.fs")).unwrap(), b"old");
+    let args = ["-B", "-r", "repo", "-f", "Data.fs", "--blob-dir", "repo"];
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &args),
+        "backup from the repository",
+    );
+    assert!(
+        err.contains("it is, holds or lies in the repository repo"),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_manifests_and_pool_files_are_found_and_replaced() {
+    let t = site("bushy");
+    let d = t.path();
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "first");
+    let manifest = d.join("repo/2024-01-01-00-00-00.blobs");
+    let text = fs::read_to_string(&manifest).unwrap();
+    // Lines lost: verify and recover say so.
+    let cut: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+    fs::write(&manifest, cut).unwrap();
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-r", "repo"]),
+        "cut",
+    );
+    assert!(
+        err.contains("no end line: the manifest was cut short"),
+        "{err}"
+    );
+    fs::create_dir(d.join("out")).unwrap();
+    fails(
+        &repozo_at(d, "2024-01-02-00-00-00", RECOVER),
+        "recover a cut manifest",
+    );
+    // ... and the next blob backup does not stop on it: a full one.
+    let err = ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &with(BACKUP, &["-v"])),
+        "next",
+    );
+    assert!(
+        err.contains("the chain's blobs cannot be read (full backup)"),
+        "{err}"
+    );
+    fs::write(&manifest, &text).unwrap();
+    // A pool file cut short is replaced by the next backup that copies it.
+    let victim = pooled(d)
+        .into_iter()
+        .find(|f| !f.contains("d41d8cd98f00b204e9800998ecf8427e"))
+        .unwrap();
+    let path = d.join("repo/blobs").join(&victim);
+    let good = fs::read(&path).unwrap();
+    fs::write(&path, &good[..1]).unwrap();
+    ok(
+        &repozo_at(d, "2024-01-03-00-00-00", &with(BACKUP, &["-F"])),
+        "-F",
+    );
+    assert_eq!(fs::read(&path).unwrap(), good);
+    ok(
+        &repozo_at(d, "2024-01-03-00-00-00", &["-V", "-r", "repo"]),
+        "verify",
+    );
+    // Pool files are as readable as Data.fs, as the data files are.
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), mode(&d.join("Data.fs")) & 0o664);
+}
+
+/// A blob directory that is a mount point cannot be renamed: recovered
+/// into entry by entry. Needs a tmpfs (root); skipped otherwise.
+#[test]
+fn a_blob_dir_that_is_a_mount_point_is_recovered_into() {
+    let t = site("bushy");
+    let d = t.path();
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "backup");
+    let mnt = d.join("out/blobs");
+    fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED a_blob_dir_that_is_a_mount_point_is_recovered_into: cannot mount a tmpfs"
+        );
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&mnt);
+    fs::write(mnt.join("stale"), b"x").unwrap();
+    ok(
+        &repozo_at(d, "2024-01-02-00-00-00", RECOVER),
+        "into a mount point",
+    );
+    assert_eq!(files(&mnt), files(&d.join("blobstorage")));
+    let names: Vec<_> = fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
 }
 
 #[test]

@@ -293,7 +293,8 @@ class ManifestError(AssertionError):
 def read_manifest(path):
     """Parse a ``<stem>.blobs`` file: (layout, [line tuples]).
 
-    Each line is (oid16, tid16, size:int, md5) or (oid16, tid16, 'missing').
+    Each line is (oid16, tid16, size:int, md5) or (oid16, tid16, 'missing');
+    the last line, `end N`, counts them.
     Raises ManifestError when the file does not have the documented form.
     """
     with open(path, 'rb') as f:
@@ -314,6 +315,11 @@ def read_manifest(path):
     if not m:
         raise ManifestError('%s: second line is not "layout bushy|lawn": %r'
                             % (path, lines[1]))
+    end = re.match(r'^end (\d+)$', lines[-1]) if len(lines) > 2 else None
+    if not end or int(end.group(1)) != len(lines) - 3:
+        raise ManifestError('%s does not end with "end <number of lines>": %r'
+                            % (path, lines[-1:]))
+    lines = lines[:-1]
     records = []
     for i, line in enumerate(lines[2:], 3):
         r = MANIFEST_LINE_RE.match(line)

@@ -233,7 +233,7 @@ fi
 # blob_stats DIR: "files bytes dirs" of a blob directory (.blob files only).
 blob_stats() {
     local f b d
-    read -r f b < <(find "$1" -type f -name '*.blob' -printf '%s\n' | awk '{n++; s+=$1} END{print n+0, s+0}')
+    read -r f b < <(find "$1" -type f -name '*.blob' -printf '%s\n' | awk '{n++; s+=$1} END{printf "%d %.0f\n", n, s}')
     d="$(find "$1" -type d | wc -l)"
     echo "$f $b $d"
 }
@@ -279,7 +279,7 @@ copy_repo() {
     done
 }
 # new_bytes DIR: "files bytes" of regular files with one link under DIR.
-new_bytes() { find "$1" -type f -links 1 -printf '%s\n' | awk '{n++; s+=$1} END{print n+0, s+0}'; }
+new_bytes() { find "$1" -type f -links 1 -printf '%s\n' | awk '{n++; s+=$1} END{printf "%d %.0f\n", n, s}'; }
 dusb() { du -sb "$1" | cut -f1; }
 
 ROWS=()

@@ -95,9 +95,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Copy `src` to `dst` whole, hashing the bytes on the way: for small
-/// files (blob files), where a thread of its own would cost more than it
-/// saves. Returns the size and the md5.
+/// Copy `src` to `dst` whole, hashing the bytes on the way. A file of
+/// more than [`THREADED_FROM`] bytes is hashed on a thread of its own,
+/// beside the copy; a smaller one (most blob files) here, where a thread
+/// would cost more than it saves. Returns the size and the md5.
 ///
 /// # Errors
 /// Reading, said against `src_shown`; writing, against `dst_shown`.
@@ -107,27 +108,59 @@ pub(crate) fn copy_hashed(
     src_shown: &str,
     dst_shown: &str,
 ) -> Result<(u64, String)> {
-    let mut h = Md5::new();
-    let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(src_shown, "read")(e)),
-        };
+    let mut read = |buf: &mut [u8]| {
+        crate::read_full(buf, |b, _| src.read(b)).map_err(io_err(src_shown, "read"))
+    };
+    // The first 64 KiB decide, so that a small file costs no large buffer.
+    const SMALL: usize = 1 << 16;
+    let mut buf = vec![0u8; SMALL];
+    let mut n = read(&mut buf)?;
+    if n == SMALL {
+        buf.resize(THREADED_FROM, 0);
+        n += read(&mut buf[SMALL..])?;
+    }
+    if n < THREADED_FROM {
+        let mut h = Md5::new();
+        h.update(&buf[..n]);
+        dst.write_all(&buf[..n])
+            .map_err(io_err(dst_shown, "write"))?;
+        return Ok((n as u64, hex(&h.finalize())));
+    }
+    let mut h = Md5Thread::spawn();
+    while n > 0 {
         h.update(&buf[..n]);
         dst.write_all(&buf[..n])
             .map_err(io_err(dst_shown, "write"))?;
         size += n as u64;
+        n = read(&mut buf)?;
     }
-    Ok((size, hex(&h.finalize())))
+    Ok((size, h.finish()))
 }
+
+/// Files this long or longer are hashed on a thread of their own.
+const THREADED_FROM: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn copies_of_any_length_hash_as_md5_does() {
+        for len in [
+            0,
+            1,
+            THREADED_FROM - 1,
+            THREADED_FROM,
+            3 * THREADED_FROM + 7,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut out = Vec::new();
+            let (n, sum) = copy_hashed(&mut &data[..], &mut out, "src", "dst").unwrap();
+            assert_eq!((n, out == data), (len as u64, true), "{len}");
+            assert_eq!(sum, hex(&Md5::digest(&data)), "{len}");
+        }
+    }
+
     #[test]
     fn md5_thread_matches_a_direct_digest() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31) as u8).collect();

@@ -84,53 +84,71 @@ pub(crate) fn open_regular_to(path: &Path, shown: &str, action: &'static str) ->
 /// regular one or cannot be opened.
 pub(crate) fn open_regular_beneath(dir: &File, rel: &str, shown: &str) -> Result<File> {
     let fail = |e: rustix::io::Errno| match e {
-        rustix::io::Errno::LOOP => Error::Refused {
+        // A link on the way (ELOOP), or a way out of `dir` (EXDEV).
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => Error::Refused {
             path: shown.to_string(),
             action: "cannot open",
             why: Refusal::SymbolicLink,
         },
         e => io_err(shown, "cannot open")(e.into()),
     };
-    let (dirs, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-    let mut at: Option<rustix::fd::OwnedFd> = None;
-    for part in dirs.split('/').filter(|p| !p.is_empty()) {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let next = match &at {
-            Some(d) => rustix::fs::openat(d, part, flags, Mode::empty()),
-            None => rustix::fs::openat(dir.as_fd(), part, flags, Mode::empty()),
-        };
-        at = Some(next.map_err(|e| match e {
-            // O_NOFOLLOW with O_DIRECTORY on a link: ENOTDIR or ELOOP.
-            rustix::io::Errno::NOTDIR => fail(rustix::io::Errno::LOOP),
-            e => fail(e),
-        })?);
-    }
-    let parent = at.as_ref().map_or(dir.as_fd(), AsFd::as_fd);
-    let stat =
-        rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
-    let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
-    let not_regular = |why| Error::Refused {
+    let refuse = |why| Error::Refused {
         path: shown.to_string(),
         action: "cannot open",
         why,
     };
-    match kind {
+    // Looked at first, so that a device is never opened. The look may
+    // follow a link on the way; the open below follows none.
+    let stat = rustix::fs::statat(dir, rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+    match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
         rustix::fs::FileType::RegularFile => {}
-        rustix::fs::FileType::Symlink => return Err(not_regular(Refusal::SymbolicLink)),
-        _ => return Err(not_regular(Refusal::NotRegular)),
+        rustix::fs::FileType::Symlink => return Err(refuse(Refusal::SymbolicLink)),
+        _ => return Err(refuse(Refusal::NotRegular)),
     }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = File::from(rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(fail)?);
+    // One call where the kernel has openat2 (Linux 5.6): a blob backup
+    // opens 100,000 files, and a walk costs nine opens each.
+    let resolve = rustix::fs::ResolveFlags::BENEATH
+        | rustix::fs::ResolveFlags::NO_SYMLINKS
+        | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+    let file = match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => walk_beneath(dir, rel, flags)
+            .map(File::from)
+            .map_err(fail)?,
+        Err(e) => return Err(fail(e)),
+    };
     if !file
         .metadata()
         .map_err(io_err(shown, "cannot open"))?
         .is_file()
     {
-        return Err(not_regular(Refusal::NotRegular));
+        return Err(refuse(Refusal::NotRegular));
     }
     rustix::fs::fcntl_setfl(&file, OFlags::empty())
         .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
     Ok(file)
+}
+
+/// Open `rel` under `dir` one component at a time, following no link:
+/// where openat2 is missing (or refused by a seccomp filter).
+fn walk_beneath(dir: &File, rel: &str, flags: OFlags) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    let (dirs, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let mut at: Option<rustix::fd::OwnedFd> = None;
+    for part in dirs.split('/').filter(|p| !p.is_empty()) {
+        let dflags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let next = match &at {
+            Some(d) => rustix::fs::openat(d, part, dflags, Mode::empty()),
+            None => rustix::fs::openat(dir.as_fd(), part, dflags, Mode::empty()),
+        };
+        // O_NOFOLLOW with O_DIRECTORY on a link: ENOTDIR or ELOOP.
+        at = Some(next.map_err(|e| match e {
+            rustix::io::Errno::NOTDIR => rustix::io::Errno::LOOP,
+            e => e,
+        })?);
+    }
+    let parent = at.as_ref().map_or(dir.as_fd(), AsFd::as_fd);
+    rustix::fs::openat(parent, name, flags, Mode::empty())
 }
 
 /// The whole of `path` (shown as `shown`) if it is a regular file.
@@ -298,6 +316,38 @@ fn try_create_new(path: &Path, shown: &str) -> Result<Option<File>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// Both ways of opening beneath a directory (openat2, and the walk for
+    /// kernels without it) open what is inside and follow no link.
+    #[test]
+    fn opening_beneath_a_directory_follows_no_link() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        fs::create_dir_all(d.join("in/a/b")).unwrap();
+        fs::write(d.join("in/a/b/f"), b"inside").unwrap();
+        fs::write(d.join("outside"), b"outside").unwrap();
+        symlink(d.join("outside"), d.join("in/a/b/link")).unwrap();
+        symlink(d.join("in/a"), d.join("in/via")).unwrap();
+        symlink("../../outside", d.join("in/a/rel")).unwrap();
+        let dir = File::open(d.join("in")).unwrap();
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let read = |f: File| std::io::read_to_string(f).unwrap();
+        assert_eq!(
+            read(File::from(walk_beneath(&dir, "a/b/f", flags).unwrap())),
+            "inside"
+        );
+        assert_eq!(
+            read(open_regular_beneath(&dir, "a/b/f", "f").unwrap()),
+            "inside"
+        );
+        for rel in ["a/b/link", "via/b/f", "a/rel"] {
+            assert!(walk_beneath(&dir, rel, flags).is_err(), "walk: {rel}");
+            let e = open_regular_beneath(&dir, rel, rel)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("symbolic link"), "{rel}: {e}");
+        }
+    }
 
     #[test]
     fn final_target_follows_relative_links_from_their_directory() {

@@ -13,6 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::codec::md5::copy_hashed;
+use crate::disk::atomic::is_recent;
 use crate::disk::open;
 use crate::error::{io_err, Error, Result};
 use crate::filestorage::blob::Layout;
@@ -145,6 +146,9 @@ impl Replaced {
     }
 }
 
+/// Build directories younger than this may be a live recovery's.
+const LEFTOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Prefix of the directories built or set aside inside a mount point.
 const INSIDE_PREFIX: &str = ".repozo-";
 
@@ -162,15 +166,8 @@ fn remove_leftovers(dir: &Path, prefix: &str) {
         {
             continue;
         }
-        let Ok(m) = e.path().symlink_metadata() else {
-            continue;
-        };
-        let old = m
-            .modified()
-            .ok()
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age.as_secs() > 60);
-        if !m.is_dir() || !old {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || is_recent(&e, LEFTOVER_GRACE) {
             continue;
         }
         let unlocked = File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok());

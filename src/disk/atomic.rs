@@ -124,6 +124,17 @@ fn without_path(e: io::Error) -> io::Error {
     }
 }
 
+/// Whether `entry` was modified less than `grace` ago (or its age cannot
+/// be told): a leftover that young may be a live run's, not a dead one's.
+pub(crate) fn is_recent(entry: &fs::DirEntry, grace: std::time::Duration) -> bool {
+    let age = entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+    age.is_none_or(|a| a < grace)
+}
+
 /// fsync a directory, so that a rename in it survives a crash.
 ///
 /// # Errors

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::codec::md5::copy_hashed;
-use crate::disk::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
+use crate::disk::atomic::{is_recent, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{io_err, Error, Result};
 use crate::filestorage::blob::Layout;
 use crate::log;
@@ -286,7 +286,7 @@ impl Repository {
                 if wanted.contains(&name) || !(temporary || file.ends_with(".blob")) {
                     continue;
                 }
-                if temporary && is_recent(&f) {
+                if temporary && is_recent(&f, TEMP_GRACE) {
                     continue;
                 }
                 self.remove_or_say(&name, log);
@@ -316,15 +316,6 @@ pub(crate) fn manifest_stem(name: &str) -> Option<&str> {
 
 /// Temporaries younger than this may be a live run's.
 const TEMP_GRACE: Duration = Duration::from_secs(600);
-
-fn is_recent(entry: &fs::DirEntry) -> bool {
-    let age = entry
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok());
-    age.is_none_or(|a| a < TEMP_GRACE)
-}
 
 /// Blob files on their way into the pool.
 pub(crate) struct PoolWriter<'a> {

@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 
-use crate::disk::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
+use crate::disk::atomic::{is_recent, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{io_err, Error, Result};
 use crate::repository::{parse_dat_line, DatEntry, DataFile, Kind, Repository};
 
@@ -82,7 +82,7 @@ fn remove_temporaries(repo: &Repository, said: &mut Vec<String>) -> Result<()> {
         }
         // Python repozo takes no lock: a tmp.tmp written to lately may be a
         // Python run's at work now. Nothing reads it, so it can wait.
-        if !ours && is_recent(&entry) {
+        if !ours && is_recent(&entry, PYTHON_TEMP_GRACE) {
             continue;
         }
         match fs::remove_file(entry.path()) {
@@ -101,15 +101,6 @@ fn remove_temporaries(repo: &Repository, said: &mut Vec<String>) -> Result<()> {
 /// How long a `tmp.tmp` must have been left unwritten before it is taken
 /// for a dead run's.
 pub(crate) const PYTHON_TEMP_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
-
-fn is_recent(entry: &fs::DirEntry) -> bool {
-    let age = entry
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
-    age.is_none_or(|a| a < PYTHON_TEMP_GRACE)
-}
 
 fn repair_chain(repo: &Repository, chain: &[DataFile], said: &mut Vec<String>) -> Result<()> {
     let full = &chain[0];

@@ -67,24 +67,7 @@ pub(crate) fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<
             }
             Err(other) => return Err(other),
         };
-        if size != e.size() {
-            return Err(Error::Mismatch(Mismatch::Size {
-                path: shown,
-                size,
-                expected: e.size(),
-                gzip,
-            }));
-        }
-        if let Some(sum) = sum {
-            if sum != e.md5 {
-                return Err(Error::Mismatch(Mismatch::Checksum {
-                    path: shown,
-                    sum,
-                    expected: e.md5.clone(),
-                    gzip,
-                }));
-            }
-        }
+        judge(shown, (size, sum), (e.size(), &e.md5), gzip)?;
     }
     let blobs = verify_blobs(&repo, &entries, opts.quick, log)?;
     Ok(entries.len() + blobs)
@@ -134,26 +117,41 @@ fn verify_blobs(repo: &Repository, entries: &[DatEntry], quick: bool, log: &Log)
                 let (size, sum) = copy_hashed(&mut file, &mut io::sink(), &shown, "")?;
                 (size, Some(sum))
             };
-            if size != st.size {
-                return Err(Error::Mismatch(Mismatch::Size {
-                    path: shown,
-                    size,
-                    expected: st.size,
-                    gzip: false,
-                }));
-            }
-            if let Some(sum) = sum.filter(|s| *s != st.md5) {
-                return Err(Error::Mismatch(Mismatch::Checksum {
-                    path: shown,
-                    sum,
-                    expected: st.md5.clone(),
-                    gzip: false,
-                }));
-            }
+            judge(shown, (size, sum), (st.size, &st.md5), false)?;
             checked += 1;
         }
     }
     Ok(checked)
+}
+
+/// A file measured against what was recorded: repozo's size message
+/// first, then its checksum message (no md5 measured under `-Q`).
+///
+/// # Errors
+/// [`Error::Mismatch`] for the first difference.
+fn judge(
+    shown: String,
+    (size, sum): Measured,
+    (want_size, want_md5): (u64, &str),
+    gzip: bool,
+) -> Result<()> {
+    if size != want_size {
+        return Err(Error::Mismatch(Mismatch::Size {
+            path: shown,
+            size,
+            expected: want_size,
+            gzip,
+        }));
+    }
+    match sum {
+        Some(sum) if sum != want_md5 => Err(Error::Mismatch(Mismatch::Checksum {
+            path: shown,
+            sum,
+            expected: want_md5.to_string(),
+            gzip,
+        })),
+        _ => Ok(()),
+    }
 }
 
 /// A file's uncompressed size, and its md5 unless `-Q`.

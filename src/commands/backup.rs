@@ -133,6 +133,12 @@ fn backup_once(
         .pop()
         .map_or(now.stem(), |f| f.stem.max(now.stem()));
     let chain = repo.find_files(&when, log)?;
+    // Read once: they decide whether the chain can be continued, and say
+    // which blobs are pooled already.
+    let blobs = blob_dir.map(|dir| ChainBlobs {
+        dir,
+        manifests: chain.iter().map(|f| repo.read_manifest(f)).collect(),
+    });
     let source = Source::open(&opts.file)?;
     let plan = if opts.full || chain.is_empty() {
         log!(log, "doing a full backup");
@@ -143,7 +149,10 @@ fn backup_once(
             repo.display(&chain[0].name())
         ));
         Plan::Full
-    } else if let Some(why) = blob_dir.and_then(|d| chain_lacks_blobs(repo, &chain, d)) {
+    } else if let Some(why) = blobs
+        .as_ref()
+        .and_then(|b| chain_lacks_blobs(repo, &chain, b))
+    {
         log.notice(format_args!("{why} (full backup)"));
         Plan::Full
     } else {
@@ -167,17 +176,35 @@ fn backup_once(
         }
     };
     let now = free_stem(repo, now, log)?;
-    write_backup(opts, repo, blob_dir, &chain, &source, now, kind, start, log)
+    write_backup(
+        opts,
+        repo,
+        blobs.as_ref(),
+        &chain,
+        &source,
+        now,
+        kind,
+        start,
+        log,
+    )
+}
+
+/// The blob directory of a backup, and the blob manifests of the chain it
+/// may continue, in the chain's order.
+struct ChainBlobs<'a> {
+    dir: &'a BlobDir,
+    manifests: Vec<Result<Option<Manifest>>>,
 }
 
 /// Why an increment with blobs cannot continue `chain`, if it cannot: a
 /// backup of it has no blob manifest (made without `--blob-dir`, or by
 /// Python repozo) or one of another layout, so the chain does not hold
 /// every blob its state needs.
-fn chain_lacks_blobs(repo: &Repository, chain: &[DataFile], dir: &BlobDir) -> Option<String> {
-    for f in chain {
+fn chain_lacks_blobs(repo: &Repository, chain: &[DataFile], b: &ChainBlobs) -> Option<String> {
+    let dir = b.dir;
+    for (f, m) in chain.iter().zip(&b.manifests) {
         let shown = repo.display(&f.name());
-        match repo.read_manifest(f) {
+        match m {
             Ok(Some(m)) if m.layout == dir.layout() => {}
             Ok(Some(m)) => {
                 return Some(format!(
@@ -469,7 +496,7 @@ fn copy(
 fn write_backup(
     opts: &BackupOptions,
     repo: &Repository,
-    blob_dir: Option<&BlobDir>,
+    blobs: Option<&ChainBlobs>,
     chain: &[DataFile],
     source: &Source,
     now: Timestamp,
@@ -494,9 +521,9 @@ fn write_backup(
     // The blobs of a backup are those of the records in its range, so
     // with blobs the walk must parse the whole range: no index past
     // `start` may shorten it.
-    let limit = blob_dir.map(|_| start);
+    let limit = blobs.map(|_| start);
     let resume = saved_index(repo, source, &opts.file, confirmed, limit, log)?;
-    let flags = (opts.gzip, blob_dir.is_some());
+    let flags = (opts.gzip, blobs.is_some());
     let (walk, _, md5) = copy(source, resume, &mut out, start, flags, log)?;
     if walk.end < start {
         return Err(Error::SourceShorter {
@@ -534,9 +561,11 @@ fn write_backup(
         end: walk.end,
         md5,
     };
-    let (blobs, pool) = match blob_dir {
-        Some(dir) => {
-            let (b, pool) = store_blobs(repo, chain, source, dir, &walk, log)?;
+    let blob_dir = blobs.map(|b| b.dir);
+    let (blobs, pool) = match blobs {
+        Some(chain_blobs) => {
+            let dir = chain_blobs.dir;
+            let (b, pool) = store_blobs(repo, &chain_blobs.manifests, source, dir, &walk, log)?;
             let records = b.manifest.entries.len();
             if records > 0 && b.missing.len() == records {
                 // An empty or unmounted directory: recording every blob
@@ -711,20 +740,21 @@ struct StoredBlobs {
     copied: usize,
 }
 
-/// Store the files of the blob records `walk` found: those the pool holds
-/// already (same oid, tid and size: ZODB never rewrites a committed blob
-/// file) are neither read nor copied again; the rest are copied, hashed on
-/// the way. A file that cannot be read is recorded as missing, never the
-/// end of the backup: Data.fs must not go unsaved for one lost blob.
+/// Store the files of the blob records `walk` found: those the newest
+/// chain's `manifests` list as pooled (same oid, tid and size: ZODB never
+/// rewrites a committed blob file) are neither read nor copied again; the
+/// rest are copied, hashed on the way. A file that cannot be read is
+/// recorded as missing, never the end of the backup: Data.fs must not go
+/// unsaved for one lost blob.
 fn store_blobs<'r>(
     repo: &'r Repository,
-    chain: &[DataFile],
+    manifests: &[Result<Option<Manifest>>],
     source: &Source,
     dir: &BlobDir,
     walk: &WalkResult,
     log: &Log,
 ) -> Result<(StoredBlobs, PoolWriter<'r>)> {
-    let known = blobs::known(repo, chain, log);
+    let known = blobs::known(manifests, log);
     let mut pool = repo.pool_writer(source.permissions());
     let mut entries = Vec::with_capacity(walk.blobs.len());
     let mut missing = Vec::new();

@@ -412,15 +412,14 @@ impl PoolWriter<'_> {
 /// recorded for it, as the manifests say.
 pub(crate) type Known = HashMap<(u64, u64), Vec<Stored>>;
 
-/// [`Known`] from the manifests of `files` (the newest chain: a nightly
-/// increment's blobs are new, and a full backup after a pack keeps most of
-/// that chain's). A blob pooled by an older chain only is copied again and
-/// found to be there when it is named.
-///
-pub(crate) fn known(repo: &Repository, files: &[DataFile], log: &Log) -> Known {
+/// [`Known`] from `manifests`, as read (those of the newest chain: a
+/// nightly increment's blobs are new, and a full backup after a pack keeps
+/// most of that chain's). A blob pooled by an older chain only is copied
+/// again and found to be there when it is named.
+pub(crate) fn known(manifests: &[Result<Option<Manifest>>], log: &Log) -> Known {
     let mut known: Known = HashMap::new();
-    for f in files {
-        let m = match repo.read_manifest(f) {
+    for m in manifests {
+        let m = match m {
             Ok(Some(m)) => m,
             Ok(None) => continue,
             // Its blobs are copied again: a damaged manifest must not
@@ -430,8 +429,8 @@ pub(crate) fn known(repo: &Repository, files: &[DataFile], log: &Log) -> Known {
                 continue;
             }
         };
-        for e in m.entries {
-            if let Some(st) = e.stored {
+        for e in &m.entries {
+            if let Some(st) = e.stored.clone() {
                 let list = known.entry((e.oid, e.tid)).or_default();
                 if !list.contains(&st) {
                     list.push(st);

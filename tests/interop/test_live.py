@@ -46,6 +46,7 @@ import ZODB.FileStorage
 from ZODB.scripts import fstest
 
 from conftest import describe_output
+from live_driver import back_up_while_writing
 from live_writer import digest
 
 HERE = Path(__file__).resolve().parent
@@ -70,22 +71,6 @@ CLOCK_START = datetime.datetime(2024, 3, 1, 12, 0, 0)
 # What a failure "clearly because of a pack" must say.
 PACK_WORDS = re.compile(r'pack|replaced|renamed|changed while|'
                         r'no such file', re.I)
-
-
-@dataclass
-class BackupRun:
-    repo: str              # key of OPTION_SETS
-    now: str               # REPOZO_TEST_NOW, and the -D to recover it
-    proc: subprocess.CompletedProcess
-    start: float           # time.time() around the run
-    end: float
-    log_bytes: int         # size of the writer's log when the run started
-    final: bool = False    # made after the writer stopped
-
-    def label(self):
-        return '%s%s backup %s (%s)' % (
-            'final ' if self.final else '', self.repo, self.now,
-            ' '.join(OPTION_SETS[self.repo]) or 'no options')
 
 
 @dataclass
@@ -115,10 +100,6 @@ class LiveRun:
         return [p for p in self.packs if p[0] <= end and p[1] >= start]
 
 
-def fmt_now(t):
-    return t.strftime('%Y-%m-%d-%H-%M-%S')
-
-
 def _read_log(run, path):
     with open(path, 'rb') as f:
         raw = f.read()
@@ -135,18 +116,6 @@ def _read_log(run, path):
             run.packs.append((rec['start'], rec['end']))
         elif rec.get('done'):
             run.done = rec
-
-
-def _wait_for_first_commit(log_path, writer, errpath):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if log_path.exists() and log_path.stat().st_size > 0:
-            return
-        if writer.poll() is not None:
-            break
-        time.sleep(0.05)
-    pytest.fail('the writer did not commit (exit %s)\n%s'
-                % (writer.poll(), errpath.read_text(errors='replace')))
 
 
 @pytest.fixture(scope='module')
@@ -168,39 +137,10 @@ def live(tmp_path_factory, rs_tool):
              str(WRITER_SECONDS), str(PACK_EVERY), '20240301',
              str(WRITER_PAUSE)],
             stdout=err, stderr=err, cwd=str(base))
-        try:
-            _wait_for_first_commit(log_path, writer, errpath)
-            clock = [CLOCK_START]
-
-            def backup(key, final=False):
-                now = fmt_now(clock[0])
-                clock[0] += datetime.timedelta(seconds=1)
-                log_bytes = log_path.stat().st_size
-                start = time.time()
-                proc = rs_tool.run(['-B', '-r', str(repos[key]),
-                                    '-f', str(datafs)] + OPTION_SETS[key],
-                                   now=now)
-                end = time.time()
-                run.backups.append(BackupRun(key, now, proc, start, end,
-                                             log_bytes, final))
-                return end - start
-
-            keys = list(OPTION_SETS)
-            i = 0
-            while writer.poll() is None:
-                took = backup(keys[i % len(keys)])
-                i += 1
-                if took < BACKUP_GAP:
-                    time.sleep(BACKUP_GAP - took)
-            writer.wait(timeout=60)
-            # The writer packed and closed the database: one more backup
-            # of each repository, which must hold the writer's last state.
-            for key in keys:
-                backup(key, final=True)
-        finally:
-            if writer.poll() is None:
-                writer.kill()
-                writer.wait()
+        back_up_while_writing(
+            writer, log_path, errpath, rs_tool, OPTION_SETS,
+            lambda key: ['-B', '-r', str(repos[key]), '-f', str(datafs)],
+            CLOCK_START, BACKUP_GAP, run.backups)
         run.writer_seconds = time.monotonic() - t0
     if writer.returncode != 0:
         pytest.fail('the writer failed (exit %d):\n%s'

@@ -59,6 +59,7 @@ from ZODB.scripts import fstest
 from blob_helpers import (blob_path, blob_records, blob_snapshot, hex16, md5,
                           read_layout, read_manifest)
 from conftest import describe_output
+from live_driver import back_up_while_writing
 
 HERE = Path(__file__).resolve().parent
 WRITER = HERE / 'live_blob_writer.py'
@@ -80,22 +81,6 @@ CLOCK_START = datetime.datetime(2024, 9, 1, 8, 0, 0)
 # What a failure "because of a pack" must say: Data.fs was replaced.
 REPLACED = re.compile(r'Data\.fs\b.*\breplaced\b', re.I)
 MISSING_MSG = re.compile(r'\bmissing\b', re.I)
-
-
-@dataclass
-class BackupRun:
-    repo: str              # key of OPTION_SETS
-    now: str               # REPOZO_TEST_NOW, and the -D to recover it
-    proc: subprocess.CompletedProcess
-    start: float           # time.time() around the run
-    end: float
-    log_bytes: int         # size of the writer's log when the run started
-    final: bool = False    # made after the writer stopped
-
-    def label(self):
-        return '%s%s backup %s (%s)' % (
-            'final ' if self.final else '', self.repo, self.now,
-            ' '.join(OPTION_SETS[self.repo]) or 'no options')
 
 
 @dataclass
@@ -127,10 +112,6 @@ class LiveBlobRun:
                 for p in self.packs if p['start'] <= end and p['end'] >= start]
 
 
-def fmt_now(t):
-    return t.strftime('%Y-%m-%d-%H-%M-%S')
-
-
 def _read_log(run, path):
     with open(path, 'rb') as f:
         raw = f.read()
@@ -148,18 +129,6 @@ def _read_log(run, path):
             run.packs.append(rec)
         elif rec.get('done'):
             run.done = rec
-
-
-def _wait_for_first_commit(log_path, writer, errpath):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if log_path.exists() and log_path.stat().st_size > 0:
-            return
-        if writer.poll() is not None:
-            break
-        time.sleep(0.05)
-    pytest.fail('the writer did not commit (exit %s)\n%s'
-                % (writer.poll(), errpath.read_text(errors='replace')))
 
 
 @pytest.fixture(scope='module')
@@ -182,38 +151,11 @@ def live(tmp_path_factory, rs_tool):
              str(WRITER_SECONDS), str(PACK_EVERY), '20240901',
              str(WRITER_PAUSE)],
             stdout=err, stderr=err, cwd=str(base))
-        try:
-            _wait_for_first_commit(log_path, writer, errpath)
-            clock = [CLOCK_START]
-
-            def backup(key, final=False):
-                now = fmt_now(clock[0])
-                clock[0] += datetime.timedelta(seconds=1)
-                log_bytes = log_path.stat().st_size
-                start = time.time()
-                proc = rs_tool.run(['-B', '-r', str(repos[key]),
-                                    '-f', str(run.datafs),
-                                    '--blob-dir', str(run.blob_dir)]
-                                   + OPTION_SETS[key], now=now)
-                end = time.time()
-                run.backups.append(BackupRun(key, now, proc, start, end,
-                                             log_bytes, final))
-                return end - start
-
-            keys = list(OPTION_SETS)
-            i = 0
-            while writer.poll() is None:
-                took = backup(keys[i % len(keys)])
-                i += 1
-                if took < BACKUP_GAP:
-                    time.sleep(BACKUP_GAP - took)
-            writer.wait(timeout=60)
-            for key in keys:
-                backup(key, final=True)
-        finally:
-            if writer.poll() is None:
-                writer.kill()
-                writer.wait()
+        back_up_while_writing(
+            writer, log_path, errpath, rs_tool, OPTION_SETS,
+            lambda key: ['-B', '-r', str(repos[key]), '-f', str(run.datafs),
+                         '--blob-dir', str(run.blob_dir)],
+            CLOCK_START, BACKUP_GAP, run.backups)
         run.writer_seconds = time.monotonic() - t0
     if writer.returncode != 0:
         pytest.fail('the writer failed (exit %d):\n%s'

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
-use crate::common::{fails, fixture, ok, repozo_at, run};
+use crate::common::{fails, fixture, mount_tmpfs, ok, repozo_at, run};
 
 /// Every regular file under `dir` (links and `tmp/` left out), by path
 /// relative to it, with its bytes.
@@ -596,24 +596,12 @@ fn a_blob_dir_that_is_a_mount_point_is_recovered_into() {
     ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "backup");
     let mnt = d.join("out/blobs");
     fs::create_dir_all(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_mounted) = mount_tmpfs(&mnt, "4m") else {
         eprintln!(
             "SKIPPED a_blob_dir_that_is_a_mount_point_is_recovered_into: cannot mount a tmpfs"
         );
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&mnt);
+    };
     fs::write(mnt.join("stale"), b"x").unwrap();
     ok(
         &repozo_at(d, "2024-01-02-00-00-00", RECOVER),

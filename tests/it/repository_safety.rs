@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::{
-    assert_index_is_a_scan, fails, names, ok, recovers_to, repozo, with, workspace, Db, B,
+    assert_index_is_a_scan, fails, mount_tmpfs, names, ok, recovers_to, repozo, with, workspace,
+    Db, B,
 };
 
 /// Issue 16, A(2): a byte changed inside the backed-up range makes the next
@@ -294,24 +295,12 @@ fn regression_a_full_disk_during_repair_loses_nothing() {
     let (t, mut db) = workspace(10);
     let mnt = t.path().join("small");
     fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_mounted) = mount_tmpfs(&mnt, "1m") else {
         eprintln!(
             "SKIPPED regression_a_full_disk_during_repair_loses_nothing: cannot mount a tmpfs"
         );
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&mnt);
+    };
     fs::create_dir(mnt.join("repo")).unwrap();
     let b = ["-B", "-r", "small/repo", "-f", "Data.fs"];
     ok(&repozo(t.path(), Some("2024-01-01-00-00-00"), &b), "full");

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::common::Db;
+use crate::common::{Db, Mounted};
 
 /// `filefrag -v`'s flags for `path`'s extents include "shared".
 fn shares_extents(path: &Path) -> bool {
@@ -21,14 +21,6 @@ fn shares_extents(path: &Path) -> bool {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).contains("shared")
-}
-
-struct Mounted<'a>(&'a Path);
-
-impl Drop for Mounted<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
-    }
 }
 
 #[test]

@@ -289,3 +289,23 @@ pub fn run_as(dir: &Path, prefix: &[&str], args: &[&str], stdout: Stdio) -> Ran 
 pub fn repozo_at(dir: &Path, now: &str, args: &[&str]) -> Output {
     repozo(dir, Some(now), args)
 }
+
+/// A mount, unmounted when dropped.
+pub struct Mounted<'a>(pub &'a Path);
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+/// Mount a tmpfs of `size` (`1m`) on `dir`; `None` where that is not
+/// allowed (not root), for tests that then say SKIPPED.
+pub fn mount_tmpfs<'a>(dir: &'a Path, size: &str) -> Option<Mounted<'a>> {
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(Mounted(dir))
+}

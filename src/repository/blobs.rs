@@ -175,22 +175,6 @@ impl Repository {
         }
     }
 
-    /// Every manifest of the repository, by the data file it belongs to.
-    /// A manifest without its data file is left out: it describes no
-    /// backup (repair removes it).
-    ///
-    /// # Errors
-    /// As [`Repository::read_manifest`].
-    pub(crate) fn manifests(&self) -> Result<Vec<(DataFile, Manifest)>> {
-        let mut all = Vec::new();
-        for f in self.data_files()? {
-            if let Some(m) = self.read_manifest(&f)? {
-                all.push((f, m));
-            }
-        }
-        Ok(all)
-    }
-
     /// Open the pooled file of `e`.
     ///
     /// # Errors
@@ -239,16 +223,17 @@ impl Repository {
         }
     }
 
-    /// Remove pool files that no manifest names (older than `grace`, so
-    /// that a backup storing them right now, which holds the lock anyway,
-    /// is never raced) and temporary files of interrupted runs; and
-    /// manifests without their data file.
+    /// Remove manifests without their data file, pool files that no
+    /// remaining manifest names, and pool temporaries of interrupted runs
+    /// once they are [`TEMP_GRACE`] old. The caller holds the exclusive
+    /// lock, so no backup is storing files meanwhile.
     ///
     /// # Errors
     /// The repository or a manifest cannot be read; a removal that fails is
     /// said on stderr, not fatal.
     pub(crate) fn collect_blob_garbage(&self, log: &Log) -> Result<()> {
-        let data: HashSet<String> = self.data_files()?.iter().map(|f| f.stem.clone()).collect();
+        let files = self.data_files()?;
+        let data: HashSet<&str> = files.iter().map(|f| f.stem.as_str()).collect();
         for name in self.names()? {
             if manifest_stem(&name).is_some_and(|s| !data.contains(s)) {
                 log!(log, "removing {}: its backup is gone", self.display(&name));
@@ -256,7 +241,10 @@ impl Repository {
             }
         }
         let mut wanted = HashSet::new();
-        for (_, m) in self.manifests()? {
+        for f in &files {
+            let Some(m) = self.read_manifest(f)? else {
+                continue;
+            };
             for e in &m.entries {
                 if let Some(st) = &e.stored {
                     wanted.insert(pool_name(e.oid, e.tid, &st.md5));

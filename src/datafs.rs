@@ -258,7 +258,7 @@ impl Source {
                 return Err(bad());
             }
             if h.plen == 0 {
-                let mut next = [0u8; 8];
+                let mut next = [0u8; buf::BACK_POINTER];
                 self.read_exact_at(&mut next, at + DATA_HDR_LEN)?
                     .ok_or_else(bad)?;
                 match u64::from_be_bytes(next) {

@@ -84,7 +84,7 @@ pub(crate) fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<
         log.notice(format_args!("{msg}"));
     }
     if let Some(dir) = opts.blob_dir.as_deref() {
-        if crate::disk::open::nested(dir, repo.dir()) {
+        if open::nested(dir, repo.dir()) {
             return Err(Error::Refused {
                 path: dir.to_string_lossy().into_owned(),
                 action: "cannot back up blobs from it",

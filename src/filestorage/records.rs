@@ -50,6 +50,8 @@ pub(crate) mod buf {
     pub(crate) const DATA_HDR: usize = super::DATA_HDR_LEN as usize;
     /// [`super::TRAILER_LEN`].
     pub(crate) const TRAILER: usize = super::TRAILER_LEN as usize;
+    /// [`super::BACK_POINTER_LEN`].
+    pub(crate) const BACK_POINTER: usize = super::BACK_POINTER_LEN as usize;
 }
 
 /// Which ZODB wrote the file, as told by its magic.
@@ -313,7 +315,7 @@ struct BlobScan {
 impl BlobScan {
     fn start(&mut self, h: DataHeader, pos: u64) {
         let want = if h.plen == 0 {
-            crate::at_most(BACK_POINTER_LEN, usize::MAX)
+            buf::BACK_POINTER
         } else {
             crate::at_most(h.plen, blob::HEAD)
         };

@@ -436,3 +436,256 @@ fn make_writable(path: &Path) {
         }
     }
 }
+
+/// What a blob directory holds, as [`InPlaceBlobDir::list`] finds it.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Regular files by their `/`-separated path inside, with their sizes.
+    pub(crate) files: std::collections::HashMap<String, u64>,
+    /// An entry that is neither a directory nor a regular file (a link, a
+    /// FIFO), if any: such a directory is never changed in place.
+    pub(crate) odd: Option<String>,
+    /// Temporary files a killed run of ours left.
+    leftovers: Vec<String>,
+}
+
+/// Prefix and suffix of a blob file being added in place.
+const ADDING_PREFIX: &str = ".repozo-";
+const ADDING_SUFFIX: &str = ".tmp";
+
+/// ZODB's directory of uncommitted blob files, at the top of a blob
+/// directory: never ours to judge or change.
+const ZODB_TMP: &str = "tmp";
+
+/// A blob directory brought to another state where it is: files added and
+/// removed one by one, each added file appearing whole under its name.
+pub(crate) struct InPlaceBlobDir {
+    path: PathBuf,
+    shown: String,
+    layout: Option<Layout>,
+}
+
+impl InPlaceBlobDir {
+    /// The blob directory at `path`; `None` when there is no directory
+    /// there (nothing to bring along).
+    ///
+    /// # Errors
+    /// Its `.layout` cannot be read or names no layout ZODB knows.
+    pub(crate) fn open(path: &Path) -> Result<Option<InPlaceBlobDir>> {
+        let shown = path.to_string_lossy().into_owned();
+        let Ok(target) = open::final_target(path) else {
+            return Ok(None);
+        };
+        if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Ok(None);
+        }
+        let dir = File::open(&target).map_err(io_err(&shown, "cannot open"))?;
+        let marker = join(&shown, LAYOUT_FILE);
+        let layout = match open::open_regular_beneath(&dir, LAYOUT_FILE, &marker) {
+            Ok(f) => {
+                let mut text = String::new();
+                f.take(4096)
+                    .read_to_string(&mut text)
+                    .map_err(io_err(&marker, "read"))?;
+                Some(Layout::parse(&text).ok_or_else(|| Error::UnknownLayout {
+                    path: marker.clone(),
+                    found: text.trim().chars().take(40).collect(),
+                })?)
+            }
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Some(InPlaceBlobDir {
+            path: target,
+            shown,
+            layout,
+        }))
+    }
+
+    /// The layout its `.layout` names, if it has one.
+    pub(crate) fn layout(&self) -> Option<Layout> {
+        self.layout
+    }
+
+    /// The directory as shown in messages.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Every file below the directory, but for `.layout`, ZODB's `tmp`
+    /// and what a recovery building a new directory inside it keeps there.
+    /// No link is followed.
+    ///
+    /// # Errors
+    /// A directory that cannot be listed.
+    pub(crate) fn list(&self) -> Result<Listing> {
+        let mut listing = Listing::default();
+        let mut todo = vec![String::new()];
+        while let Some(rel) = todo.pop() {
+            let here = if rel.is_empty() {
+                self.path.clone()
+            } else {
+                self.path.join(&rel)
+            };
+            let entries = fs::read_dir(&here).map_err(io_err(&join(&self.shown, &rel), "list"))?;
+            for e in entries {
+                let e = e.map_err(io_err(&join(&self.shown, &rel), "list"))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if rel.is_empty()
+                    && (name == LAYOUT_FILE || name == ZODB_TMP || name.starts_with(INSIDE_PREFIX))
+                {
+                    continue;
+                }
+                let path = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let t = e
+                    .file_type()
+                    .map_err(io_err(&join(&self.shown, &path), "stat"))?;
+                if t.is_dir() {
+                    todo.push(path);
+                } else if t.is_file()
+                    && name.starts_with(ADDING_PREFIX)
+                    && name.ends_with(ADDING_SUFFIX)
+                {
+                    listing.leftovers.push(path);
+                } else if t.is_file() {
+                    let m = e
+                        .metadata()
+                        .map_err(io_err(&join(&self.shown, &path), "stat"))?;
+                    listing.files.insert(path, m.len());
+                } else if listing.odd.is_none() {
+                    listing.odd = Some(join(&self.shown, &path));
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Remove the temporary files a killed run left (found by `list`).
+    pub(crate) fn remove_leftovers(&self, listing: &Listing) {
+        for rel in &listing.leftovers {
+            let _ = fs::remove_file(self.path.join(rel));
+        }
+    }
+
+    /// The md5 of the file at `rel`.
+    ///
+    /// # Errors
+    /// It cannot be opened (no link followed) or read.
+    pub(crate) fn md5(&self, rel: &str) -> Result<String> {
+        let shown = join(&self.shown, rel);
+        let dir = File::open(&self.path).map_err(io_err(&self.shown, "cannot open"))?;
+        let mut f = open::open_regular_beneath(&dir, rel, &shown)?;
+        Ok(copy_hashed(&mut f, &mut io::sink(), &shown, &shown)?.1)
+    }
+
+    /// Write `.layout` naming `layout`, as a recovered directory has it.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn set_layout(&self, layout: Layout) -> Result<()> {
+        let marker = join(&self.shown, LAYOUT_FILE);
+        fs::write(self.path.join(LAYOUT_FILE), layout.name()).map_err(io_err(&marker, "write"))
+    }
+
+    /// The file at `rel` inside, as shown in messages.
+    pub(crate) fn shown_file(&self, rel: &str) -> String {
+        join(&self.shown, rel)
+    }
+
+    /// Copy `src` in as the file `rel` (made read-only, its directories
+    /// private as ZODB makes them): written under a temporary name beside
+    /// it and renamed, so that a kill never leaves a short blob file under
+    /// a blob's name. With `md5`, the bytes must hash to it. Returns the
+    /// size written.
+    ///
+    /// # Errors
+    /// Reading (said against `src_shown`) or writing; [`Error::Mismatch`]
+    /// for bytes that are not the ones backed up.
+    pub(crate) fn add(
+        &self,
+        rel: &str,
+        src: &mut File,
+        src_shown: &str,
+        md5: Option<&str>,
+    ) -> Result<u64> {
+        let shown = join(&self.shown, rel);
+        let (dirs, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let parent = self.path.join(dirs);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&parent)
+            .map_err(io_err(&shown, "create the directory of"))?;
+        let tmp = parent.join(format!("{ADDING_PREFIX}{name}{ADDING_SUFFIX}"));
+        let _ = fs::remove_file(&tmp);
+        let mut out = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&shown, "create"))?;
+        let copied = match md5 {
+            None => io::copy(src, &mut out).map_err(|e| Error::Io {
+                path: format!("{src_shown} -> {shown}"),
+                action: "copy",
+                source: e,
+            }),
+            Some(want) => copy_hashed(src, &mut out, src_shown, &shown).and_then(|(n, sum)| {
+                if sum == want {
+                    Ok(n)
+                } else {
+                    Err(Error::Mismatch(crate::error::Mismatch::Checksum {
+                        path: src_shown.to_string(),
+                        sum,
+                        expected: want.to_string(),
+                        gzip: false,
+                    }))
+                }
+            }),
+        };
+        let size = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        out.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+            .map_err(io_err(&shown, "set permissions"))?;
+        fs::rename(&tmp, parent.join(name)).map_err(io_err(&shown, "rename into place"))?;
+        Ok(size)
+    }
+
+    /// Remove the file `rel`, and the directories it leaves empty.
+    ///
+    /// # Errors
+    /// The file cannot be removed.
+    pub(crate) fn remove(&self, rel: &str) -> Result<()> {
+        let shown = join(&self.shown, rel);
+        match fs::remove_file(self.path.join(rel)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&shown, "remove")(e)),
+        }
+        let mut dirs = rel;
+        while let Some((up, _)) = dirs.rsplit_once('/') {
+            if fs::remove_dir(self.path.join(up)).is_err() {
+                break;
+            }
+            dirs = up;
+        }
+        Ok(())
+    }
+
+    /// Make what was added and removed durable.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.path).map_err(io_err(&self.shown, "open"))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io_err(&self.shown, "sync")(e.into()))
+    }
+}

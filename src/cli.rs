@@ -348,6 +348,8 @@ impl Plan {
                 output: raw.output,
                 with_verify: raw.with_verify,
                 blob_dir,
+                full: raw.full,
+                quick: raw.quick,
             })
         } else {
             if blob_dir.is_some() {

@@ -2,5 +2,6 @@
 //! the Data.fs reader and the disk layer. New commands land here.
 
 pub mod backup;
+mod in_place;
 pub mod recover;
 pub mod verify;

@@ -40,7 +40,9 @@ use crate::filestorage::sanity::points_at;
 use crate::log;
 use crate::log::Log;
 use crate::repository::lock;
-use crate::repository::{DataFile, Kind, Repository, Timestamp};
+use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
+
+use super::in_place;
 
 /// What `-R` was asked to do.
 #[derive(Debug, Clone)]
@@ -53,14 +55,19 @@ pub struct RecoverOptions {
     pub(crate) with_verify: bool,
     /// `--blob-dir`: the blob directory to make hold the state's blobs.
     pub(crate) blob_dir: Option<PathBuf>,
+    /// `-F`: never recover in place.
+    pub(crate) full: bool,
+    /// `-Q`: before recovering in place, check only the last range the
+    /// output keeps.
+    pub(crate) quick: bool,
 }
 
 /// A file of the chain, with the size its `.dat` line gives (none when
 /// there is no usable log).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Piece {
-    file: DataFile,
-    logged_size: Option<u64>,
+pub(crate) struct Piece {
+    pub(crate) file: DataFile,
+    pub(crate) logged_size: Option<u64>,
 }
 
 /// Where the recovered bytes go.
@@ -125,7 +132,7 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
             before: opts.date.clone(),
         });
     }
-    let chain = chain_from_dat(&repo, &found, &when, log)?;
+    let (chain, dat) = chain_from_dat(&repo, &found, &when, log)?;
     check_logged_sizes(&repo, &chain)?;
     let truth = if opts.with_verify {
         Some(expected_sizes_and_sums(&repo, &chain)?)
@@ -166,6 +173,25 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
             } else {
                 let given = opts.output.as_deref().unwrap_or_default();
                 log!(log, "Recovering file to {shown}, which {given} leads to");
+            }
+            if fs::symlink_metadata(&path).is_ok() {
+                if opts.full {
+                    log!(log, "Recovering in full: {shown}: -F given");
+                } else {
+                    let job = in_place::Job {
+                        repo: &repo,
+                        chain: &chain,
+                        dat: dat.as_deref(),
+                        output: &path,
+                        shown: &shown,
+                        quick: opts.quick,
+                        truth: truth.as_ref(),
+                        blob_dir: opts.blob_dir.as_deref(),
+                    };
+                    if let Some(done) = in_place::recover_in_place(&job, log)? {
+                        return Ok(done);
+                    }
+                }
             }
             recover_to_file(
                 &repo,
@@ -290,7 +316,7 @@ fn chain_from_dat(
     found: &[DataFile],
     when: &str,
     log: &Log,
-) -> Result<Vec<Piece>> {
+) -> Result<(Vec<Piece>, Option<Vec<DatEntry>>)> {
     let as_found = || {
         found
             .iter()
@@ -304,14 +330,14 @@ fn chain_from_dat(
     let dat_shown = repo.display(&full.dat_name());
     let Some(entries) = repo.read_dat(full)? else {
         log!(log, "no {dat_shown}: using the files as found");
-        return Ok(as_found());
+        return Ok((as_found(), None));
     };
     if entries.first().map(|e| e.file_name()) != Some(full.name().as_str()) {
         log!(
             log,
             "{dat_shown} does not start with {full}: using the files as found"
         );
-        return Ok(as_found());
+        return Ok((as_found(), None));
     }
     let on_disk: HashSet<&DataFile> = found.iter().collect();
     let mut chain = Vec::new();
@@ -347,7 +373,7 @@ fn chain_from_dat(
             repo.display(&f.name())
         ));
     }
-    Ok(chain)
+    Ok((chain, Some(entries)))
 }
 
 /// A `.dat` line whose range does not start where the lines before it
@@ -382,6 +408,7 @@ fn recover_to_file(
             &part_shown,
             truth,
             log,
+            true,
         )?
     } else {
         let mut w = DirectWriter::new(&mut file);
@@ -392,6 +419,7 @@ fn recover_to_file(
             &part_shown,
             truth,
             log,
+            true,
         )?;
         w.finish().map_err(io_err(&part_shown, "write"))?;
         n
@@ -451,6 +479,8 @@ fn recover_to_file(
     if let Some(f) = new_index {
         f.commit(true)?;
     }
+    // A killed in-place recovery's marker describes the file replaced.
+    let _ = fs::remove_file(format!("{shown}.{}", in_place::MARKER_EXT));
     sync_dir(open::parent_dir(output)).map_err(io_err(shown, "fsync its directory"))?;
     // Only now that the recovered Data.fs is in place: until then, a kill
     // leaves the old blobs under a leftover's name, not half removed.
@@ -568,7 +598,7 @@ impl Drop for PartFile<'_> {
 /// check passes against the recovered bytes at exactly their size (for a
 /// Data.fs that is only its magic, which that check passes over, the
 /// index must be empty). Otherwise say why and install none.
-fn prepare_index(
+pub(crate) fn prepare_index(
     repo: &Repository,
     last: &DataFile,
     recovered_path: &str,
@@ -663,7 +693,7 @@ fn expected_sizes_and_sums(
 }
 
 /// Where recovered bytes go.
-enum Out<'a> {
+pub(crate) enum Out<'a> {
     /// A file on a filesystem that shares extents: plain backups are
     /// copied into it by the kernel (`copy_file_range`, which reflinks
     /// there) when no checksum is wanted. Elsewhere the kernel's copy goes
@@ -693,21 +723,22 @@ fn concat(
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
 ) -> Result<u64> {
-    concat_sizes(repo, chain, &mut out, out_shown, truth, log).map(|sizes| sizes.iter().sum())
+    concat_sizes(repo, chain, &mut out, out_shown, truth, log, true).map(|sizes| sizes.iter().sum())
 }
 
 /// [`concat`], returning the bytes each file gave.
-fn concat_sizes(
+pub(crate) fn concat_sizes(
     repo: &Repository,
     chain: &[Piece],
     out: &mut Out<'_>,
     out_shown: &str,
     truth: Option<&HashMap<String, (u64, String)>>,
     log: &Log,
+    summary: bool,
 ) -> Result<Vec<u64>> {
     let mut total = 0u64;
     let mut sizes = Vec::with_capacity(chain.len());
-    let mut all = (truth.is_none() && log.enabled()).then(Md5Thread::spawn);
+    let mut all = (summary && truth.is_none() && log.enabled()).then(Md5Thread::spawn);
     for p in chain {
         let f = &p.file;
         let name = f.name();
@@ -763,7 +794,7 @@ fn concat_sizes(
     }
     match all {
         Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()),
-        None if truth.is_some() => log!(log, "Recovered a total of {total} bytes"),
+        None if truth.is_some() && summary => log!(log, "Recovered a total of {total} bytes"),
         None => {}
     }
     Ok(sizes)

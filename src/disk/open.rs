@@ -44,6 +44,62 @@ pub(crate) fn open_regular(path: &Path, shown: &str) -> Result<File> {
 /// # Errors
 /// As [`open_regular`].
 pub(crate) fn open_regular_to(path: &Path, shown: &str, action: &'static str) -> Result<File> {
+    open_regular_with(path, shown, action, OFlags::RDONLY)
+}
+
+/// [`open_regular`] for reading and writing: a file to be changed in
+/// place. A symbolic link is not followed.
+///
+/// # Errors
+/// As [`open_regular`], and a file we may not write.
+pub(crate) fn open_regular_rw(path: &Path, shown: &str) -> Result<File> {
+    open_regular_with(
+        path,
+        shown,
+        "cannot open for writing",
+        OFlags::RDWR | OFlags::NOFOLLOW,
+    )
+}
+
+/// Open `path`, creating it if missing, for the lock it will hold: a
+/// regular file only, no link followed, never blocking. Returns the file
+/// and whether this call created it.
+///
+/// # Errors
+/// It is not a regular file, or cannot be opened or created.
+pub(crate) fn open_lock_file(path: &Path, shown: &str) -> Result<(File, bool)> {
+    let base = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o666);
+    let (fd, created) = match rustix::fs::open(path, base | OFlags::CREATE | OFlags::EXCL, mode) {
+        Ok(fd) => (fd, true),
+        Err(rustix::io::Errno::EXIST) => (
+            rustix::fs::open(path, base, Mode::empty())
+                .map_err(|e| io_err(shown, "cannot open")(e.into()))?,
+            false,
+        ),
+        Err(e) => return Err(io_err(shown, "cannot create")(e.into())),
+    };
+    let file = File::from(fd);
+    if !file
+        .metadata()
+        .map_err(io_err(shown, "cannot open"))?
+        .is_file()
+    {
+        return Err(Error::Refused {
+            path: shown.to_string(),
+            action: "cannot lock",
+            why: Refusal::NotRegular,
+        });
+    }
+    Ok((file, created))
+}
+
+fn open_regular_with(
+    path: &Path,
+    shown: &str,
+    action: &'static str,
+    access: OFlags,
+) -> Result<File> {
     let not_regular = || Error::Refused {
         path: shown.to_string(),
         action,
@@ -56,7 +112,7 @@ pub(crate) fn open_regular_to(path: &Path, shown: &str, action: &'static str) ->
     if !meta.is_file() {
         return Err(not_regular());
     }
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let flags = access | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let file = rustix::fs::open(path, flags, Mode::empty())
         .map(File::from)
         .map_err(|e| io_err(shown, "cannot open")(e.into()))?;

@@ -1,0 +1,585 @@
+//! `-R -o FILE` onto an existing FILE: brought to the state asked for
+//! where it is, instead of rewritten.
+//!
+//! A standby Data.fs recovered last night is the chain's prefix up to some
+//! backup's end: the night's increments are appended to it. One recovered
+//! for a later date than asked (a rollback) is truncated to the earlier
+//! backup's end. Either only after the bytes FILE keeps are shown to be the
+//! chain's (the md5 of each `.dat` range, or of the last with `-Q`); any
+//! doubt, and the caller does a full recovery as before.
+//!
+//! Crash safety: `FILE.index` is removed and `FILE.recovering` written
+//! before FILE changes. A run that finds that marker takes FILE's length as
+//! the last backup end not above it, and checks every range appended since
+//! the marker was first written, so a kill at any point is finished by the
+//! next run. ZODB's own lock, `FILE.lock`, is held meanwhile: a ZODB
+//! starting on FILE fails instead of reading it half written, and FILE is
+//! never changed under a running one.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::blobdir::{InPlaceBlobDir, Listing};
+use crate::codec::md5::Md5Thread;
+use crate::disk::atomic::{sync_dir, AtomicFile};
+use crate::disk::open;
+use crate::error::{io_err, Error, Result};
+use crate::filestorage::blob::Layout;
+use crate::log;
+use crate::log::Log;
+use crate::repository::blobs::{BlobEntry, Manifest};
+use crate::repository::{DatEntry, Repository};
+use crate::{at_most, read_full, CHUNK};
+
+use super::recover::{concat_sizes, prepare_index, Out, Piece, Recovered};
+
+/// The marker's name beside FILE, and its first line.
+pub(crate) const MARKER_EXT: &str = "recovering";
+const MARKER_HEADER: &str = "repozo in-place recovery";
+
+/// What an in-place recovery needs to know.
+pub(crate) struct Job<'a> {
+    pub(crate) repo: &'a Repository,
+    /// The chain for the date, as recover found it.
+    pub(crate) chain: &'a [Piece],
+    /// Every line of the chain's `.dat` log, also those after the date;
+    /// `None` when the chain was not taken from one.
+    pub(crate) dat: Option<&'a [DatEntry]>,
+    /// The file `-o` leads to, and how it is shown.
+    pub(crate) output: &'a Path,
+    pub(crate) shown: &'a str,
+    /// `-Q`: check only the last range FILE keeps.
+    pub(crate) quick: bool,
+    /// `-w`: the `.dat` log's sizes and sums, to check appended files.
+    pub(crate) truth: Option<&'a HashMap<String, (u64, String)>>,
+    pub(crate) blob_dir: Option<&'a Path>,
+}
+
+/// Why FILE is recovered in full instead.
+struct Fallback(String);
+
+/// Bring `job.output` to the chain's end in place, if it holds a prefix of
+/// the chain; `None` (with the reason said under `-v`) when it must be
+/// recovered in full.
+///
+/// # Errors
+/// A damaged repository file met while appending (FILE is cut back to
+/// where it was), I/O errors on FILE or its index.
+pub(crate) fn recover_in_place(job: &Job<'_>, log: &Log) -> Result<Option<Recovered>> {
+    match try_in_place(job, log) {
+        Ok(Ok(done)) => Ok(Some(done)),
+        Ok(Err(Fallback(why))) => {
+            log!(log, "Recovering in full: {}: {why}", job.shown);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The backup ends FILE's length may be: the `.dat` lines as long as each
+/// starts where the one before ends.
+fn boundaries(dat: &[DatEntry]) -> Vec<u64> {
+    let mut ends = Vec::with_capacity(dat.len());
+    let mut at = 0;
+    for e in dat {
+        if e.start != at || e.end < e.start {
+            break;
+        }
+        at = e.end;
+        ends.push(at);
+    }
+    ends
+}
+
+/// The marker left by an interrupted in-place recovery of this very file:
+/// the length from which its bytes were not yet checked.
+fn read_marker(path: &Path, identity: (u64, u64)) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != MARKER_HEADER {
+        return None;
+    }
+    let file: Vec<u64> = lines
+        .next()?
+        .strip_prefix("file ")?
+        .split(' ')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    let from = lines.next()?.strip_prefix("from ")?.parse().ok()?;
+    (file == [identity.0, identity.1]).then_some(from)
+}
+
+fn write_marker(path: &Path, shown: &str, identity: (u64, u64), from: u64) -> Result<()> {
+    let mut f = AtomicFile::create(path, shown)?;
+    let text = format!(
+        "{MARKER_HEADER}\nfile {} {}\nfrom {from}\n",
+        identity.0, identity.1
+    );
+    io::Write::write_all(f.file(), text.as_bytes()).map_err(io_err(shown, "write"))?;
+    f.file().sync_all().map_err(io_err(shown, "fsync"))?;
+    f.commit(true)
+}
+
+/// ZODB's lock on FILE, taken as ZODB takes it; removed at the end if we
+/// made the file.
+struct ZodbLock {
+    path: PathBuf,
+    _file: File,
+    created: bool,
+}
+
+impl Drop for ZodbLock {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn with_ext(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+#[allow(clippy::too_many_lines)]
+fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovered, Fallback>> {
+    let fallback = |why: String| Ok(Err(Fallback(why)));
+    let repo = job.repo;
+    let Some(dat) = job.dat else {
+        return fallback(format!(
+            "the chain has no usable {} log",
+            repo.display(&job.chain[0].file.dat_name())
+        ));
+    };
+    let ends = boundaries(dat);
+    let n = job.chain.len() - 1;
+    if ends.len() <= n {
+        return fallback("the .dat log does not describe the chain".into());
+    }
+    let target = ends[n];
+
+    let meta = match fs::symlink_metadata(job.output) {
+        Ok(m) if m.is_file() => m,
+        _ => return fallback("it is not a regular file".into()),
+    };
+    if meta.nlink() > 1 {
+        return fallback(format!(
+            "it has {} hard links, which a change in place would change too",
+            meta.nlink()
+        ));
+    }
+    let lock_path = with_ext(job.output, "lock");
+    let lock_shown = format!("{}.lock", job.shown);
+    let lock = match open::open_lock_file(&lock_path, &lock_shown) {
+        Ok((file, created)) => match file.try_lock() {
+            Ok(()) => ZodbLock {
+                path: lock_path,
+                _file: file,
+                created,
+            },
+            Err(fs::TryLockError::WouldBlock) => {
+                return fallback(format!(
+                    "{lock_shown} is locked: a ZODB (or another recovery) has it open"
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return fallback(format!("{lock_shown} cannot be locked: {e}"))
+            }
+        },
+        Err(e) => return fallback(e.to_string()),
+    };
+    let mut file = match open::open_regular_rw(job.output, job.shown) {
+        Ok(f) => f,
+        Err(e) => return fallback(e.to_string()),
+    };
+    let fmeta = file.metadata().map_err(io_err(job.shown, "cannot stat"))?;
+    let identity = (fmeta.dev(), fmeta.ino());
+    if identity != (meta.dev(), meta.ino()) {
+        return fallback("it was replaced while being looked at".into());
+    }
+    let len = fmeta.len();
+    let marker_path = with_ext(job.output, MARKER_EXT);
+    let marker_shown = format!("{}.{MARKER_EXT}", job.shown);
+    let unchecked_from = read_marker(&marker_path, identity);
+
+    // The backup FILE ends with: exactly at its length, or (after a killed
+    // run of ours) the last one not beyond it.
+    let at = match (ends.iter().rposition(|&e| e == len), unchecked_from) {
+        (Some(k), _) => k,
+        (None, Some(_)) => match ends.iter().rposition(|&e| e <= len) {
+            Some(k) => k,
+            None => return fallback(format!("its length {len} is below every backup's end")),
+        },
+        (None, None) => {
+            return fallback(format!(
+                "its length {len} is not where a backup of the chain ends"
+            ))
+        }
+    };
+    let kept = at.min(n);
+    let mut check: Vec<usize> = if job.quick {
+        vec![kept]
+    } else {
+        (0..=kept).collect()
+    };
+    if let Some(from) = unchecked_from {
+        check.extend((0..=kept).filter(|&i| dat[i].start >= from));
+        check.sort_unstable();
+        check.dedup();
+    }
+    for &i in &check {
+        let e = &dat[i];
+        let sum = match md5_of_range(&file, job.shown, e.start, e.end) {
+            Ok(s) => s,
+            Err(err) => return fallback(err.to_string()),
+        };
+        if sum != e.md5 {
+            return fallback(format!(
+                "its bytes {}-{} are not those of {} (md5 {sum}, the .dat log says {})",
+                e.start,
+                e.end,
+                e.file_name(),
+                e.md5
+            ));
+        }
+    }
+    let blobs = match job.blob_dir {
+        Some(dir) => match plan_blobs(job, dir, kept, at, log)? {
+            Ok(plan) => Some(plan),
+            Err(why) => return fallback(why.0),
+        },
+        None => None,
+    };
+
+    let last = &job.chain[n].file;
+    let from_shown = dat[at].file_name().to_string();
+    if len == target && blobs.as_ref().is_none_or(BlobPlan::is_empty) {
+        log!(
+            log,
+            "Recovering in place: {} already holds the state of {from_shown} ({len} bytes): nothing to append or truncate",
+            job.shown
+        );
+    } else if target <= ends[at] {
+        log!(
+            log,
+            "Recovering in place: {} holds the state of {from_shown} ({len} bytes): truncating it to {target} bytes, the end of {last}",
+            job.shown
+        );
+    } else {
+        log!(
+            log,
+            "Recovering in place: {} holds the state of {from_shown} ({len} bytes): appending {} backup file(s), up to {target} bytes",
+            job.shown,
+            n - at
+        );
+    }
+    let index_shown = format!("{}.index", job.shown);
+    let index_path = PathBuf::from(&index_shown);
+    let changes = len != target || blobs.as_ref().is_some_and(|b| !b.is_empty());
+    if changes {
+        // Written before anything changes, and kept (with its first
+        // unchecked length) until FILE is the target with its index.
+        let from = unchecked_from.map_or(ends[at], |f| f.min(ends[at]));
+        write_marker(&marker_path, &marker_shown, identity, from)?;
+        match fs::remove_file(&index_path) {
+            Ok(()) => log!(log, "Removed old index file {index_shown}"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&index_shown, "remove")(e)),
+        }
+        sync_dir(open::parent_dir(job.output)).map_err(io_err(job.shown, "fsync its directory"))?;
+    }
+    if let Some(b) = &blobs {
+        b.add(job, log)?;
+    }
+    if len != target {
+        let cut = target.min(ends[at]);
+        if len != cut {
+            file.set_len(cut).map_err(io_err(job.shown, "truncate"))?;
+        }
+        if target > cut {
+            if let Err(e) = append(job, &mut file, at + 1, log) {
+                // Back to a backup's end, which a rerun checks and goes on
+                // from; the marker stays.
+                let _ = file.set_len(cut);
+                let _ = file.sync_all();
+                return Err(e);
+            }
+        }
+        file.sync_all().map_err(io_err(job.shown, "fsync"))?;
+        let got = file
+            .metadata()
+            .map_err(io_err(job.shown, "cannot stat"))?
+            .len();
+        if got != target {
+            return Err(Error::Shrank {
+                path: job.shown.to_string(),
+                at: got,
+                expected: target,
+            });
+        }
+    }
+    if let Some(b) = &blobs {
+        b.remove()?;
+    }
+    let new_index = prepare_index(
+        repo,
+        last,
+        job.shown,
+        &index_path,
+        &index_shown,
+        target,
+        log,
+    )?;
+    let index_installed = new_index.is_some();
+    match new_index {
+        Some(f) => f.commit(true)?,
+        // An index from before, describing other bytes, must not stay.
+        None if !changes => match fs::remove_file(&index_path) {
+            Ok(()) => log!(log, "Removed old index file {index_shown}"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&index_shown, "remove")(e)),
+        },
+        None => {}
+    }
+    match fs::remove_file(&marker_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&marker_shown, "remove")(e)),
+    }
+    sync_dir(open::parent_dir(job.output)).map_err(io_err(job.shown, "fsync its directory"))?;
+    drop(lock);
+    Ok(Ok(Recovered {
+        bytes: target,
+        files: job.chain.len(),
+        index_installed,
+    }))
+}
+
+/// md5 of FILE's bytes `[start, end)`, hashed on a thread beside the
+/// reading.
+fn md5_of_range(file: &File, shown: &str, start: u64, end: u64) -> Result<String> {
+    let mut h = Md5Thread::spawn();
+    let mut buf = vec![0u8; at_most(end - start, CHUNK).max(1)];
+    let mut pos = start;
+    while pos < end {
+        let want = at_most(end - pos, buf.len());
+        let n = read_full(&mut buf[..want], |b, done| {
+            file.read_at(b, pos + done as u64)
+        })
+        .map_err(io_err(shown, "read"))?;
+        if n == 0 {
+            return Err(Error::Shrank {
+                path: shown.to_string(),
+                at: pos,
+                expected: end,
+            });
+        }
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finish())
+}
+
+/// Append the chain's files from `first` on at FILE's end.
+fn append(job: &Job<'_>, file: &mut File, first: usize, log: &Log) -> Result<()> {
+    file.seek(SeekFrom::End(0))
+        .map_err(io_err(job.shown, "seek"))?;
+    concat_sizes(
+        job.repo,
+        &job.chain[first..],
+        &mut Out::File(file),
+        job.shown,
+        job.truth,
+        log,
+        false,
+    )
+    .map(drop)
+}
+
+/// What the blob directory needs to become the target's.
+struct BlobPlan {
+    dir: InPlaceBlobDir,
+    layout: Layout,
+    listing: Listing,
+    /// Blob files to add: their path inside, and their entry.
+    add: Vec<(String, BlobEntry)>,
+    /// Files to remove, by path inside.
+    remove: Vec<String>,
+}
+
+impl BlobPlan {
+    fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty() && self.dir.layout().is_some()
+    }
+
+    fn add(&self, job: &Job<'_>, log: &Log) -> Result<()> {
+        self.dir.remove_leftovers(&self.listing);
+        let mut bytes = 0;
+        for (rel, e) in &self.add {
+            let st = e.stored.as_ref().expect("only stored blobs are added");
+            let shown = job.repo.display_pooled(e, st);
+            let mut src = job.repo.open_pooled(e, st)?;
+            let want = job.truth.is_some().then_some(st.md5.as_str());
+            let size = self.dir.add(rel, &mut src, &shown, want)?;
+            if size != st.size {
+                return Err(Error::Mismatch(crate::error::Mismatch::Size {
+                    path: shown,
+                    size,
+                    expected: st.size,
+                    gzip: false,
+                }));
+            }
+            bytes += size;
+        }
+        if self.dir.layout().is_none() {
+            self.dir.set_layout(self.layout)?;
+        }
+        if !self.add.is_empty() {
+            log!(
+                log,
+                "Added {} blob files ({bytes} bytes) to {}",
+                self.add.len(),
+                self.dir.shown()
+            );
+        }
+        self.dir.sync()
+    }
+
+    fn remove(&self) -> Result<()> {
+        for rel in &self.remove {
+            self.dir.remove(rel)?;
+        }
+        if self.remove.is_empty() {
+            Ok(())
+        } else {
+            self.dir.sync()
+        }
+    }
+}
+
+/// Check that the blob directory holds exactly the blob files of the
+/// state FILE holds (backup `at`, of which `kept` stays), allowing files
+/// of later backups of the chain (a killed run's, or a rollback's), and
+/// say what to add and remove. A mismatch is a reason for a full
+/// recovery.
+fn plan_blobs(
+    job: &Job<'_>,
+    dir: &Path,
+    kept: usize,
+    at: usize,
+    log: &Log,
+) -> Result<std::result::Result<BlobPlan, Fallback>> {
+    let shown = dir.to_string_lossy();
+    let no = |why: String| Ok(Err(Fallback(why)));
+    let repo = job.repo;
+    let dat = job.dat.expect("checked by the caller");
+    let n = job.chain.len() - 1;
+    // Manifests of every backup FILE or the target covers.
+    let upto = at.max(n);
+    let mut manifests: Vec<Manifest> = Vec::with_capacity(upto + 1);
+    for e in &dat[..=upto] {
+        let Some(f) = crate::repository::DataFile::parse(e.file_name()) else {
+            return no(format!("{} is no backup's name", e.file_name()));
+        };
+        match repo.read_manifest(&f) {
+            Ok(Some(m)) => manifests.push(m),
+            Ok(None) => return no(format!("{} has no blob manifest", f.name())),
+            Err(e) => return no(e.to_string()),
+        }
+    }
+    let Some(layout) = manifests.last().map(|m| m.layout) else {
+        return no("no blob manifest".into());
+    };
+    if manifests.iter().any(|m| m.layout != layout) {
+        return no("the chain's blob manifests name different layouts".into());
+    }
+    let Some(bd) = InPlaceBlobDir::open(dir)? else {
+        return no(format!("the blob directory {shown} does not exist"));
+    };
+    if bd.layout().is_some_and(|l| l != layout) {
+        return no(format!(
+            "the blob directory {shown} has the {} layout, the backups {layout}",
+            bd.layout().map_or("", Layout::name)
+        ));
+    }
+    let listing = bd.list()?;
+    if let Some(odd) = &listing.odd {
+        return no(format!("{odd} is not a regular file"));
+    }
+    let mut known: HashMap<String, (usize, &BlobEntry)> = HashMap::new();
+    for (i, m) in manifests.iter().enumerate() {
+        for e in &m.entries {
+            known.insert(layout.file(e.oid, e.tid), (i, e));
+        }
+    }
+    let mut wanted: HashSet<&str> = HashSet::new();
+    for (rel, (i, e)) in &known {
+        if *i <= kept && e.stored.is_some() {
+            wanted.insert(rel.as_str());
+        }
+    }
+    // Every file there must be one of the chain's blobs, whole.
+    for (rel, &size) in &listing.files {
+        let Some((_, e)) = known.get(rel) else {
+            return no(format!(
+                "{} is no blob file of the chain",
+                bd.shown_file(rel)
+            ));
+        };
+        let Some(st) = &e.stored else {
+            return no(format!("{} was missing when backed up", bd.shown_file(rel)));
+        };
+        if size != st.size {
+            return no(format!(
+                "{} has {size} bytes, not {}",
+                bd.shown_file(rel),
+                st.size
+            ));
+        }
+        if !job.quick && bd.md5(rel)? != st.md5 {
+            return no(format!(
+                "{} is not the blob file backed up (md5)",
+                bd.shown_file(rel)
+            ));
+        }
+    }
+    if let Some(rel) = wanted.iter().find(|r| !listing.files.contains_key(**r)) {
+        return no(format!("{} is missing", bd.shown_file(rel)));
+    }
+    let mut add = Vec::new();
+    let mut remove = Vec::new();
+    for (rel, (i, e)) in &known {
+        let there = listing.files.contains_key(rel);
+        let needed = *i <= n && e.stored.is_some();
+        if needed && !there {
+            add.push((rel.clone(), (*e).clone()));
+        } else if !needed && there {
+            remove.push(rel.clone());
+        }
+    }
+    add.sort_by(|a, b| a.0.cmp(&b.0));
+    remove.sort();
+    let missing = manifests[..=n]
+        .iter()
+        .flat_map(|m| &m.entries)
+        .filter(|e| e.stored.is_none())
+        .count();
+    if missing > 0 {
+        log.notice(format_args!(
+            "{missing} blob file(s) were missing when backed up: they cannot be recovered"
+        ));
+    }
+    Ok(Ok(BlobPlan {
+        dir: bd,
+        layout,
+        listing,
+        add,
+        remove,
+    }))
+}

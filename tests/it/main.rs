@@ -15,5 +15,6 @@ mod gzip_threads;
 mod output_safety;
 mod recover_hostile;
 mod repository_safety;
+mod standby;
 mod walker_props;
 mod write_paths;

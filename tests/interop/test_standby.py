@@ -29,13 +29,14 @@ of every .dat range FILE keeps (default), of the last one only (``-Q``);
 ``-w`` also checks appended files; ``-F`` forces a full recover.
 """
 import datetime
+import fcntl
 import os
 import shutil
 from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import describe_output
+from conftest import describe_output, rs_bin_path
 from zodb_helpers import Model, read_state
 
 CLOCK_START = datetime.datetime(2024, 7, 1, 22, 0, 5)
@@ -473,3 +474,230 @@ def test_pack_in_source_makes_next_recover_full(sc, tools, kind):
     proc = recover(tools['rs'], repo, out)
     check_recovered(proc, out, repo, sc.newest, 'place', old,
                     'the increment after')
+
+
+# ---------------------------------------------------------------------------
+# A standby that is not (quite) a prefix of the chain
+# ---------------------------------------------------------------------------
+
+def ranges(sc):
+    """[(start, end)] of the first chain's backups (steps 0..3)."""
+    out, start = [], 0
+    for step in sc.chain_of(sc.steps[0]):
+        out.append((start, len(step.datafs)))
+        start = len(step.datafs)
+    return out
+
+
+def mid(r):
+    return (r[0] + r[1]) // 2
+
+
+FLIP_CASES = [
+    # id, FILE at step, byte flipped in range, target step, options,
+    # expected: 'full' or 'place' (keeping the flipped byte) or 'exact'
+    # (in place, the flipped byte truncated away).
+    ('append-early-default', 2, 0, 3, [], 'full'),
+    ('append-early-w', 2, 0, 3, ['-w'], 'full'),
+    ('append-early-Q', 2, 0, 3, ['-Q'], 'place'),
+    ('append-last-Q', 2, 2, 3, ['-Q'], 'full'),
+    ('append-last-default', 2, 2, 3, [], 'full'),
+    ('rollback-early-default', 3, 1, 2, [], 'full'),
+    ('rollback-early-Q', 3, 1, 2, ['-Q'], 'place'),
+    ('rollback-last-Q', 3, 2, 2, ['-Q'], 'full'),
+    ('rollback-cut-away', 3, 3, 1, [], 'exact'),
+    ('equal-early-default', 3, 0, 3, [], 'full'),
+    ('equal-early-Q', 3, 0, 3, ['-Q'], 'place'),
+    ('equal-last-Q', 3, 3, 3, ['-Q'], 'full'),
+]
+
+
+@pytest.mark.parametrize('kind', ['rs', 'py-z'])
+@pytest.mark.parametrize('case', FLIP_CASES, ids=[c[0] for c in FLIP_CASES])
+def test_one_byte_changed_in_the_prefix(sc, tools, kind, case):
+    """Default mode checks every range FILE keeps: any changed byte makes it
+    a full recover.  -Q checks only the last range: a byte changed before it
+    stays in FILE (the documented weakness of -Q), one inside it makes it a
+    full recover.  A byte in a range a rollback cuts away does not matter."""
+    name, at, rng_i, target_i, opts, expect = case
+    repo = sc.repos[kind]
+    out = os.path.join(sc.workdir('flip-' + name), 'Data.fs')
+    pos = mid(ranges(sc)[rng_i])
+    old = place_standby(out, repo, sc.steps[at],
+                        flip(sc.steps[at].datafs, pos))
+    target = sc.steps[target_i]
+    proc = recover(tools['rs'], repo, out, date=target.now, extra=opts)
+    what = '%s %s: byte %d changed, FILE at %s' % (name, kind, pos,
+                                                  sc.steps[at].label())
+    if expect in ('full', 'exact'):
+        check_recovered(proc, out, repo, target,
+                        'full' if expect == 'full' else 'place', old, what)
+        return
+    # In place with -Q: the changed byte is still there, the rest is the
+    # target's, and the target's index is installed.
+    assert proc.returncode == 0, describe_output(proc)
+    check_bytes(out, flip(target.datafs, pos), what, proc)
+    assert read(out + '.index') == read(
+        os.path.join(repo, target.now + '.index')), what
+    assert not os.path.exists(out + MARKER), what
+    check_how(proc, out, 'place', old, what)
+
+
+CUT_CASES = [
+    # id, FILE content, target step
+    ('inside-an-increment',
+     lambda s: s[3].datafs[:len(s[2].datafs) + 1000], 3),
+    ('inside-the-full', lambda s: s[0].datafs[:len(s[0].datafs) // 2], 1),
+    ('empty', lambda s: b'', 1),
+    ('longer-than-the-chain', lambda s: s[3].datafs + b'\0' * 100, 3),
+    ('rollback-from-inside', lambda s: s[6].datafs[:len(s[6].datafs) - 50], 5),
+    ('other-chain-length', lambda s: s[PACK_STEP - 1].datafs, 5),
+]
+
+
+@pytest.mark.parametrize('case', CUT_CASES, ids=[c[0] for c in CUT_CASES])
+def test_cut_at_a_non_boundary_length(sc, tools, case):
+    """FILE's length is not the end of any backup of the chain (and there
+    is no marker of a killed run): a full recover."""
+    name, content, target_i = case
+    repo = sc.repos['rs-z']
+    out = os.path.join(sc.workdir('cut-' + name), 'Data.fs')
+    data = content(sc.steps)
+    target = sc.steps[target_i]
+    ends = {len(s.datafs) for s in sc.chain_of(target)}
+    assert len(data) not in ends, 'the test case is not what it claims'
+    old = place_standby(out, repo, sc.steps[0], data)
+    proc = recover(tools['rs'], repo, out, date=target.now)
+    check_recovered(proc, out, repo, target, 'full', old, 'FILE ' + name)
+
+
+def test_stale_or_missing_index_on_an_up_to_date_standby(sc, tools):
+    """FILE already the target: only FILE.index is put right."""
+    repo = sc.repos['py']
+    out = os.path.join(sc.workdir('index'), 'Data.fs')
+    target = sc.steps[2]
+    for damage in ('missing', 'stale', 'junk'):
+        old = place_standby(out, repo, target)
+        if damage == 'missing':
+            os.remove(out + '.index')
+        elif damage == 'stale':
+            shutil.copyfile(os.path.join(repo, sc.steps[1].now + '.index'),
+                            out + '.index')
+        else:
+            write(out + '.index', b'junk' * 100)
+        proc = recover(tools['rs'], repo, out, date=target.now)
+        check_recovered(proc, out, repo, target, 'place', old,
+                        'up to date standby, index ' + damage)
+
+
+def test_second_hard_link_makes_it_full(sc, tools):
+    """FILE with another hard link: a full recover; the other name keeps the
+    old file, untouched."""
+    repo = sc.repos['rs']
+    d = sc.workdir('hardlink')
+    out = os.path.join(d, 'Data.fs')
+    other = os.path.join(d, 'other-name.fs')
+    for start, target in ((1, 2), (2, 1)):     # an append, a rollback
+        if os.path.exists(other):
+            os.remove(other)
+        old = place_standby(out, repo, sc.steps[start])
+        os.link(out, other)
+        proc = recover(tools['rs'], repo, out, date=sc.steps[target].now)
+        check_recovered(proc, out, repo, sc.steps[target], 'full', old,
+                        'FILE with a second hard link')
+        assert ino(other) == old and os.stat(other).st_nlink == 1
+        assert read(other) == sc.steps[start].datafs, (
+            'the other hard link was changed')
+
+
+def test_locked_file_makes_it_full(sc, tools):
+    """FILE.lock locked (as by a running ZODB): a full recover.  A FILE.lock
+    that nobody holds does not matter."""
+    repo = sc.repos['py-z']
+    out = os.path.join(sc.workdir('lock'), 'Data.fs')
+    old = place_standby(out, repo, sc.steps[1])
+    with open(out + '.lock', 'a+') as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = recover(tools['rs'], repo, out, date=sc.steps[2].now)
+        check_recovered(proc, out, repo, sc.steps[2], 'full', old,
+                        'FILE.lock held by another process')
+    old = ino(out)
+    proc = recover(tools['rs'], repo, out, date=sc.steps[3].now)
+    check_recovered(proc, out, repo, sc.steps[3], 'place', old,
+                    'FILE.lock present, not held')
+
+
+def test_no_dat_log_makes_it_full(sc, tools):
+    """Without the chain's .dat there are no boundaries: a full recover,
+    the same bytes as Python's."""
+    repo = sc.copy_repo('rs')
+    os.remove(os.path.join(repo, sc.steps[PACK_STEP].now + '.dat'))
+    out = os.path.join(sc.workdir('nodat'), 'Data.fs')
+    old = place_standby(out, repo, sc.steps[PACK_STEP])
+    proc = recover(tools['rs'], repo, out)
+    check_recovered(proc, out, repo, sc.newest, 'full', old, 'no .dat')
+    other = os.path.join(sc.workdir('nodat-py'), 'Data.fs')
+    proc = recover(tools['py'], repo, other)
+    assert proc.returncode == 0, describe_output(proc)
+    assert read(other) == read(out)
+
+
+def test_file_not_writable_makes_it_full(sc, tools):
+    """FILE cannot be opened for writing (read-only, the run not root) but
+    its directory is writable: a full recover replaces it."""
+    if not shutil.which('setpriv') or os.getuid() != 0:
+        pytest.skip('needs root and setpriv to run repozo as another user')
+    base = os.path.join('/tmp', 'standby-ro-%d' % os.getpid())
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    try:
+        os.chmod(base, 0o755)
+        repo = os.path.join(base, 'repo')
+        shutil.copytree(sc.repos['rs'], repo)
+        for dirpath, _, files in os.walk(repo):
+            os.chmod(dirpath, 0o777)
+            for f in files:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        d = os.path.join(base, 'standby')
+        os.makedirs(d)
+        os.chmod(d, 0o777)
+        out = os.path.join(d, 'Data.fs')
+        old = place_standby(out, repo, sc.steps[1])
+        os.chmod(out, 0o444)
+        os.chmod(out + '.index', 0o666)
+        tool = type(tools['rs'])('rust-as-nobody', [
+            'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+            str(rs_bin_path())])
+        proc = recover(tool, repo, out, date=sc.steps[2].now)
+        check_recovered(proc, out, repo, sc.steps[2], 'full', old,
+                        'read-only FILE')
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize('kind,opts', [('rs-z', []), ('py', ['-w'])],
+                         ids=['corrupt-deltafsz', 'w-mismatch'])
+def test_error_while_appending_puts_file_back(sc, tools, kind, opts):
+    """The second of two increments to append is damaged (a gzip error; an
+    md5 mismatch with -w): exit 1 and FILE is back where it was, the first
+    increment's bytes gone.  With the repository repaired, the same command
+    then recovers in place."""
+    repo = sc.copy_repo(kind)
+    start, target = sc.steps[1], sc.steps[3]
+    name = [n for n in os.listdir(repo) if n.startswith(target.now + '.delta')]
+    assert len(name) == 1, name
+    damaged = os.path.join(repo, name[0])
+    good = read(damaged)
+    write(damaged, flip(good, len(good) // 2))
+    out = os.path.join(sc.workdir('error-' + kind), 'Data.fs')
+    old = place_standby(out, repo, start)
+    proc = recover(tools['rs'], repo, out, date=target.now, extra=opts)
+    what = 'appending a damaged %s %s' % (name[0], opts)
+    assert proc.returncode == 1, '%s: expected exit 1\n%s' % (
+        what, describe_output(proc))
+    check_bytes(out, start.datafs, what, proc)
+    assert ino(out) == old, '%s: FILE was replaced' % what
+    write(damaged, good)
+    proc = recover(tools['rs'], repo, out, date=target.now, extra=opts)
+    check_recovered(proc, out, repo, target, 'place', old,
+                    'the same command once %s is repaired' % name[0])

@@ -31,10 +31,18 @@ of every .dat range FILE keeps (default), of the last one only (``-Q``);
 import datetime
 import fcntl
 import os
+import random
 import shutil
+import signal
+import subprocess
+import time
 from dataclasses import dataclass, field
 
 import pytest
+import transaction
+import ZODB
+import ZODB.FileStorage
+from persistent.mapping import PersistentMapping
 
 from conftest import describe_output, rs_bin_path
 from zodb_helpers import Model, read_state
@@ -701,3 +709,156 @@ def test_error_while_appending_puts_file_back(sc, tools, kind, opts):
     proc = recover(tools['rs'], repo, out, date=target.now, extra=opts)
     check_recovered(proc, out, repo, target, 'place', old,
                     'the same command once %s is repaired' % name[0])
+
+
+# ---------------------------------------------------------------------------
+# SIGKILL in the middle of an in-place append
+# ---------------------------------------------------------------------------
+
+BIG_KINDS = {'rs': ('rs', []), 'py-z': ('py', ['-z'])}
+BIG_CHUNK = 128 * 1024
+KILL_ROUNDS = 8
+KILL_SEED = 1212
+
+
+def commit_big(path, rng, tag, n_txn, per_txn):
+    """``n_txn`` transactions of ``per_txn`` random chunks of BIG_CHUNK."""
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    try:
+        for t in range(n_txn):
+            with db.transaction('%s %d' % (tag, t)) as conn:
+                root = conn.root()
+                root['%s-%d' % (tag, t)] = PersistentMapping(
+                    {'c%d' % i: rng.randbytes(BIG_CHUNK)
+                     for i in range(per_txn)})
+    finally:
+        db.close()
+    transaction.abort()
+
+
+def root_keys(path):
+    """(sorted root keys, used_index) of a FileStorage opened read-only."""
+    storage = ZODB.FileStorage.FileStorage(path, read_only=True)
+    used = storage._used_index
+    db = ZODB.DB(storage)
+    try:
+        conn = db.open(transaction_manager=transaction.TransactionManager())
+        try:
+            return sorted(conn.root().keys()), used
+        finally:
+            conn.close()
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope='module')
+def big(tools, tmp_path_factory):
+    """A database with a ~1 MB full backup and three ~4 MB increments."""
+    base = str(tmp_path_factory.mktemp('standby-big'))
+    datafs = os.path.join(base, 'Data.fs')
+    rng = random.Random(KILL_SEED)
+    repos = {k: os.path.join(base, 'repo-' + k) for k in BIG_KINDS}
+    for r in repos.values():
+        os.mkdir(r)
+    clock = CLOCK_START
+    steps = []
+    for i in range(4):
+        if i == 0:
+            commit_big(datafs, rng, 'full', 1, 8)
+        else:
+            commit_big(datafs, rng, 'inc%d' % i, 4, 8)
+        now = fmt_now(clock)
+        clock += CLOCK_STEP
+        step = Step(i, 'big', now, read(datafs), {}, 0)
+        step.expected = root_keys(datafs)[0]
+        for kind, (who, opts) in BIG_KINDS.items():
+            step.procs[kind] = tools[who].run(
+                ['-B', '-r', repos[kind], '-f', datafs] + opts, now=now)
+            assert step.procs[kind].returncode == 0, describe_output(
+                step.procs[kind])
+        steps.append(step)
+    assert len(steps[-1].datafs) - len(steps[0].datafs) > 12_000_000
+    return Scenario(base, repos, steps, fmt_now(clock))
+
+
+def popen_recover(repo, out):
+    env = dict(os.environ, REPOZO_TEST_NOW='2030-01-01-00-00-00')
+    return subprocess.Popen([str(rs_bin_path()), '-R', '-v', '-r', repo,
+                             '-o', out], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize('kind', list(BIG_KINDS))
+def test_sigkill_during_in_place_append_then_rerun(big, tools, kind):
+    """Kill an in-place append (12 MB from the full backup or 8 MB from the
+    first increment) once to three times at random moments, then run the
+    same command again: FILE is exactly the newest backup, with its index,
+    in place, no marker left.  While killed, FILE without a marker is either
+    untouched or complete."""
+    repo = big.repos[kind]
+    target = big.newest
+    out = os.path.join(big.workdir('kill-' + kind), 'Data.fs')
+    want_index = read(os.path.join(repo, target.now + '.index'))
+
+    # An uninterrupted run first: it must work, and it sets the time scale.
+    old = place_standby(out, repo, big.steps[0])
+    t0 = time.monotonic()
+    proc = recover(tools['rs'], repo, out)
+    duration = time.monotonic() - t0
+    assert proc.returncode == 0, describe_output(proc)
+    check_bytes(out, target.datafs, 'uninterrupted append', proc)
+    check_how(proc, out, 'place', old, 'uninterrupted append')
+
+    rng = random.Random(KILL_SEED)
+    killed_with_marker = 0
+    for rnd in range(KILL_ROUNDS):
+        start = big.steps[rng.choice((0, 1))]
+        old = place_standby(out, repo, start)
+        kills = rng.randint(1, 3)
+        for k in range(kills):
+            delay = rng.uniform(0.0, duration * 1.2)
+            p = popen_recover(repo, out)
+            time.sleep(delay)
+            p.send_signal(signal.SIGKILL)
+            p.communicate()
+            what = 'round %d kill %d after %.3fs (from %s)' % (
+                rnd, k, delay, start.label())
+            data = read(out)
+            assert ino(out) == old, '%s: FILE was replaced' % what
+            assert data[:len(start.datafs)] == start.datafs, (
+                '%s: the bytes FILE had were changed' % what)
+            if os.path.exists(out + MARKER):
+                killed_with_marker += 1
+            else:
+                assert data in (start.datafs, target.datafs), (
+                    '%s: FILE changed (%d bytes) but no %s marker'
+                    % (what, len(data), MARKER))
+        proc = recover(tools['rs'], repo, out)
+        what = 'round %d: rerun after %d kill(s)' % (rnd, kills)
+        assert proc.returncode == 0, '%s\n%s' % (what, describe_output(proc))
+        check_bytes(out, target.datafs, what, proc)
+        assert read(out + '.index') == want_index, what
+        assert not os.path.exists(out + MARKER), what
+        keys, used = root_keys(out)
+        assert keys == target.expected and used == 1, what
+        check_how(proc, out, 'place', old, what)
+    # A killed run, then a run for another date: still the exact state.
+    for rnd in range(3):
+        old = place_standby(out, repo, big.steps[0])
+        p = popen_recover(repo, out)
+        time.sleep(rng.uniform(0.0, duration))
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        if os.path.exists(out + MARKER):
+            killed_with_marker += 1
+        step = big.steps[rng.choice((1, 2))]
+        proc = recover(tools['rs'], repo, out, date=step.now)
+        what = 'killed, then -D %s' % step.label()
+        assert proc.returncode == 0, '%s\n%s' % (what, describe_output(proc))
+        check_bytes(out, step.datafs, what, proc)
+        assert read(out + '.index') == read(
+            os.path.join(repo, step.now + '.index')), what
+        assert not os.path.exists(out + MARKER), what
+        check_how(proc, out, 'place', old, what)
+    print('%s: %d of the kills left a marker (run takes %.2fs)'
+          % (kind, killed_with_marker, duration))

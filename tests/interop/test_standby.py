@@ -44,6 +44,7 @@ import ZODB
 import ZODB.FileStorage
 from persistent.mapping import PersistentMapping
 
+from blob_helpers import BlobModel, blob_snapshot, read_layout
 from conftest import describe_output, rs_bin_path
 from zodb_helpers import Model, read_state
 
@@ -862,3 +863,210 @@ def test_sigkill_during_in_place_append_then_rerun(big, tools, kind):
         check_how(proc, out, 'place', old, what)
     print('%s: %d of the kills left a marker (run takes %.2fs)'
           % (kind, killed_with_marker, duration))
+
+
+# ---------------------------------------------------------------------------
+# A standby with a blob directory
+# ---------------------------------------------------------------------------
+
+def _blob_create(m):
+    m.add(5, sizes=(0, 200 * 1024))
+    m.add(3)
+
+
+def _blob_more(m):
+    m.add(3)
+    m.change(2)
+
+
+def _blob_change(m):
+    m.change(1)
+    m.plain()
+
+
+def _blob_pack(m):
+    m.delete(2)
+    m.pack()
+    m.add(1)
+
+
+def _blob_after(m):
+    m.add(2)
+    m.change(1)
+
+
+BLOB_STEPS = [
+    ('create', _blob_create, []),           # full
+    ('more', _blob_more, []),
+    ('change', _blob_change, ['-z']),
+    ('pack', _blob_pack, []),               # full (new chain)
+    ('after-pack', _blob_after, ['-z']),
+    ('final', lambda m: m.add(1), []),
+]
+
+
+@dataclass
+class BlobStep(Step):
+    blobs: dict = field(default_factory=dict)    # live snapshot
+    layout: str = None
+
+
+@pytest.fixture(scope='module')
+def blob_sc(tools, tmp_path_factory):
+    base = str(tmp_path_factory.mktemp('standby-blobs'))
+    live = os.path.join(base, 'live')
+    repo = os.path.join(base, 'repo')
+    os.makedirs(live)
+    os.makedirs(repo)
+    model = BlobModel(live, seed=20240702)
+    clock = CLOCK_START
+    steps = []
+    chain = 0
+    for i, (name, change, opts) in enumerate(BLOB_STEPS):
+        change(model)
+        now = fmt_now(clock)
+        clock += CLOCK_STEP
+        if name == 'pack':
+            chain = i
+        step = BlobStep(i, name, now, read(model.path),
+                        dict(model.contents), chain,
+                        blobs=blob_snapshot(model.blob_dir),
+                        layout=read_layout(model.blob_dir))
+        step.procs['rs'] = tools['rs'].run(
+            ['-B', '-r', repo, '-f', model.path, '--blob-dir',
+             model.blob_dir] + opts, now=now)
+        assert step.procs['rs'].returncode == 0, describe_output(
+            step.procs['rs'])
+        steps.append(step)
+    model.close()
+    sc = Scenario(base, {'rs': repo}, steps, fmt_now(clock))
+    kinds = ['.fs' if s.index == s.chain else '.deltafs' for s in steps]
+    assert [n for n in sorted(os.listdir(repo))
+            if n.endswith(('.fs', '.deltafs', '.fsz', '.deltafsz'))] == [
+        s.now + k + ('z' if '-z' in BLOB_STEPS[s.index][2] else '')
+        for s, k in zip(steps, kinds)]
+    return sc
+
+
+def blob_inodes(blob_dir):
+    out = {}
+    for rel in blob_snapshot(blob_dir):
+        out[rel] = ino(os.path.join(blob_dir, *rel.split('/')))
+    return out
+
+
+def check_blob_standby(proc, out, blobs, repo, step, how, old_ino,
+                       old_blob_inos, what):
+    what = '%s, target %s' % (what, step.label())
+    check_recovered(proc, out, repo, step, how, old_ino, what, zodb=False)
+    got = blob_snapshot(blobs)
+    assert sorted(got) == sorted(step.blobs), (
+        '%s: blob files\n  missing: %s\n  unexpected: %s\n%s'
+        % (what, sorted(set(step.blobs) - set(got)),
+           sorted(set(got) - set(step.blobs)), describe_output(proc)))
+    wrong = [p for p in got if got[p] != step.blobs[p]]
+    assert not wrong, '%s: wrong bytes in %s' % (what, wrong)
+    assert read_layout(blobs) == step.layout, what
+    if how == 'place':
+        inos = blob_inodes(blobs)
+        replaced = [p for p in old_blob_inos
+                    if p in inos and inos[p] != old_blob_inos[p]]
+        assert not replaced, (
+            '%s: in place, blob files that stay should be left alone; '
+            'replaced: %s' % (what, replaced))
+    # ZODB opens it with the index and reads every blob.
+    storage = ZODB.FileStorage.FileStorage(out, blob_dir=blobs,
+                                           read_only=True)
+    assert storage._used_index == 1, '%s: ZODB rescanned FILE' % what
+    db = ZODB.DB(storage)
+    try:
+        conn = db.open(transaction_manager=transaction.TransactionManager())
+        try:
+            got = {}
+            for key, holder in conn.root()['files'].items():
+                with holder['blob'].open('r') as f:
+                    got[key] = f.read()
+        finally:
+            conn.close()
+    finally:
+        db.close()
+    assert got == step.expected, '%s: ZODB reads other blobs' % what
+
+
+def test_blob_standby_advanced_and_rolled_back(blob_sc, tools):
+    """Data.fs and its blob directory advanced in place backup by backup,
+    then rolled back to every earlier date; ZODB's tmp/ is left alone."""
+    repo = blob_sc.repos['rs']
+    d = blob_sc.workdir('blobs')
+    out = os.path.join(d, 'Data.fs')
+    blobs = os.path.join(d, 'blobs')
+    rs = tools['rs']
+
+    def run(date=None, extra=()):
+        args = ['--blob-dir', blobs] + list(extra)
+        return recover(rs, repo, out, date=date, extra=args)
+
+    prev = None
+    for step in blob_sc.steps:
+        old = ino(out) if prev else None
+        old_blobs = blob_inodes(blobs) if prev else {}
+        tmp_file = os.path.join(blobs, 'tmp', 'zodb-working-file')
+        if prev:
+            os.makedirs(os.path.dirname(tmp_file), exist_ok=True)
+            write(tmp_file, b'ZODB is writing this')
+        how = expected_how(prev, step)
+        proc = run(step.now)
+        check_blob_standby(proc, out, blobs, repo, step, how, old, old_blobs,
+                           'advancing with blobs from %s'
+                           % (prev.label() if prev else 'nothing'))
+        if how == 'place':
+            assert read(tmp_file) == b'ZODB is writing this', (
+                'tmp/ at the top of the blob directory was touched')
+        prev = step
+    newest = blob_sc.newest
+    for step in reversed(blob_sc.steps[:-1]):
+        # Back to the newest first (a full recover when we left the chain).
+        old = ino(out)
+        proc = run()
+        check_blob_standby(proc, out, blobs, repo, newest,
+                           expected_how(prev, newest), old,
+                           blob_inodes(blobs), 'forward again with blobs')
+        old, old_blobs = ino(out), blob_inodes(blobs)
+        proc = run(step.now)
+        check_blob_standby(proc, out, blobs, repo, step,
+                           expected_how(newest, step), old, old_blobs,
+                           'rolling back with blobs')
+        prev = step
+
+
+def test_blob_directory_damaged_makes_it_full(blob_sc, tools):
+    """A blob file missing or changed, or an unknown .blob file: a full
+    recover of both Data.fs and the blob directory."""
+    repo = blob_sc.repos['rs']
+    start, target = blob_sc.steps[1], blob_sc.steps[2]
+    rs = tools['rs']
+    for damage in ('missing', 'changed', 'unknown'):
+        d = blob_sc.workdir('blobs-' + damage)
+        out = os.path.join(d, 'Data.fs')
+        blobs = os.path.join(d, 'blobs')
+        proc = recover(rs, repo, out, date=start.now,
+                       extra=['--blob-dir', blobs])
+        assert proc.returncode == 0, describe_output(proc)
+        rel = sorted(p for p, b in start.blobs.items() if len(b) > 100)[0]
+        path = os.path.join(blobs, *rel.split('/'))
+        if damage == 'missing':
+            os.remove(path)
+        elif damage == 'changed':
+            data = read(path)
+            os.chmod(path, 0o644)
+            write(path, flip(data, len(data) // 2))
+            os.chmod(path, 0o444)
+        else:
+            write(os.path.join(os.path.dirname(path),
+                               '0x7fffffffffffffff.blob'),
+                  b'who put this here')
+        old = ino(out)
+        proc = recover(rs, repo, out, date=target.now,
+                       extra=['--blob-dir', blobs])
+        check_blob_standby(proc, out, blobs, repo, target, 'full', old, {},
+                           'blob directory with a blob file ' + damage)

@@ -73,13 +73,31 @@ Options for -R/--recover:
         A symbolic link is followed: its target is replaced, the link kept.
         A device or pipe is refused unless it is stdout itself; so is a
         file in the repository. Default: stdout, with no index.
+
+        When filename exists and holds the state of a backup of the same
+        chain (a standby recovered before), it is brought to the date in
+        place: the missing backups are appended, or, for an earlier date,
+        it is cut back. Its index is removed first and installed again at
+        the end; filename.recovering marks the work until then, and a
+        killed run is finished by the next. Any doubt (another length,
+        other bytes, another chain, other hard links to the file, a ZODB
+        holding filename.lock) and it is recovered in full; -v says why.
+    -F / --full
+        Always recover in full, never in place.
+    -Q / --quick
+        Before recovering in place, check only the md5 of the last .dat
+        range the file keeps, not of every one (a change to the earlier
+        bytes then goes unnoticed).
     -w / --with-verify
         Check each file's size and md5 against the .dat log while recovering;
-        on a mismatch the output is left untouched.
+        on a mismatch the output is left untouched (in place: cut back to
+        where it was, without its index).
     --blob-dir=dir
         With -o: make dir hold exactly the blob files of the recovered state
-        (built beside it, then swapped into place). Every backup used must
-        have been made with --blob-dir, unless its range holds no blob.
+        (built beside it, then swapped into place; in place, the blob files
+        of the appended backups are added and those of the cut ones
+        removed). Every backup used must have been made with --blob-dir,
+        unless its range holds no blob.
 
 Options for -V/--verify:
     -Q / --quick

@@ -96,8 +96,9 @@ fn boundaries(dat: &[DatEntry]) -> Vec<u64> {
 
 /// The marker left by an interrupted in-place recovery of this very file:
 /// the length from which its bytes were not yet checked.
-fn read_marker(path: &Path, identity: (u64, u64)) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+fn read_marker(path: &Path, shown: &str, identity: (u64, u64)) -> Option<u64> {
+    let bytes = open::read_regular(path, shown).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     let mut lines = text.lines();
     if lines.next()? != MARKER_HEADER {
         return None;
@@ -206,7 +207,10 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     let len = fmeta.len();
     let marker_path = with_ext(job.output, MARKER_EXT);
     let marker_shown = format!("{}.{MARKER_EXT}", job.shown);
-    let unchecked_from = read_marker(&marker_path, identity);
+    if fs::symlink_metadata(&marker_path).is_ok_and(|m| !m.is_file()) {
+        return fallback(format!("{marker_shown} is not a regular file"));
+    }
+    let unchecked_from = read_marker(&marker_path, &marker_shown, identity);
 
     // The backup FILE ends with: exactly at its length, or (after a killed
     // run of ours) the last one not beyond it.

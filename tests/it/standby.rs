@@ -183,6 +183,26 @@ fn a_standby_that_is_no_prefix_of_the_chain_is_recovered_in_full() {
     drop(lock);
     fs::remove_file(d.join("out.fs.lock")).unwrap();
 
+    // A marker that is no file of ours is never read through.
+    recover(d, Some(1), &[]);
+    fs::create_dir(d.join("out.fs.recovering")).unwrap();
+    let err = recover(d, None, &[]);
+    assert!(
+        err.contains("Recovering in full: out.fs: out.fs.recovering is not a regular file"),
+        "{err}"
+    );
+    fs::remove_dir(d.join("out.fs.recovering")).unwrap();
+    assert_state(d, newest, "marker dir");
+    recover(d, Some(1), &[]);
+    std::os::unix::fs::symlink("/dev/zero", d.join("out.fs.recovering")).unwrap();
+    full_after(
+        &[],
+        newest,
+        "out.fs.recovering is not a regular file",
+        "marker link",
+    );
+    assert!(!d.join("out.fs.recovering").exists());
+
     // A pack: the next full backup starts another chain, of which the
     // standby is no prefix.
     let mut packed = Db::new();

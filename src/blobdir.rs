@@ -46,19 +46,9 @@ impl BlobDir {
             });
         }
         let dir = File::open(path).map_err(io_err(&shown, "cannot back up blobs from"))?;
-        let marker = join(&shown, LAYOUT_FILE);
-        let layout = match open::open_regular_beneath(&dir, LAYOUT_FILE, &marker) {
-            Ok(f) => {
-                let mut text = String::new();
-                f.take(4096)
-                    .read_to_string(&mut text)
-                    .map_err(io_err(&marker, "read"))?;
-                Layout::parse(&text).ok_or_else(|| Error::UnknownLayout {
-                    path: marker.clone(),
-                    found: text.trim().chars().take(40).collect(),
-                })?
-            }
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+        let layout = match read_layout(&dir, &shown)? {
+            Some(layout) => layout,
+            None => {
                 let used = fs::read_dir(path)
                     .map_err(io_err(&shown, "cannot list"))?
                     .flatten()
@@ -69,7 +59,6 @@ impl BlobDir {
                     Layout::Bushy
                 }
             }
-            Err(e) => return Err(e),
         };
         Ok(BlobDir { dir, shown, layout })
     }
@@ -99,6 +88,30 @@ impl BlobDir {
             &self.layout.file(oid, tid),
             &self.shown_blob(oid, tid),
         )
+    }
+}
+
+/// The layout `.layout` in `dir` (shown as `shown`) names; `None` when
+/// there is no such file.
+///
+/// # Errors
+/// It cannot be read, or names no layout ZODB knows.
+fn read_layout(dir: &File, shown: &str) -> Result<Option<Layout>> {
+    let marker = join(shown, LAYOUT_FILE);
+    match open::open_regular_beneath(dir, LAYOUT_FILE, &marker) {
+        Ok(f) => {
+            let mut text = String::new();
+            f.take(4096)
+                .read_to_string(&mut text)
+                .map_err(io_err(&marker, "read"))?;
+            let layout = Layout::parse(&text).ok_or_else(|| Error::UnknownLayout {
+                path: marker.clone(),
+                found: text.trim().chars().take(40).collect(),
+            })?;
+            Ok(Some(layout))
+        }
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -480,21 +493,7 @@ impl InPlaceBlobDir {
             return Ok(None);
         }
         let dir = File::open(&target).map_err(io_err(&shown, "cannot open"))?;
-        let marker = join(&shown, LAYOUT_FILE);
-        let layout = match open::open_regular_beneath(&dir, LAYOUT_FILE, &marker) {
-            Ok(f) => {
-                let mut text = String::new();
-                f.take(4096)
-                    .read_to_string(&mut text)
-                    .map_err(io_err(&marker, "read"))?;
-                Some(Layout::parse(&text).ok_or_else(|| Error::UnknownLayout {
-                    path: marker.clone(),
-                    found: text.trim().chars().take(40).collect(),
-                })?)
-            }
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let layout = read_layout(&dir, &shown)?;
         Ok(Some(InPlaceBlobDir {
             path: target,
             shown,

@@ -2,34 +2,13 @@
 //! the real-ZODB fixtures in testdata/blobs (made by make_blobdata.py),
 //! and what hostile blob directories and damaged repositories do.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use tempfile::TempDir;
 
-use crate::common::{fails, fixture, mount_tmpfs, ok, repozo_at, run};
-
-/// Every regular file under `dir` (links and `tmp/` left out), by path
-/// relative to it, with its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            let rel = e.path().strip_prefix(base).unwrap().display().to_string();
-            if t.is_dir() && rel != "tmp" {
-                walk(base, &e.path(), out);
-            } else if t.is_file() {
-                out.insert(rel, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
+use crate::common::{fails, files, fixture, mount_tmpfs, ok, repozo_at, run};
 
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -55,7 +34,7 @@ fn site(layout: &str) -> TempDir {
     t
 }
 
-const BACKUP: &[&str] = &[
+pub const BACKUP: &[&str] = &[
     "-B",
     "-r",
     "repo",

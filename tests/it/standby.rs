@@ -10,7 +10,9 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
-use crate::common::{assert_index_is_a_scan, fails, fixture, mount_tmpfs, ok, repozo_at, Db};
+use crate::common::{
+    assert_index_is_a_scan, fails, files, fixture, mount_tmpfs, ok, repozo_at, Db,
+};
 use crate::crash::backup_killed_at;
 
 fn stamp(i: usize) -> String {
@@ -350,22 +352,7 @@ fn the_blob_directory_follows_in_place() {
         let _ = fs::remove_dir_all(d.join("blobstorage"));
         write_files(&d.join("blobstorage"), &blobs);
         fs::write(d.join("Data.fs"), &full[..pos]).unwrap();
-        ok(
-            &repozo_at(
-                d,
-                &stamp(i),
-                &[
-                    "-B",
-                    "-r",
-                    "repo",
-                    "-f",
-                    "Data.fs",
-                    "--blob-dir",
-                    "blobstorage",
-                ],
-            ),
-            "backup",
-        );
+        ok(&repozo_at(d, &stamp(i), crate::blobs::BACKUP), "backup");
         states.push((full[..pos].to_vec(), blobs));
         i += 1;
     }
@@ -435,25 +422,6 @@ fn the_blob_directory_follows_in_place() {
     let err = blob_recover(newest, &[]);
     assert!(err.contains("is missing"), "{err}");
     assert_eq!(files(&d.join("blobs")), states[newest].1);
-}
-
-/// Every regular file under `dir` but ZODB's `tmp/`, with its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            let rel = e.path().strip_prefix(base).unwrap().display().to_string();
-            if t.is_dir() && rel != "tmp" {
-                walk(base, &e.path(), out);
-            } else if t.is_file() {
-                out.insert(rel, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {

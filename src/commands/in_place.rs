@@ -125,22 +125,6 @@ fn write_marker(path: &Path, shown: &str, identity: (u64, u64), from: u64) -> Re
     f.commit(true)
 }
 
-/// ZODB's lock on FILE, taken as ZODB takes it; removed at the end if we
-/// made the file.
-struct ZodbLock {
-    path: PathBuf,
-    _file: File,
-    created: bool,
-}
-
-impl Drop for ZodbLock {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 fn with_ext(path: &Path, ext: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".");
@@ -177,13 +161,12 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     }
     let lock_path = with_ext(job.output, "lock");
     let lock_shown = format!("{}.lock", job.shown);
+    // Taken as zc.lockfile takes it, and left behind as it leaves it:
+    // removing it would let a ZODB lock the removed file while another
+    // locks a new one.
     let lock = match open::open_lock_file(&lock_path, &lock_shown) {
-        Ok((file, created)) => match file.try_lock() {
-            Ok(()) => ZodbLock {
-                path: lock_path,
-                _file: file,
-                created,
-            },
+        Ok(file) => match file.try_lock() {
+            Ok(()) => file,
             Err(fs::TryLockError::WouldBlock) => {
                 return fallback(format!(
                     "{lock_shown} is locked: a ZODB (or another recovery) has it open"

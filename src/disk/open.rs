@@ -62,36 +62,34 @@ pub(crate) fn open_regular_rw(path: &Path, shown: &str) -> Result<File> {
 }
 
 /// Open `path`, creating it if missing, for the lock it will hold: a
-/// regular file only, no link followed, never blocking. Returns the file
-/// and whether this call created it.
+/// regular file only, no link followed, never blocking.
 ///
 /// # Errors
 /// It is not a regular file, or cannot be opened or created.
-pub(crate) fn open_lock_file(path: &Path, shown: &str) -> Result<(File, bool)> {
-    let base = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let mode = Mode::from_raw_mode(0o666);
-    let (fd, created) = match rustix::fs::open(path, base | OFlags::CREATE | OFlags::EXCL, mode) {
-        Ok(fd) => (fd, true),
-        Err(rustix::io::Errno::EXIST) => (
-            rustix::fs::open(path, base, Mode::empty())
-                .map_err(|e| io_err(shown, "cannot open")(e.into()))?,
-            false,
-        ),
-        Err(e) => return Err(io_err(shown, "cannot create")(e.into())),
+pub(crate) fn open_lock_file(path: &Path, shown: &str) -> Result<File> {
+    let not_regular = || Error::Refused {
+        path: shown.to_string(),
+        action: "cannot lock",
+        why: Refusal::NotRegular,
     };
-    let file = File::from(fd);
+    // Looked at first, so that a device is never opened; looked at again
+    // after, for one swapped in between.
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_regular());
+    }
+    let flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, Mode::from_raw_mode(0o666))
+        .map(File::from)
+        .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
     if !file
         .metadata()
         .map_err(io_err(shown, "cannot open"))?
         .is_file()
     {
-        return Err(Error::Refused {
-            path: shown.to_string(),
-            action: "cannot lock",
-            why: Refusal::NotRegular,
-        });
+        return Err(not_regular());
     }
-    Ok((file, created))
+    Ok(file)
 }
 
 fn open_regular_with(

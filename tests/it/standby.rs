@@ -97,8 +97,8 @@ fn a_standby_follows_every_date_forward_and_back_in_place() {
             assert!(err.contains("Recovering in place: out.fs"), "{what}: {err}");
             assert_eq!(ino(&d.join("out.fs")), first, "{what}: replaced");
             assert_state(d, &states[i], &what);
-            // ZODB's lock file, made for the run, goes with it.
-            assert!(!d.join("out.fs.lock").exists(), "{what}");
+            // ZODB's lock file, made for the run, is left as ZODB leaves it.
+            assert!(d.join("out.fs.lock").is_file(), "{what}");
         }
         // The newest by default; with -w the appended files are checked.
         recover(d, Some(0), &[]);

@@ -456,8 +456,11 @@ pub(crate) struct Listing {
     /// Regular files by their `/`-separated path inside, with their sizes.
     pub(crate) files: std::collections::HashMap<String, u64>,
     /// An entry that is neither a directory nor a regular file (a link, a
-    /// FIFO), if any: such a directory is never changed in place.
+    /// FIFO), or whose name is no text, if any: such a directory is never
+    /// changed in place.
     pub(crate) odd: Option<String>,
+    /// The directories, by path inside.
+    pub(crate) dirs: HashSet<String>,
     /// Temporary files a killed run of ours left.
     leftovers: Vec<String>,
 }
@@ -529,7 +532,12 @@ impl InPlaceBlobDir {
             let entries = fs::read_dir(&here).map_err(io_err(&join(&self.shown, &rel), "list"))?;
             for e in entries {
                 let e = e.map_err(io_err(&join(&self.shown, &rel), "list"))?;
-                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    if listing.odd.is_none() {
+                        listing.odd = Some(join(&self.shown, &e.file_name().to_string_lossy()));
+                    }
+                    continue;
+                };
                 if rel.is_empty()
                     && (name == LAYOUT_FILE || name == ZODB_TMP || name.starts_with(INSIDE_PREFIX))
                 {
@@ -544,6 +552,7 @@ impl InPlaceBlobDir {
                     .file_type()
                     .map_err(io_err(&join(&self.shown, &path), "stat"))?;
                 if t.is_dir() {
+                    listing.dirs.insert(path.clone());
                     todo.push(path);
                 } else if t.is_file()
                     && name.starts_with(ADDING_PREFIX)
@@ -586,8 +595,14 @@ impl InPlaceBlobDir {
     /// # Errors
     /// I/O errors.
     pub(crate) fn set_layout(&self, layout: Layout) -> Result<()> {
+        // Whole or not at all: an empty `.layout` is one neither ZODB nor a
+        // later run can read.
         let marker = join(&self.shown, LAYOUT_FILE);
-        fs::write(self.path.join(LAYOUT_FILE), layout.name()).map_err(io_err(&marker, "write"))
+        let mut f = crate::disk::atomic::AtomicFile::create(&self.path.join(LAYOUT_FILE), &marker)?;
+        io::Write::write_all(f.file(), layout.name().as_bytes())
+            .map_err(io_err(&marker, "write"))?;
+        f.file().sync_all().map_err(io_err(&marker, "fsync"))?;
+        f.commit(true)
     }
 
     /// The file at `rel` inside, as shown in messages.
@@ -598,8 +613,8 @@ impl InPlaceBlobDir {
     /// Copy `src` in as the file `rel` (made read-only, its directories
     /// private as ZODB makes them): written under a temporary name beside
     /// it and renamed, so that a kill never leaves a short blob file under
-    /// a blob's name. With `md5`, the bytes must hash to it. Returns the
-    /// size written.
+    /// a blob's name. It must be `size` bytes; with `md5`, the bytes must
+    /// hash to it. Returns the size written.
     ///
     /// # Errors
     /// Reading (said against `src_shown`) or writing; [`Error::Mismatch`]
@@ -609,6 +624,7 @@ impl InPlaceBlobDir {
         rel: &str,
         src: &mut File,
         src_shown: &str,
+        size: u64,
         md5: Option<&str>,
     ) -> Result<u64> {
         let shown = join(&self.shown, rel);
@@ -645,13 +661,22 @@ impl InPlaceBlobDir {
                 }
             }),
         };
-        let size = match copied {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
+        let copied = copied.and_then(|n| {
+            if n == size {
+                Ok(n)
+            } else {
+                Err(Error::Mismatch(crate::error::Mismatch::Size {
+                    path: src_shown.to_string(),
+                    size: n,
+                    expected: size,
+                    gzip: false,
+                }))
             }
-        };
+        });
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         out.set_permissions(fs::Permissions::from_mode(FILE_MODE))
             .map_err(io_err(&shown, "set permissions"))?;
         fs::rename(&tmp, parent.join(name)).map_err(io_err(&shown, "rename into place"))?;

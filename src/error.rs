@@ -371,6 +371,12 @@ pub enum Refusal {
     },
     /// A symbolic link inside a blob directory, which could lead out of it.
     SymbolicLink,
+    /// ZODB's lock beside the file is held: a running ZODB (or another
+    /// recovery) has it open.
+    InUse {
+        /// The lock file, as shown to the user.
+        lock: String,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -393,6 +399,10 @@ impl fmt::Display for Refusal {
             }
             Refusal::Unstable => f.write_str("it keeps appearing and disappearing"),
             Refusal::Busy => f.write_str("another repozo run is writing it"),
+            Refusal::InUse { lock } => write!(
+                f,
+                "{lock} is locked: a running ZODB (or another recovery) has it open; stop it first"
+            ),
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::blobdir::{InPlaceBlobDir, Listing};
 use crate::codec::md5::Md5Thread;
 use crate::disk::atomic::{sync_dir, AtomicFile};
 use crate::disk::open;
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, Refusal, Result};
 use crate::filestorage::blob::Layout;
 use crate::log;
 use crate::log::Log;
@@ -56,6 +56,62 @@ pub(crate) struct Job<'a> {
     /// `-w`: the `.dat` log's sizes and sums, to check appended files.
     pub(crate) truth: Option<&'a HashMap<String, (u64, String)>>,
     pub(crate) blob_dir: Option<&'a Path>,
+    /// ZODB's locks, taken by the caller.
+    pub(crate) locks: &'a OutputLocks,
+}
+
+/// ZODB's locks on an existing output (`<name>.lock`, by the name `-o`
+/// gives and by the name of the file it leads to, since a ZODB may have
+/// opened it by either), held for the whole recovery: a ZODB starting on
+/// the output then fails to lock it instead of reading it half written.
+pub(crate) struct OutputLocks {
+    _held: Vec<File>,
+    /// Why a lock could not be taken (no lock file can be made there):
+    /// the output is then not changed in place.
+    missing: Option<String>,
+}
+
+/// Take ZODB's locks on the existing output `target`, shown as `shown`,
+/// which `-o given` names. They are taken as zc.lockfile takes them, and
+/// left behind as it leaves them: removing one would let a ZODB lock the
+/// removed file while another locks a new one.
+///
+/// # Errors
+/// [`Refusal::InUse`]: a lock is held, by a running ZODB or another
+/// recovery, whose file must not be replaced or changed under it.
+pub(crate) fn lock_output(given: &str, target: &Path, shown: &str) -> Result<OutputLocks> {
+    let mut locks = OutputLocks {
+        _held: Vec::new(),
+        missing: None,
+    };
+    let mut names = vec![(with_ext(Path::new(given), "lock"), format!("{given}.lock"))];
+    let at_target = (with_ext(target, "lock"), format!("{shown}.lock"));
+    if !open::same_file(
+        open::parent_dir(&names[0].0),
+        open::parent_dir(&at_target.0),
+    ) || names[0].0.file_name() != at_target.0.file_name()
+    {
+        names.push(at_target);
+    }
+    for (path, lock_shown) in names {
+        match open::open_lock_file(&path, &lock_shown) {
+            Ok(file) => match file.try_lock() {
+                Ok(()) => locks._held.push(file),
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Refused {
+                        path: shown.to_string(),
+                        action: "cannot recover into it",
+                        why: Refusal::InUse { lock: lock_shown },
+                    })
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    locks.missing = Some(format!("{lock_shown} cannot be locked: {e}"));
+                }
+            },
+            Err(e) => locks.missing = Some(e.to_string()),
+        }
+    }
+    Ok(locks)
 }
 
 /// Why FILE is recovered in full instead.
@@ -97,8 +153,12 @@ fn boundaries(dat: &[DatEntry]) -> Vec<u64> {
 /// The marker left by an interrupted in-place recovery of this very file:
 /// the length from which its bytes were not yet checked.
 fn read_marker(path: &Path, shown: &str, identity: (u64, u64)) -> Option<u64> {
-    let bytes = open::read_regular(path, shown).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
+    let mut text = String::new();
+    io::Read::read_to_string(
+        &mut io::Read::take(open::open_regular(path, shown).ok()?, 4096),
+        &mut text,
+    )
+    .ok()?;
     let mut lines = text.lines();
     if lines.next()? != MARKER_HEADER {
         return None;
@@ -159,25 +219,14 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
             meta.nlink()
         ));
     }
-    let lock_path = with_ext(job.output, "lock");
-    let lock_shown = format!("{}.lock", job.shown);
-    // Taken as zc.lockfile takes it, and left behind as it leaves it:
-    // removing it would let a ZODB lock the removed file while another
-    // locks a new one.
-    let lock = match open::open_lock_file(&lock_path, &lock_shown) {
-        Ok(file) => match file.try_lock() {
-            Ok(()) => file,
-            Err(fs::TryLockError::WouldBlock) => {
-                return fallback(format!(
-                    "{lock_shown} is locked: a ZODB (or another recovery) has it open"
-                ))
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return fallback(format!("{lock_shown} cannot be locked: {e}"))
-            }
-        },
-        Err(e) => return fallback(e.to_string()),
-    };
+    if let Some(why) = &job.locks.missing {
+        return fallback(why.clone());
+    }
+    // A reader takes no lock (a read-only FileStorage): it keeps the old
+    // file through a full recovery, but would read a changed one.
+    if let Some(who) = open::open_elsewhere(&meta) {
+        return fallback(format!("{who} has it open"));
+    }
     let mut file = match open::open_regular_rw(job.output, job.shown) {
         Ok(f) => f,
         Err(e) => return fallback(e.to_string()),
@@ -237,19 +286,28 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         }
     }
     let blobs = match job.blob_dir {
-        Some(dir) => match plan_blobs(job, dir, kept, at, log)? {
-            Ok(plan) => Some(plan),
-            Err(why) => return fallback(why.0),
+        // Whatever keeps the directory from being judged (a `.layout` we
+        // cannot read, a name that is no path) is a reason for a full
+        // recovery, which builds it anew.
+        Some(dir) => match plan_blobs(job, dir, kept, at, log) {
+            Ok(Ok(plan)) => Some(plan),
+            Ok(Err(why)) => return fallback(why.0),
+            Err(e) => return fallback(e.to_string()),
         },
         None => None,
     };
 
     let last = &job.chain[n].file;
     let from_shown = dat[at].file_name().to_string();
-    if len == target && blobs.as_ref().is_none_or(BlobPlan::is_empty) {
+    if len == target {
+        let what = if blobs.as_ref().is_none_or(BlobPlan::is_empty) {
+            "nothing to change"
+        } else {
+            "only its blob directory changes"
+        };
         log!(
             log,
-            "Recovering in place: {} already holds the state of {from_shown} ({len} bytes): nothing to append or truncate",
+            "Recovering in place: {} already holds the state of {from_shown} ({len} bytes): {what}",
             job.shown
         );
     } else if target <= ends[at] {
@@ -340,7 +398,6 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         Err(e) => return Err(io_err(&marker_shown, "remove")(e)),
     }
     sync_dir(open::parent_dir(job.output)).map_err(io_err(job.shown, "fsync its directory"))?;
-    drop(lock);
     Ok(Ok(Recovered {
         bytes: target,
         files: job.chain.len(),
@@ -413,16 +470,7 @@ impl BlobPlan {
             let shown = job.repo.display_pooled(e, st);
             let mut src = job.repo.open_pooled(e, st)?;
             let want = job.truth.is_some().then_some(st.md5.as_str());
-            let size = self.dir.add(rel, &mut src, &shown, want)?;
-            if size != st.size {
-                return Err(Error::Mismatch(crate::error::Mismatch::Size {
-                    path: shown,
-                    size,
-                    expected: st.size,
-                    gzip: false,
-                }));
-            }
-            bytes += size;
+            bytes += self.dir.add(rel, &mut src, &shown, st.size, want)?;
         }
         if self.dir.layout().is_none() {
             self.dir.set_layout(self.layout)?;
@@ -467,20 +515,23 @@ fn plan_blobs(
     let repo = job.repo;
     let dat = job.dat.expect("checked by the caller");
     let n = job.chain.len() - 1;
-    // Manifests of every backup FILE or the target covers.
+    // Manifests of every backup FILE or the target covers, which must
+    // have one, and of the later ones that do: their blob files may be
+    // there, left by a rollback a kill interrupted.
     let upto = at.max(n);
-    let mut manifests: Vec<Manifest> = Vec::with_capacity(upto + 1);
-    for e in &dat[..=upto] {
+    let mut manifests: Vec<Manifest> = Vec::with_capacity(dat.len());
+    for (i, e) in dat.iter().enumerate() {
         let Some(f) = crate::repository::DataFile::parse(e.file_name()) else {
             return no(format!("{} is no backup's name", e.file_name()));
         };
         match repo.read_manifest(&f) {
             Ok(Some(m)) => manifests.push(m),
+            Ok(None) if i > upto => break,
             Ok(None) => return no(format!("{} has no blob manifest", f.name())),
             Err(e) => return no(e.to_string()),
         }
     }
-    let Some(layout) = manifests.last().map(|m| m.layout) else {
+    let Some(layout) = manifests.get(n).map(|m| m.layout) else {
         return no("no blob manifest".into());
     };
     if manifests.iter().any(|m| m.layout != layout) {
@@ -497,7 +548,9 @@ fn plan_blobs(
     }
     let listing = bd.list()?;
     if let Some(odd) = &listing.odd {
-        return no(format!("{odd} is not a regular file"));
+        return no(format!(
+            "{odd} is neither a blob file nor a directory of them"
+        ));
     }
     let mut known: HashMap<String, (usize, &BlobEntry)> = HashMap::new();
     for (i, m) in manifests.iter().enumerate() {
@@ -549,6 +602,9 @@ fn plan_blobs(
         } else if !needed && there {
             remove.push(rel.clone());
         }
+    }
+    if let Some((rel, _)) = add.iter().find(|(rel, _)| listing.dirs.contains(rel)) {
+        return no(format!("{} is a directory", bd.shown_file(rel)));
     }
     add.sort_by(|a, b| a.0.cmp(&b.0));
     remove.sort();

@@ -174,7 +174,11 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
                 let given = opts.output.as_deref().unwrap_or_default();
                 log!(log, "Recovering file to {shown}, which {given} leads to");
             }
+            // Held until the recovery ends, in place or in full.
+            let mut locks_held = None;
             if fs::symlink_metadata(&path).is_ok() {
+                let given = opts.output.as_deref().unwrap_or(&shown);
+                let locks = locks_held.insert(in_place::lock_output(given, &path, &shown)?);
                 if opts.full {
                     log!(log, "Recovering in full: {shown}: -F given");
                 } else {
@@ -187,6 +191,7 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
                         quick: opts.quick,
                         truth: truth.as_ref(),
                         blob_dir: opts.blob_dir.as_deref(),
+                        locks,
                     };
                     if let Some(done) = in_place::recover_in_place(&job, log)? {
                         return Ok(done);

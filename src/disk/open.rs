@@ -92,6 +92,33 @@ pub(crate) fn open_lock_file(path: &Path, shown: &str) -> Result<File> {
     Ok(file)
 }
 
+/// A process other than this one that has the file `meta` describes
+/// open, as `process N (name)`: found through `/proc/*/fd`, so only among
+/// the processes we may look into (all, as root).
+pub(crate) fn open_elsewhere(meta: &fs::Metadata) -> Option<String> {
+    let me = std::process::id().to_string();
+    let wanted = (meta.dev(), meta.ino());
+    for p in fs::read_dir("/proc").ok()?.flatten() {
+        let pid = p.file_name();
+        let Some(pid) = pid.to_str() else { continue };
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let open = fds
+            .flatten()
+            .filter_map(|fd| fs::metadata(fd.path()).ok())
+            .any(|m| (m.dev(), m.ino()) == wanted);
+        if open {
+            let name = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            return Some(format!("process {pid} ({})", name.trim()));
+        }
+    }
+    None
+}
+
 fn open_regular_with(
     path: &Path,
     shown: &str,

@@ -619,21 +619,40 @@ def test_second_hard_link_makes_it_full(sc, tools):
             'the other hard link was changed')
 
 
-def test_locked_file_makes_it_full(sc, tools):
-    """FILE.lock locked (as by a running ZODB): a full recover.  A FILE.lock
-    that nobody holds does not matter."""
+def test_locked_file_is_refused(sc, tools):
+    """FILE.lock locked (as by a running ZODB, or another recovery): FILE
+    is neither changed in place nor replaced, with -F too; exit 1 naming
+    the lock.  A FILE.lock that nobody holds does not matter."""
     repo = sc.repos['py-z']
     out = os.path.join(sc.workdir('lock'), 'Data.fs')
     old = place_standby(out, repo, sc.steps[1])
     with open(out + '.lock', 'a+') as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        proc = recover(tools['rs'], repo, out, date=sc.steps[2].now)
-        check_recovered(proc, out, repo, sc.steps[2], 'full', old,
-                        'FILE.lock held by another process')
-    old = ino(out)
+        for extra in ((), ('-F',)):
+            proc = recover(tools['rs'], repo, out, date=sc.steps[2].now,
+                           extra=extra)
+            assert proc.returncode == 1, describe_output(proc)
+            assert text(proc.stderr).strip().endswith(
+                out + '.lock is locked: a running ZODB (or another recovery)'
+                ' has it open; stop it first'), describe_output(proc)
+            assert ino(out) == old
+            assert read(out) == sc.steps[1].datafs
     proc = recover(tools['rs'], repo, out, date=sc.steps[3].now)
     check_recovered(proc, out, repo, sc.steps[3], 'place', old,
                     'FILE.lock present, not held')
+
+
+def test_a_reader_makes_it_full(sc, tools):
+    """A read-only FileStorage takes no lock: with FILE open elsewhere,
+    the recovery is a full one, and the reader keeps reading its file."""
+    repo = sc.repos['rs']
+    out = os.path.join(sc.workdir('reader'), 'Data.fs')
+    old = place_standby(out, repo, sc.steps[1])
+    with open(out, 'rb') as reader:
+        proc = recover(tools['rs'], repo, out, date=sc.steps[3].now)
+        check_recovered(proc, out, repo, sc.steps[3], 'full', old,
+                        'FILE open in another process')
+        assert reader.read() == sc.steps[1].datafs
 
 
 def test_no_dat_log_makes_it_full(sc, tools):

@@ -175,35 +175,44 @@ fn a_standby_that_is_no_prefix_of_the_chain_is_recovered_in_full() {
     fs::hard_link(d.join("out.fs"), d.join("snapshot.fs")).unwrap();
     full_after(&[], newest, "it has 2 hard links", "hard link");
     assert!(fs::read(d.join("snapshot.fs")).unwrap() == states[1]);
+    // A reader (a read-only FileStorage takes no lock) keeps the old file
+    // through a full recovery; it would read a changed one.
     recover(d, Some(1), &[]);
-    let lock = fs::File::create(d.join("out.fs.lock")).unwrap();
-    lock.lock().unwrap();
-    let before = ino(&d.join("out.fs"));
-    let err = recover(d, None, &[]);
-    assert!(err.contains("out.fs.lock is locked"), "{err}");
-    assert_ne!(ino(&d.join("out.fs")), before);
-    drop(lock);
-    fs::remove_file(d.join("out.fs.lock")).unwrap();
-
-    // A marker that is no file of ours is never read through.
+    let reader = fs::File::open(d.join("out.fs")).unwrap();
+    full_after(&[], newest, "process", "a reader");
+    drop(reader);
+    // A writer, or another recovery, holds ZODB's lock, by the name given
+    // or the name it leads to: its file is neither changed nor replaced.
     recover(d, Some(1), &[]);
-    fs::create_dir(d.join("out.fs.recovering")).unwrap();
-    let err = recover(d, None, &[]);
-    assert!(
-        err.contains("Recovering in full: out.fs: out.fs.recovering is not a regular file"),
-        "{err}"
-    );
-    fs::remove_dir(d.join("out.fs.recovering")).unwrap();
-    assert_state(d, newest, "marker dir");
-    recover(d, Some(1), &[]);
-    std::os::unix::fs::symlink("/dev/zero", d.join("out.fs.recovering")).unwrap();
-    full_after(
-        &[],
-        newest,
-        "out.fs.recovering is not a regular file",
-        "marker link",
-    );
-    assert!(!d.join("out.fs.recovering").exists());
+    fs::create_dir(d.join("via")).unwrap();
+    std::os::unix::fs::symlink("../out.fs", d.join("via/link.fs")).unwrap();
+    // (the lock held, the -o given, the lock as the message shows it)
+    for (held, given, said) in [
+        ("out.fs.lock", "out.fs", "out.fs.lock"),
+        ("via/link.fs.lock", "via/link.fs", "via/link.fs.lock"),
+        ("out.fs.lock", "via/link.fs", "via/../out.fs.lock"),
+    ] {
+        let lock = fs::File::create(d.join(held)).unwrap();
+        lock.lock().unwrap();
+        let target = if given == "out.fs" {
+            "out.fs"
+        } else {
+            "via/../out.fs"
+        };
+        for extra in [&[][..], &["-F"][..]] {
+            let mut args = vec!["-R", "-r", "repo", "-o", given];
+            args.extend_from_slice(extra);
+            let err = fails(&repozo_at(d, NOW, &args), "locked");
+            assert_eq!(
+                err,
+                format!(
+                    "{target}: cannot recover into it: {said} is locked: a running ZODB (or another recovery) has it open; stop it first"
+                ),
+                "{given} {extra:?}"
+            );
+            assert!(fs::read(d.join("out.fs")).unwrap() == states[1]);
+        }
+    }
 
     // A pack: the next full backup starts another chain, of which the
     // standby is no prefix.

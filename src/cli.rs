@@ -80,8 +80,10 @@ Options for -R/--recover:
         it is cut back. Its index is removed first and installed again at
         the end; filename.recovering marks the work until then, and a
         killed run is finished by the next. Any doubt (another length,
-        other bytes, another chain, other hard links to the file, a ZODB
-        holding filename.lock) and it is recovered in full; -v says why.
+        other bytes, another chain, other hard links to the file, another
+        process reading it) and it is recovered in full; -v says why.
+        An existing filename whose ZODB lock (filename.lock) is held, by a
+        running ZODB or another recovery, is refused, -F or not.
     -F / --full
         Always recover in full, never in place.
     -Q / --quick

@@ -139,7 +139,7 @@ pub(crate) fn copy_hashed(
 }
 
 /// Files this long or longer are hashed on a thread of their own.
-const THREADED_FROM: usize = 1 << 20;
+pub(crate) const THREADED_FROM: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::blobdir::{InPlaceBlobDir, Listing};
-use crate::codec::md5::Md5Thread;
+use crate::codec::md5::{hex, Md5Thread, THREADED_FROM};
 use crate::disk::atomic::{sync_dir, AtomicFile};
 use crate::disk::open;
 use crate::error::{io_err, Error, Refusal, Result};
@@ -33,6 +33,7 @@ use crate::log::Log;
 use crate::repository::blobs::{BlobEntry, Manifest};
 use crate::repository::{DatEntry, Repository};
 use crate::{at_most, read_full, CHUNK};
+use md5::Digest;
 
 use super::recover::{concat_sizes, prepare_index, Out, Piece, Recovered};
 
@@ -408,6 +409,21 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
 /// md5 of FILE's bytes `[start, end)`, hashed on a thread beside the
 /// reading.
 fn md5_of_range(file: &File, shown: &str, start: u64, end: u64) -> Result<String> {
+    // A thread costs more than it saves on a small range (a chain of
+    // thousands of one-transaction increments).
+    if end - start < THREADED_FROM as u64 {
+        let mut buf = vec![0u8; at_most(end - start, CHUNK)];
+        let n = read_full(&mut buf, |b, done| file.read_at(b, start + done as u64))
+            .map_err(io_err(shown, "read"))?;
+        if n < buf.len() {
+            return Err(Error::Shrank {
+                path: shown.to_string(),
+                at: start + n as u64,
+                expected: end,
+            });
+        }
+        return Ok(hex(&md5::Md5::digest(&buf)));
+    }
     let mut h = Md5Thread::spawn();
     let mut buf = vec![0u8; at_most(end - start, CHUNK).max(1)];
     let mut pos = start;

@@ -55,6 +55,23 @@
 #   verify .fsz repo     repo=gz_incr: -V
 #   verify -Q .fsz repo  repo=gz_incr: -V -Q
 #   the last three again on ours_gz_full / ours_gz_incr (written by ours)
+#   In-place recover (-R -o FILE onto an existing FILE; Python deletes FILE
+#   and recovers in full, ours appends or truncates in place). FILE is
+#   $WORK/run/standby.fs; before every run (untimed) it is brought to the
+#   start state (a copy once, then truncated, or the missing tail appended),
+#   fsync'd (as a standby recovered last night is on disk: else our fsync
+#   would write the reset's dirty pages), and FILE.index is the repo's index
+#   of the start state. Both outputs must equal the expected file (cmp) and
+#   ours must keep FILE's inode (a full recover by ours is "wrong output").
+#   standby +100MB -Q    FILE = Data-a1.fs + its index, repo=full_2incr:
+#                        -R -Q -o FILE (md5 of the last range FILE keeps,
+#                        append the second increment; expect Data-a2.fs)
+#   standby +100MB default  same, -R -o FILE (md5 of every range FILE
+#                        keeps, 2.25 GB at 2G; compared with md5sum below)
+#   rollback by one increment  FILE = Data-a2.fs + its index,
+#                        repo=full_2incr: -R -o FILE -D T2 (md5 of the
+#                        ranges kept, truncate; expect Data-a1.fs)
+#   rollback by one increment, -Q  same with -Q (md5 of the last range kept)
 #   -B -Q, nothing changed, -V -Q, -R on a repository of MANY (env, default
 #                        20000) files: one full backup and MANY-1 one-
 #                        transaction increments (every step must be linear
@@ -68,7 +85,9 @@
 # result differs from Python's (.dat lines, recovered bytes, a change where
 # nothing should change) is marked "(wrong output)", its ratio n/a, and the
 # difference is listed under "Notes"; .index files that are not
-# byte-identical are only noted. Peak
+# byte-identical are only noted. A "Goals" list under the tables gives the
+# in-place rows against the goals of issue 12 (-Q and rollback ratios, the
+# default mode's time over md5sum Data.fs's, peak RSS). Peak
 # RSS is the largest of the runs' maximum resident set sizes (MB =
 # KiB/1024). Everything runs warm: the files fit in the page cache of a
 # 24 GiB machine and both tools read the same files in turn. Results: stdout
@@ -430,6 +449,90 @@ bench() {
     fi
 }
 
+# In-place recover: -R -o $STANDBY onto an existing file.
+STANDBY="$RUN/standby.fs"
+# The file (Data.fs, Data-a1.fs or Data-a2.fs) whose bytes $STANDBY holds
+# (checked by cmp after the run that made them), or empty when unknown.
+STANDBY_HOLDS=
+# Each of these is a prefix of the next (genfs --append on a copy).
+chain_rank() {
+    case "$1" in "$DATA") echo 0 ;; "$A1") echo 1 ;; "$A2") echo 2 ;; *) echo x ;; esac
+}
+
+# set_standby FILE: make $STANDBY hold FILE's bytes with one link, the
+# cheapest way (truncate to a prefix, append a missing tail, or copy), then
+# fsync it, so that no dirty page of the reset is left for the timed run.
+set_standby() {
+    local want="$1" have="$STANDBY_HOLDS" wlen hlen
+    wlen="$(stat -c %s "$want")"
+    rm -f "$STANDBY.part" "$STANDBY.lock" "$STANDBY.recovering" "$STANDBY.tmp"
+    if [ -n "$have" ] && [ -f "$STANDBY" ] && [ "$(stat -c %h "$STANDBY")" = 1 ] &&
+        [ "$(chain_rank "$have")" != x ] && [ "$(chain_rank "$want")" != x ] &&
+        [ "$(stat -c %s "$STANDBY")" = "$(stat -c %s "$have")" ]; then
+        hlen="$(stat -c %s "$STANDBY")"
+        if [ "$(chain_rank "$have")" -lt "$(chain_rank "$want")" ]; then
+            tail -c +$((hlen + 1)) "$want" >>"$STANDBY"
+        elif [ "$hlen" != "$wlen" ]; then
+            truncate -s "$wlen" "$STANDBY"
+        fi
+    else
+        rm -f "$STANDBY"
+        cp --reflink=never "$want" "$STANDBY"
+    fi
+    [ "$(stat -c %s "$STANDBY")" = "$wlen" ] || die "standby reset: $STANDBY is not $wlen bytes"
+    sync "$STANDBY"
+    STANDBY_HOLDS="$want"
+}
+
+# bench_inplace ROW "label" BASE START START_INDEX EXPECT EXPECT_INDEX NOW -- ARGS...
+#   Before each run: repository reset to BASE, $STANDBY holds START's bytes
+#   and $STANDBY.index is START_INDEX (a file of the base repository, or
+#   -). After it, $STANDBY must hold EXPECT's bytes (cmp) and, for ours,
+#   the same inode as before; $STANDBY.index is compared with EXPECT_INDEX
+#   (only noted).
+bench_inplace() {
+    local row="$1" label="$2" base="$3" start="$4" sidx="$5" expect="$6" eidx="$7" now="$8"; shift 9
+    ROWS+=("$row"); LABEL[$row]="$label"
+    say "row: $label"
+    local i tool ino
+    for ((i = 1; i <= RUNS; i++)); do
+        for tool in py ours; do
+            reset_repo "$base"
+            set_standby "$start"
+            rm -f "$STANDBY.index"
+            [ "$sidx" = - ] || cp "$WORK/base/$sidx" "$STANDBY.index"
+            sync "$STANDBY.index" "$RUN"
+            ino="$(stat -c %i "$STANDBY")"
+            STANDBY_HOLDS=
+            if timed "$tool" "$row" "$now" "$@"; then
+                if cmp -s "$STANDBY" "$expect"; then
+                    STANDBY_HOLDS="$expect"
+                else
+                    note "$row: $tool's output differs from $(basename "$expect")"
+                    touch "$RES/$row.$tool.bad"
+                fi
+                if [ "$tool" = ours ] && [ "$(stat -c %i "$STANDBY" 2>/dev/null)" != "$ino" ]; then
+                    note "$row: ours did not recover in place (new inode): $(grep -m1 'Recovering in full' "$RUN/stderr" || true)"
+                    touch "$RES/$row.ours.bad"
+                fi
+                if [ "$eidx" = - ]; then
+                    [ ! -e "$STANDBY.index" ] || note "$row: $tool left a $(basename "$STANDBY").index"
+                elif ! cmp -s "$STANDBY.index" "$WORK/base/$eidx"; then
+                    [ -f "$RES/$row.$tool.idxnote" ] ||
+                        note "$row: $tool's $(basename "$STANDBY").index is not $eidx"
+                    touch "$RES/$row.$tool.idxnote"
+                fi
+                local left
+                for left in part lock recovering; do
+                    [ ! -e "$STANDBY.$left" ] || note "$row: $tool left $(basename "$STANDBY").$left"
+                done
+            fi
+            rm -rf "$REPO"
+            [ "$(base_state)" = "$BASE_STATE" ] || die "$row: base repositories were modified by $tool; delete $WORK/.done-base-* and rerun"
+        done
+    done
+}
+
 R=(-r "$REPO")
 bench full_noidx "full backup, no Data.fs.index" - "$DATA" none "$T1" backup -- -B "${R[@]}" -f "$DATA"
 bench full_idx "full backup, current Data.fs.index" - "$DATA" saved "$T1" backup -- -B "${R[@]}" -f "$DATA"
@@ -447,6 +550,12 @@ bench verify_qz "verify -Q of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" 
 bench recover_oz "recover from a .fsz written by ours" ours_gz_full - none "$T4" "recover:$DATA" -- -R "${R[@]}" -o "$RUN/out.fs"
 bench verify_oz "verify of a .fsz repo written by ours" ours_gz_incr - none "$T4" none -- -V "${R[@]}"
 bench verify_qoz "verify -Q of a .fsz repo written by ours" ours_gz_incr - none "$T4" none -- -V -Q "${R[@]}"
+# The index each state's recover installs: the repository's, of its last backup.
+bench_inplace standby_q "standby +$APPEND in place, -R -Q" full_2incr "$A1" "full_incr/$T2.index" "$A2" "full_2incr/$T3.index" "$T4" -- -R -Q "${R[@]}" -o "$STANDBY"
+bench_inplace standby "standby +$APPEND in place, default mode" full_2incr "$A1" "full_incr/$T2.index" "$A2" "full_2incr/$T3.index" "$T4" -- -R "${R[@]}" -o "$STANDBY"
+bench_inplace rollback "rollback by one increment (-D T2), default mode" full_2incr "$A2" "full_2incr/$T3.index" "$A1" "full_incr/$T2.index" "$T4" -- -R "${R[@]}" -o "$STANDBY" -D "$T2"
+bench_inplace rollback_q "rollback by one increment (-D T2), -Q" full_2incr "$A2" "full_2incr/$T3.index" "$A1" "full_incr/$T2.index" "$T4" -- -R -Q "${R[@]}" -o "$STANDBY" -D "$T2"
+rm -f "$STANDBY"*
 bench many_q "-B -Q, $MANY files, +1 transaction" many "$MANYDATA_A" none "$TM" backup -- -B -Q "${R[@]}" -f "$MANYDATA_A"
 bench many_nochange "nothing changed, default mode, $MANY files" many "$MANYDATA" none "$TM" nochange -- -B "${R[@]}" -f "$MANYDATA"
 bench many_verify "verify -Q, $MANY files" many - none "$TM" none -- -V -Q "${R[@]}"
@@ -515,6 +624,35 @@ DATA_BYTES="$(stat -c %s "$DATA")"
         m="$(median "$RES/$row.ref")"
         echo "| ${LABEL[$row]} | $m | $(awk -v b="$DATA_BYTES" -v s="$m" 'BEGIN{ if (s > 0) printf "%.0f", b / 1e6 / s; else print "n/a" }') | $(peak_mb "$RES/$row.ref") |"
     done
+    echo
+    echo "Goals of the in-place recover (issue 12):"
+    echo
+    goal_ratio() { # ROW GOAL: "python/ours ratio R (goal >= GOAL): met|not met"
+        local p o r
+        p="$(median "$RES/$1.py")"; o="$(median "$RES/$1.ours")"; r="$(ratio "$p" "$o")"
+        if [ -f "$RES/$1.py.bad" ] || [ -f "$RES/$1.ours.bad" ]; then r=n/a; fi
+        case "$r" in
+            n/a) echo "ratio n/a (goal >= $2): not measured" ;;
+            *) echo "ratio $r, $p s / $o s (goal >= $2): $(awk -v p="$p" -v o="$o" -v g="$2" 'BEGIN { print (o == 0 || p / o >= g) ? "met" : "not met" }')" ;;
+        esac
+    }
+    echo "- standby +$APPEND, -Q: $(goal_ratio standby_q 20)"
+    o="$(median "$RES/standby.ours")"; m="$(median "$RES/md5.ref")"
+    if [ -f "$RES/standby.ours.bad" ]; then
+        echo "- standby +$APPEND, default mode: ours n/a (wrong output), md5sum Data.fs $m s (goal <= 1.2 x md5sum): not measured"
+    else
+        echo "- standby +$APPEND, default mode: ours $o s = $(awk -v o="$o" -v m="$m" 'BEGIN { if (m > 0) printf "%.2f", o / m; else print "n/a" }') x md5sum Data.fs ($m s) (goal <= 1.2): $(awk -v o="$o" -v m="$m" 'BEGIN { print (m > 0 && o / m <= 1.2) ? "met" : "not met" }');" \
+            "the ranges it checks are Data-a1.fs's $(stat -c %s "$A1") bytes, $(awk -v a="$(stat -c %s "$A1")" -v d="$DATA_BYTES" 'BEGIN { printf "%.1f", (a / d - 1) * 100 }')% more than md5sum reads; python/ours $(goal_ratio standby 1 | sed 's/ (goal.*//')"
+    fi
+    echo "- rollback by one increment, default mode: $(goal_ratio rollback 50)"
+    echo "- rollback by one increment, -Q: $(goal_ratio rollback_q 50)"
+    rss=""; rss_ok=met
+    for row in standby_q standby rollback rollback_q; do
+        pk="$(peak_mb "$RES/$row.py")"; ok="$(peak_mb "$RES/$row.ours")"
+        rss="$rss${rss:+, }$row $ok/$pk"
+        [ -n "$ok" ] && [ -n "$pk" ] && [ "$ok" -le "$pk" ] || rss_ok="not met"
+    done
+    echo "- peak RSS MB, ours/python: $rss (goal: ours <= python): $rss_ok"
     echo
     echo "Compressed sizes (-z):"
     echo

@@ -523,7 +523,7 @@ bench_inplace() {
                     touch "$RES/$row.$tool.idxnote"
                 fi
                 local left
-                for left in part lock recovering; do
+                for left in part recovering; do
                     [ ! -e "$STANDBY.$left" ] || note "$row: $tool left $(basename "$STANDBY").$left"
                 done
             fi

@@ -270,22 +270,7 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         check.sort_unstable();
         check.dedup();
     }
-    for &i in &check {
-        let e = &dat[i];
-        let sum = match md5_of_range(&file, job.shown, e.start, e.end) {
-            Ok(s) => s,
-            Err(err) => return fallback(err.to_string()),
-        };
-        if sum != e.md5 {
-            return fallback(format!(
-                "its bytes {}-{} are not those of {} (md5 {sum}, the .dat log says {})",
-                e.start,
-                e.end,
-                e.file_name(),
-                e.md5
-            ));
-        }
-    }
+    let checker = file.try_clone().map_err(io_err(job.shown, "open"))?;
     let blobs = match job.blob_dir {
         // Whatever keeps the directory from being judged (a `.layout` we
         // cannot read, a name that is no path) is a reason for a full
@@ -299,89 +284,142 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     };
 
     let last = &job.chain[n].file;
-    let from_shown = dat[at].file_name().to_string();
-    if len == target {
-        let what = if blobs.as_ref().is_none_or(BlobPlan::is_empty) {
-            "nothing to change"
-        } else {
-            "only its blob directory changes"
+    let index_shown = format!("{}.index", job.shown);
+    let index_path = PathBuf::from(&index_shown);
+    let changes = len != target || blobs.as_ref().is_some_and(|b| !b.is_empty());
+    let grows = target > ends[at];
+    let cut = target.min(ends[at]);
+    let begin = || -> Result<bool> {
+        // Written before anything changes, and kept (with its first
+        // unchecked length) until FILE is the target with its index.
+        let from = unchecked_from.map_or(ends[at], |f| f.min(ends[at]));
+        write_marker(&marker_path, &marker_shown, identity, from)?;
+        let removed = match fs::remove_file(&index_path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err(&index_shown, "remove")(e)),
         };
-        log!(
+        sync_dir(open::parent_dir(job.output)).map_err(io_err(job.shown, "fsync its directory"))?;
+        Ok(removed)
+    };
+    let prepare = || {
+        prepare_index(
+            repo,
+            last,
+            job.shown,
+            &index_path,
+            &index_shown,
+            target,
+            log,
+        )
+    };
+    // The check runs on a thread of its own beside the work that does not
+    // depend on it: an append (taken back if the check fails, before the
+    // full recovery), or the new index of a rollback (which reads FILE only
+    // below the target).
+    let from_shown = dat[at].file_name().to_string();
+    // Said once the check has passed: the append runs beside it.
+    let say = || {
+        if len == target {
+            let what = if blobs.as_ref().is_none_or(BlobPlan::is_empty) {
+                "nothing to change"
+            } else {
+                "only its blob directory changes"
+            };
+            log!(
             log,
             "Recovering in place: {} already holds the state of {from_shown} ({len} bytes): {what}",
             job.shown
         );
-    } else if target <= ends[at] {
-        log!(
+        } else if target <= ends[at] {
+            log!(
             log,
             "Recovering in place: {} holds the state of {from_shown} ({len} bytes): truncating it to {target} bytes, the end of {last}",
             job.shown
         );
-    } else {
-        log!(
+        } else {
+            log!(
             log,
             "Recovering in place: {} holds the state of {from_shown} ({len} bytes): appending {} backup file(s), up to {target} bytes",
             job.shown,
             n - at
         );
+        }
+    };
+    let mut new_index = None;
+    let mut removed = false;
+    let (verdict, worked) = std::thread::scope(|scope| {
+        let checking = scope.spawn(|| check_ranges(&checker, job, dat, &check));
+        let worked = if grows {
+            (|| {
+                removed = begin()?;
+                if let Some(b) = &blobs {
+                    b.add(job, log)?;
+                }
+                if len != cut {
+                    file.set_len(cut).map_err(io_err(job.shown, "truncate"))?;
+                }
+                if let Err(e) = append(job, &mut file, at + 1, log) {
+                    // Back to a backup's end, which a rerun checks and
+                    // goes on from; the marker stays.
+                    let _ = file.set_len(cut);
+                    let _ = file.sync_all();
+                    return Err(e);
+                }
+                file.sync_all().map_err(io_err(job.shown, "fsync"))
+            })()
+        } else {
+            prepare().map(|f| new_index = f)
+        };
+        let verdict = checking
+            .join()
+            .unwrap_or_else(|_| Some("its check failed".into()));
+        (verdict, worked)
+    });
+    if let Some(why) = verdict {
+        if grows {
+            // FILE as it was, but for its index: the full recovery
+            // replaces it.
+            let _ = file.set_len(cut);
+            let _ = file.sync_all();
+        }
+        return fallback(why);
     }
-    let index_shown = format!("{}.index", job.shown);
-    let index_path = PathBuf::from(&index_shown);
-    let changes = len != target || blobs.as_ref().is_some_and(|b| !b.is_empty());
-    if changes {
-        // Written before anything changes, and kept (with its first
-        // unchecked length) until FILE is the target with its index.
-        let from = unchecked_from.map_or(ends[at], |f| f.min(ends[at]));
-        write_marker(&marker_path, &marker_shown, identity, from)?;
-        match fs::remove_file(&index_path) {
-            Ok(()) => log!(log, "Removed old index file {index_shown}"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&index_shown, "remove")(e)),
-        }
-        sync_dir(open::parent_dir(job.output)).map_err(io_err(job.shown, "fsync its directory"))?;
+    worked?;
+    say();
+    if !grows && changes {
+        removed = begin()?;
     }
-    if let Some(b) = &blobs {
-        b.add(job, log)?;
+    if removed {
+        log!(log, "Removed old index file {index_shown}");
     }
-    if len != target {
-        let cut = target.min(ends[at]);
-        if len != cut {
-            file.set_len(cut).map_err(io_err(job.shown, "truncate"))?;
+    if !grows && changes {
+        if let Some(b) = &blobs {
+            b.add(job, log)?;
         }
-        if target > cut {
-            if let Err(e) = append(job, &mut file, at + 1, log) {
-                // Back to a backup's end, which a rerun checks and goes on
-                // from; the marker stays.
-                let _ = file.set_len(cut);
-                let _ = file.sync_all();
-                return Err(e);
-            }
+        if len != target {
+            file.set_len(target)
+                .map_err(io_err(job.shown, "truncate"))?;
+            file.sync_all().map_err(io_err(job.shown, "fsync"))?;
         }
-        file.sync_all().map_err(io_err(job.shown, "fsync"))?;
-        let got = file
-            .metadata()
-            .map_err(io_err(job.shown, "cannot stat"))?
-            .len();
-        if got != target {
-            return Err(Error::Shrank {
-                path: job.shown.to_string(),
-                at: got,
-                expected: target,
-            });
-        }
+    }
+    let got = file
+        .metadata()
+        .map_err(io_err(job.shown, "cannot stat"))?
+        .len();
+    if got != target {
+        return Err(Error::Shrank {
+            path: job.shown.to_string(),
+            at: got,
+            expected: target,
+        });
     }
     if let Some(b) = &blobs {
         b.remove()?;
     }
-    let new_index = prepare_index(
-        repo,
-        last,
-        job.shown,
-        &index_path,
-        &index_shown,
-        target,
-        log,
-    )?;
+    if grows {
+        new_index = prepare()?;
+    }
     let index_installed = new_index.is_some();
     match new_index {
         Some(f) => f.commit(true)?,
@@ -404,6 +442,70 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         files: job.chain.len(),
         index_installed,
     }))
+}
+
+/// Whether FILE's bytes in the `.dat` ranges `check` are the chain's:
+/// `None` if so, else why not. With `-Q` a range whose backup file is
+/// plain is compared with it byte for byte (cheaper than its md5 when the
+/// files are cached, and exact); otherwise the md5 is compared with the
+/// `.dat` log's, reading FILE alone.
+fn check_ranges(file: &File, job: &Job<'_>, dat: &[DatEntry], check: &[usize]) -> Option<String> {
+    for &i in check {
+        let e = &dat[i];
+        let plain = job.chain.get(i).filter(|p| job.quick && !p.file.gzip);
+        let differs = match plain {
+            Some(p) => match same_bytes(file, job, &p.file.name(), e.start, e.end) {
+                Ok(None) => continue,
+                Ok(Some(at)) => format!("byte {at} differs from {}", e.file_name()),
+                Err(err) => return Some(err.to_string()),
+            },
+            None => match md5_of_range(file, job.shown, e.start, e.end) {
+                Ok(sum) if sum == e.md5 => continue,
+                Ok(sum) => format!(
+                    "md5 {sum}, the .dat log says {} for {}",
+                    e.md5,
+                    e.file_name()
+                ),
+                Err(err) => return Some(err.to_string()),
+            },
+        };
+        return Some(format!(
+            "its bytes {}-{} are not the chain's ({differs})",
+            e.start, e.end
+        ));
+    }
+    None
+}
+
+/// Where FILE's bytes `[start, end)` first differ from the backup file
+/// `name`'s, if they do.
+fn same_bytes(file: &File, job: &Job<'_>, name: &str, start: u64, end: u64) -> Result<Option<u64>> {
+    let shown = job.repo.display(name);
+    let backup = job.repo.open(name)?;
+    let len = at_most(end - start, CHUNK).max(1);
+    let (mut ours, mut theirs) = (vec![0u8; len], vec![0u8; len]);
+    let mut pos = 0u64;
+    while start + pos < end {
+        let want = at_most(end - start - pos, len);
+        let a = read_full(&mut ours[..want], |b, done| {
+            file.read_at(b, start + pos + done as u64)
+        })
+        .map_err(io_err(job.shown, "read"))?;
+        let b = read_full(&mut theirs[..want], |b, done| {
+            backup.read_at(b, pos + done as u64)
+        })
+        .map_err(io_err(&shown, "read"))?;
+        let n = a.min(b);
+        if ours[..n] != theirs[..n] {
+            let i = (0..n).find(|&i| ours[i] != theirs[i]).unwrap_or(0);
+            return Ok(Some(start + pos + i as u64));
+        }
+        if a < want || b < want {
+            return Ok(Some(start + pos + a.min(b) as u64));
+        }
+        pos += want as u64;
+    }
+    Ok(None)
 }
 
 /// md5 of FILE's bytes `[start, end)`, hashed on a thread beside the

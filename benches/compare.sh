@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/compare.sh: time our repozo against ZODB's Python repozo.
 #
-#   benches/compare.sh [--size 2G] [--runs 3] [--work DIR] [--python PATH] [--seed N]
+#   benches/compare.sh [--size 2G] [--runs 3] [--work DIR] [--python PATH] [--seed N] [--only REGEX]
 #
 # What it does
 #   1. cargo build --release (target/release/repozo) and the genfs example.
@@ -23,7 +23,9 @@
 #                     gz_incr (+ -z Data-a1 @T2); and ours_gz_full,
 #                     ours_gz_incr: the same two written by our binary
 #                     (remade on every run, as they depend on it)
-#   4. For each row, runs Python repozo and ours alternately (py, ours, py,
+#   4. For each row (with --only, each row whose whole name matches the
+#      extended regular expression, e.g. 'standby.*|rollback.*'; the reference
+#      rows always run), runs Python repozo and ours alternately (py, ours, py,
 #      ours, ...) --runs times each. Before every run the repository is reset
 #      to the same base state at $WORK/run/repo (hard links to the base's
 #      data files, fresh copies of the .dat files, which repozo appends to)
@@ -99,6 +101,7 @@ RUNS=3
 WORK=
 PYTHON=
 SEED=1
+ONLY=
 APPEND=100M
 
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -115,6 +118,8 @@ while [ $# -gt 0 ]; do
         --python=*) PYTHON="${1#*=}"; shift ;;
         --seed) SEED="$2"; shift 2 ;;
         --seed=*) SEED="${1#*=}"; shift ;;
+        --only) ONLY="$2"; shift 2 ;;
+        --only=*) ONLY="${1#*=}"; shift ;;
         -h|--help) usage 0 ;;
         *) echo "compare.sh: unknown argument: $1" >&2; usage 2 >&2 ;;
     esac
@@ -400,8 +405,11 @@ declare -A LABEL
 #   BASE: base repository name or - (empty); SRC: source Data.fs or -;
 #   IDX: none|saved (index put next to SRC); CHECK: backup | nochange |
 #   recover:EXPECTED_FILE | gzsize | none.
+# skip ROW: true when --only leaves the row out.
+skip() { [ -n "$ONLY" ] && ! [[ "$1" =~ ^($ONLY)$ ]]; }
 bench() {
     local row="$1" label="$2" base="$3" src="$4" idx="$5" now="$6" check="$7"; shift 8
+    skip "$row" && return 0
     ROWS+=("$row"); LABEL[$row]="$label"
     say "row: $label"
     local i tool
@@ -492,6 +500,7 @@ set_standby() {
 #   (only noted).
 bench_inplace() {
     local row="$1" label="$2" base="$3" start="$4" sidx="$5" expect="$6" eidx="$7" now="$8"; shift 9
+    skip "$row" && return 0
     ROWS+=("$row"); LABEL[$row]="$label"
     say "row: $label"
     local i tool ino

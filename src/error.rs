@@ -377,6 +377,12 @@ pub enum Refusal {
         /// The lock file, as shown to the user.
         lock: String,
     },
+    /// Another process has the file open for writing (a ZODB that took
+    /// its lock by a name we do not know).
+    Written {
+        /// The process, as `process N (name)`.
+        who: String,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -399,6 +405,9 @@ impl fmt::Display for Refusal {
             }
             Refusal::Unstable => f.write_str("it keeps appearing and disappearing"),
             Refusal::Busy => f.write_str("another repozo run is writing it"),
+            Refusal::Written { who } => {
+                write!(f, "{who} has it open for writing; stop it first")
+            }
             Refusal::InUse { lock } => write!(
                 f,
                 "{lock} is locked: a running ZODB (or another recovery) has it open; stop it first"

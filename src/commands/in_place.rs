@@ -70,20 +70,26 @@ pub(crate) struct OutputLocks {
     /// Why a lock could not be taken (no lock file can be made there):
     /// the output is then not changed in place.
     missing: Option<String>,
+    /// A process reading the output: it is then not changed in place.
+    reader: Option<String>,
 }
 
 /// Take ZODB's locks on the existing output `target`, shown as `shown`,
-/// which `-o given` names. They are taken as zc.lockfile takes them, and
-/// left behind as it leaves them: removing one would let a ZODB lock the
-/// removed file while another locks a new one.
+/// which `-o given` names, and look for processes that have it open.
+/// The locks are taken as zc.lockfile takes them, and left behind as it
+/// leaves them: removing one would let a ZODB lock the removed file while
+/// another locks a new one.
 ///
 /// # Errors
 /// [`Refusal::InUse`]: a lock is held, by a running ZODB or another
-/// recovery, whose file must not be replaced or changed under it.
+/// recovery; [`Refusal::Written`]: a process has the output open for
+/// writing. Their file must not be replaced or changed under them. A lock
+/// file that cannot be opened leaves that unknown, and is an error too.
 pub(crate) fn lock_output(given: &str, target: &Path, shown: &str) -> Result<OutputLocks> {
     let mut locks = OutputLocks {
         _held: Vec::new(),
         missing: None,
+        reader: None,
     };
     let mut names = vec![(with_ext(Path::new(given), "lock"), format!("{given}.lock"))];
     let at_target = (with_ext(target, "lock"), format!("{shown}.lock"));
@@ -96,7 +102,7 @@ pub(crate) fn lock_output(given: &str, target: &Path, shown: &str) -> Result<Out
     }
     for (path, lock_shown) in names {
         match open::open_lock_file(&path, &lock_shown) {
-            Ok(file) => match file.try_lock() {
+            Ok(Some(file)) => match file.try_lock() {
                 Ok(()) => locks._held.push(file),
                 Err(fs::TryLockError::WouldBlock) => {
                     return Err(Error::Refused {
@@ -109,7 +115,30 @@ pub(crate) fn lock_output(given: &str, target: &Path, shown: &str) -> Result<Out
                     locks.missing = Some(format!("{lock_shown} cannot be locked: {e}"));
                 }
             },
-            Err(e) => locks.missing = Some(e.to_string()),
+            Ok(None) => locks.missing = Some(format!("{lock_shown} cannot be made")),
+            // No ZODB can lock a directory or a FIFO either.
+            Err(e @ Error::Refused { .. }) => locks.missing = Some(e.to_string()),
+            Err(Error::Io { path, source, .. }) => {
+                return Err(Error::Io {
+                    path,
+                    action: "cannot tell whether a ZODB holds this lock",
+                    source,
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Ok(meta) = fs::metadata(target) {
+        match open::open_elsewhere(&meta) {
+            Some(h) if h.writes => {
+                return Err(Error::Refused {
+                    path: shown.to_string(),
+                    action: "cannot recover into it",
+                    why: Refusal::Written { who: h.who },
+                })
+            }
+            Some(h) => locks.reader = Some(h.who),
+            None => {}
         }
     }
     Ok(locks)
@@ -223,9 +252,10 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     if let Some(why) = &job.locks.missing {
         return fallback(why.clone());
     }
-    // A reader takes no lock (a read-only FileStorage): it keeps the old
-    // file through a full recovery, but would read a changed one.
-    if let Some(who) = open::open_elsewhere(&meta) {
+    // A reader takes no lock (a read-only FileStorage): its open handles
+    // keep the old file through a full recovery, but would read a changed
+    // one.
+    if let Some(who) = &job.locks.reader {
         return fallback(format!("{who} has it open"));
     }
     let mut file = match open::open_regular_rw(job.output, job.shown) {
@@ -386,6 +416,25 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         return fallback(why);
     }
     worked?;
+    if !grows && changes {
+        // The check may have taken long: a reader or a hard link that came
+        // meanwhile still makes it a full recovery.
+        let now = fs::metadata(job.output).map_err(io_err(job.shown, "cannot stat"))?;
+        if now.nlink() > 1 {
+            return fallback(format!("it has {} hard links now", now.nlink()));
+        }
+        match open::open_elsewhere(&now) {
+            Some(h) if h.writes => {
+                return Err(Error::Refused {
+                    path: job.shown.to_string(),
+                    action: "cannot recover into it",
+                    why: Refusal::Written { who: h.who },
+                })
+            }
+            Some(h) => return fallback(format!("{} has it open now", h.who)),
+            None => {}
+        }
+    }
     say();
     if !grows && changes {
         removed = begin()?;

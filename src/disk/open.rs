@@ -61,25 +61,36 @@ pub(crate) fn open_regular_rw(path: &Path, shown: &str) -> Result<File> {
     )
 }
 
-/// Open `path`, creating it if missing, for the lock it will hold: a
-/// regular file only, no link followed, never blocking.
+/// Open `path`, creating it if missing, for the lock it will hold, as
+/// zc.lockfile opens ZODB's: a symbolic link is followed; only a regular
+/// file is opened (looked at before, so that a device is never opened,
+/// and after), never blocking; read-only where we may not write it (a
+/// lock needs no more). `None` when it is missing and cannot be made (no
+/// ZODB can hold it then).
 ///
 /// # Errors
-/// It is not a regular file, or cannot be opened or created.
-pub(crate) fn open_lock_file(path: &Path, shown: &str) -> Result<File> {
+/// It is not a regular file, or exists and cannot be opened.
+pub(crate) fn open_lock_file(path: &Path, shown: &str) -> Result<Option<File>> {
     let not_regular = || Error::Refused {
         path: shown.to_string(),
         action: "cannot lock",
         why: Refusal::NotRegular,
     };
-    // Looked at first, so that a device is never opened; looked at again
-    // after, for one swapped in between.
-    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+    if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(not_regular());
     }
-    let flags =
-        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = rustix::fs::open(path, flags, Mode::from_raw_mode(0o666))
+    let flags = OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o666);
+    let opened = match rustix::fs::open(path, flags | OFlags::RDWR | OFlags::CREATE, mode) {
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS | rustix::io::Errno::PERM) => {
+            match rustix::fs::open(path, flags | OFlags::RDONLY, Mode::empty()) {
+                Err(rustix::io::Errno::NOENT) => return Ok(None),
+                other => other,
+            }
+        }
+        other => other,
+    };
+    let file = opened
         .map(File::from)
         .map_err(|e| io_err(shown, "cannot open")(e.into()))?;
     if !file
@@ -89,34 +100,68 @@ pub(crate) fn open_lock_file(path: &Path, shown: &str) -> Result<File> {
     {
         return Err(not_regular());
     }
-    Ok(file)
+    Ok(Some(file))
+}
+
+/// A process that has a file open, as [`open_elsewhere`] finds it.
+pub(crate) struct Holder {
+    /// `process N (name)`.
+    pub(crate) who: String,
+    /// Whether it has the file open for writing.
+    pub(crate) writes: bool,
 }
 
 /// A process other than this one that has the file `meta` describes
-/// open, as `process N (name)`: found through `/proc/*/fd`, so only among
-/// the processes we may look into (all, as root).
-pub(crate) fn open_elsewhere(meta: &fs::Metadata) -> Option<String> {
+/// open (one writing it, if any): found through `/proc/*/fdinfo`, so only
+/// among the processes we may look into (all, as root). The inode numbers
+/// there are compared first and only a match is looked at (`stat`) through
+/// `/proc/*/fd`: a stat of every open file would hang on the first one of
+/// a hung mount.
+pub(crate) fn open_elsewhere(meta: &fs::Metadata) -> Option<Holder> {
     let me = std::process::id().to_string();
     let wanted = (meta.dev(), meta.ino());
+    let mut found: Option<Holder> = None;
     for p in fs::read_dir("/proc").ok()?.flatten() {
         let pid = p.file_name();
         let Some(pid) = pid.to_str() else { continue };
         if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+        let Ok(fds) = fs::read_dir(p.path().join("fdinfo")) else {
             continue;
         };
-        let open = fds
-            .flatten()
-            .filter_map(|fd| fs::metadata(fd.path()).ok())
-            .any(|m| (m.dev(), m.ino()) == wanted);
-        if open {
+        for fd in fds.flatten() {
+            let Ok(info) = fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            if field("ino:").and_then(|i| i.parse::<u64>().ok()) != Some(wanted.1) {
+                continue;
+            }
+            let same = fs::metadata(p.path().join("fd").join(fd.file_name()))
+                .is_ok_and(|m| (m.dev(), m.ino()) == wanted);
+            if !same {
+                continue;
+            }
+            let writes = field("flags:")
+                .and_then(|f| u32::from_str_radix(&f, 8).ok())
+                .is_some_and(|f| f & 0o3 != 0);
             let name = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-            return Some(format!("process {pid} ({})", name.trim()));
+            let holder = Holder {
+                who: format!("process {pid} ({})", name.trim()),
+                writes,
+            };
+            if writes {
+                return Some(holder);
+            }
+            found.get_or_insert(holder);
         }
     }
-    None
+    found
 }
 
 fn open_regular_with(

@@ -214,6 +214,40 @@ fn a_standby_that_is_no_prefix_of_the_chain_is_recovered_in_full() {
         }
     }
 
+    // A writer that took its lock by a name we do not know (or none), and
+    // a lock that is a link (zc.lockfile follows it, and so do we): its
+    // file is neither changed nor replaced.
+    let writer = fs::File::options()
+        .write(true)
+        .open(d.join("out.fs"))
+        .unwrap();
+    for extra in [&[][..], &["-F"][..]] {
+        let mut args = vec!["-R", "-r", "repo", "-o", "out.fs"];
+        args.extend_from_slice(extra);
+        let err = fails(&repozo_at(d, NOW, &args), "a writer");
+        assert!(
+            err.starts_with("out.fs: cannot recover into it: process "),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("has it open for writing; stop it first"),
+            "{err}"
+        );
+    }
+    drop(writer);
+    let _ = fs::remove_file(d.join("out.fs.lock"));
+    let held = fs::File::create(d.join("elsewhere.lock")).unwrap();
+    held.lock().unwrap();
+    std::os::unix::fs::symlink("elsewhere.lock", d.join("out.fs.lock")).unwrap();
+    let err = fails(
+        &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs"]),
+        "lock link",
+    );
+    assert!(err.ends_with("out.fs.lock is locked: a running ZODB (or another recovery) has it open; stop it first"), "{err}");
+    assert!(fs::read(d.join("out.fs")).unwrap() == states[1]);
+    drop(held);
+    fs::remove_file(d.join("out.fs.lock")).unwrap();
+
     // A pack: the next full backup starts another chain, of which the
     // standby is no prefix.
     let mut packed = Db::new();

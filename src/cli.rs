@@ -83,7 +83,8 @@ Options for -R/--recover:
         other bytes, another chain, other hard links to the file, another
         process reading it) and it is recovered in full; -v says why.
         An existing filename whose ZODB lock (filename.lock) is held, by a
-        running ZODB or another recovery, is refused, -F or not.
+        running ZODB or another recovery, or that another process has open
+        for writing, is refused, -F or not.
     -F / --full
         Always recover in full, never in place.
     -Q / --quick

@@ -1135,11 +1135,22 @@ fn diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
         }
     }
     for (p, a) in after {
-        if !before.contains_key(p) {
+        if !before.contains_key(p) && !is_zodb_lock(p, a, before) {
             d.push(format!("{} appeared: {}", p.display(), a.describe()));
         }
     }
     d
+}
+
+/// An empty `X.lock` beside an existing `X`: ZODB's lock file, which a
+/// recovery onto `X` takes (and leaves) as ZODB itself does.
+fn is_zodb_lock(p: &Path, node: &Node, before: &Snapshot) -> bool {
+    let empty = matches!(node, Node::File(_, Some(bytes)) if bytes.is_empty());
+    let beside = p
+        .to_str()
+        .and_then(|s| s.strip_suffix(".lock"))
+        .is_some_and(|base| before.contains_key(Path::new(base)));
+    empty && beside
 }
 
 /// Give directories back their write bits so the workspace can be removed.

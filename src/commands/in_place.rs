@@ -693,7 +693,8 @@ fn plan_blobs(
         };
         match repo.read_manifest(&f) {
             Ok(Some(m)) => manifests.push(m),
-            Ok(None) if i > upto => break,
+            // Later ones only help to recognise a killed rollback's files.
+            Ok(None) | Err(_) if i > upto => break,
             Ok(None) => return no(format!("{} has no blob manifest", f.name())),
             Err(e) => return no(e.to_string()),
         }

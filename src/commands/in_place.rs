@@ -379,7 +379,17 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     let mut new_index = None;
     let mut removed = false;
     let (verdict, worked) = std::thread::scope(|scope| {
-        let checking = scope.spawn(|| check_ranges(&checker, job, dat, &check));
+        // Where no thread can be had (a process limit), the check runs
+        // here first: slower, never a panic.
+        let spawned = std::thread::Builder::new()
+            .spawn_scoped(scope, || check_ranges(&checker, job, dat, &check));
+        let (checking, early) = match spawned {
+            Ok(handle) => (Some(handle), None),
+            Err(_) => (None, check_ranges(&checker, job, dat, &check)),
+        };
+        if early.is_some() {
+            return (early, Ok(()));
+        }
         let worked = if grows {
             (|| {
                 removed = begin()?;
@@ -401,9 +411,8 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         } else {
             prepare().map(|f| new_index = f)
         };
-        let verdict = checking
-            .join()
-            .unwrap_or_else(|_| Some("its check failed".into()));
+        let verdict =
+            checking.and_then(|c| c.join().unwrap_or_else(|_| Some("its check failed".into())));
         (verdict, worked)
     });
     if let Some(why) = verdict {

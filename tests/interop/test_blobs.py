@@ -368,8 +368,10 @@ def check_recovered(proc, out_fs, out_blobs, step, what):
     # way the blob directory was built and swapped in may stay behind.
     parent = os.path.dirname(os.path.abspath(out_blobs))
     if parent == os.path.dirname(os.path.abspath(out_fs)):
+        # ZODB's lock file, which a recovery onto an existing Data.fs
+        # takes as ZODB does, and leaves as ZODB leaves it.
         made = {os.path.basename(out_fs), os.path.basename(out_fs) + '.index',
-                os.path.basename(out_blobs)}
+                os.path.basename(out_fs) + '.lock', os.path.basename(out_blobs)}
         left = sorted(set(os.listdir(parent)) - made)
         assert not left, ('%s: left behind beside the blob directory: %s'
                           % (what, left))
@@ -648,7 +650,9 @@ def test_verify_flipped_byte_in_pool(scenario, tools):
     assert after == before, ('-R -w changed the existing blob directory '
                              'although it failed: %s -> %s'
                              % (sorted(before), sorted(after)))
-    assert sorted(os.listdir(out)) == ['Data.fs', 'blobs'], (
+    # Data.fs.lock: ZODB's lock, taken (and left, as ZODB leaves it) by a
+    # recovery onto an existing Data.fs.
+    assert sorted(os.listdir(out)) == ['Data.fs', 'Data.fs.lock', 'blobs'], (
         '-R -w left files behind: %s' % sorted(os.listdir(out)))
 
 
@@ -1025,7 +1029,8 @@ def test_recover_refuses_a_chain_missing_blobs(tools, tmp_path):
         'the message should name %s\n%s' % (inc, describe_output(proc)))
     assert (out / 'Data.fs').read_bytes() == b'existing'
     assert all_files(out_blobs) == ['keep.blob'], all_files(out_blobs)
-    assert sorted(os.listdir(out)) == ['Data.fs', 'blobs'], os.listdir(out)
+    assert sorted(os.listdir(out)) == ['Data.fs', 'Data.fs.lock', 'blobs'], (
+        os.listdir(out))
     # The state before the increment is still complete.
     proc = tools['rs'].run(['-R', '-r', repo, '-o', out_fs, '--blob-dir',
                             str(out_blobs), '-D', '2024-08-01-00-00-00'],

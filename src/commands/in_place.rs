@@ -322,14 +322,15 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     let begin = || -> Result<bool> {
         // Written before anything changes, and kept (with its first
         // unchecked length) until FILE is the target with its index.
+        // The index goes first; the marker's commit makes both durable
+        // with one fsync of the directory.
         let from = unchecked_from.map_or(ends[at], |f| f.min(ends[at]));
-        write_marker(&marker_path, &marker_shown, identity, from)?;
         let removed = match fs::remove_file(&index_path) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_err(&index_shown, "remove")(e)),
         };
-        sync_dir(open::parent_dir(job.output)).map_err(io_err(job.shown, "fsync its directory"))?;
+        write_marker(&marker_path, &marker_shown, identity, from)?;
         Ok(removed)
     };
     let prepare = || {
@@ -378,6 +379,7 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     };
     let mut new_index = None;
     let mut removed = false;
+    let started = std::time::Instant::now();
     let (verdict, worked) = std::thread::scope(|scope| {
         // Where no thread can be had (a process limit), the check runs
         // here first: slower, never a panic.
@@ -425,9 +427,9 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         return fallback(why);
     }
     worked?;
-    if !grows && changes {
-        // The check may have taken long: a reader or a hard link that came
-        // meanwhile still makes it a full recovery.
+    if !grows && changes && started.elapsed() > std::time::Duration::from_secs(1) {
+        // The check took long: a reader or a hard link that came meanwhile
+        // still makes it a full recovery.
         let now = fs::metadata(job.output).map_err(io_err(job.shown, "cannot stat"))?;
         if now.nlink() > 1 {
             return fallback(format!("it has {} hard links now", now.nlink()));
@@ -536,34 +538,50 @@ fn check_ranges(file: &File, job: &Job<'_>, dat: &[DatEntry], check: &[usize]) -
 }
 
 /// Where FILE's bytes `[start, end)` first differ from the backup file
-/// `name`'s, if they do.
+/// `name`'s, if they do. A large range is compared in two halves at once:
+/// the copying out of the page cache, not the comparing, is the cost.
 fn same_bytes(file: &File, job: &Job<'_>, name: &str, start: u64, end: u64) -> Result<Option<u64>> {
     let shown = job.repo.display(name);
     let backup = job.repo.open(name)?;
-    let len = at_most(end - start, CHUNK).max(1);
-    let (mut ours, mut theirs) = (vec![0u8; len], vec![0u8; len]);
-    let mut pos = 0u64;
-    while start + pos < end {
-        let want = at_most(end - start - pos, len);
-        let a = read_full(&mut ours[..want], |b, done| {
-            file.read_at(b, start + pos + done as u64)
-        })
-        .map_err(io_err(job.shown, "read"))?;
-        let b = read_full(&mut theirs[..want], |b, done| {
-            backup.read_at(b, pos + done as u64)
-        })
-        .map_err(io_err(&shown, "read"))?;
-        let n = a.min(b);
-        if ours[..n] != theirs[..n] {
-            let i = (0..n).find(|&i| ours[i] != theirs[i]).unwrap_or(0);
-            return Ok(Some(start + pos + i as u64));
+    let compare = |from: u64, to: u64| -> Result<Option<u64>> {
+        let len = at_most(to - from, CHUNK).max(1);
+        let (mut ours, mut theirs) = (vec![0u8; len], vec![0u8; len]);
+        let mut pos = from;
+        while pos < to {
+            let want = at_most(to - pos, len);
+            let a = read_full(&mut ours[..want], |b, done| {
+                file.read_at(b, pos + done as u64)
+            })
+            .map_err(io_err(job.shown, "read"))?;
+            let b = read_full(&mut theirs[..want], |b, done| {
+                backup.read_at(b, pos - start + done as u64)
+            })
+            .map_err(io_err(&shown, "read"))?;
+            let n = a.min(b);
+            if ours[..n] != theirs[..n] {
+                let i = (0..n).find(|&i| ours[i] != theirs[i]).unwrap_or(0);
+                return Ok(Some(pos + i as u64));
+            }
+            if n < want {
+                return Ok(Some(pos + n as u64));
+            }
+            pos += want as u64;
         }
-        if a < want || b < want {
-            return Ok(Some(start + pos + a.min(b) as u64));
-        }
-        pos += want as u64;
+        Ok(None)
+    };
+    if end - start < 16 * CHUNK as u64 {
+        return compare(start, end);
     }
-    Ok(None)
+    let mid = start + (end - start) / 2;
+    std::thread::scope(|scope| {
+        let second = std::thread::Builder::new().spawn_scoped(scope, || compare(mid, end));
+        let first = compare(start, mid)?;
+        let second = match second {
+            Ok(h) => h.join().unwrap_or_else(|_| compare(mid, end)),
+            Err(_) => compare(mid, end),
+        }?;
+        Ok(first.or(second))
+    })
 }
 
 /// md5 of FILE's bytes `[start, end)`, hashed on a thread beside the

@@ -474,3 +474,35 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
         fs::write(p, bytes).unwrap();
     }
 }
+
+/// `-Q` compares a large plain range in two halves at once: a changed
+/// byte in either is found, and named.
+#[test]
+fn a_quick_check_finds_a_change_in_either_half_of_a_large_range() {
+    let (t, states) = chain_of(2, 400, false);
+    let d = t.path();
+    let (start, end) = (states[0].len(), states[1].len());
+    assert!(
+        end - start > 16 << 20,
+        "the range is not large: {}",
+        end - start
+    );
+    for at in [start + 1000, end - 1000] {
+        recover(d, Some(1), &["-F"]);
+        let mut bytes = fs::read(d.join("out.fs")).unwrap();
+        bytes[at] ^= 0x01;
+        fs::write(d.join("out.fs"), &bytes).unwrap();
+        let err = recover(d, None, &["-Q"]);
+        assert!(
+            err.contains(&format!(
+                "its bytes {start}-{end} are not the chain's (byte {at} differs"
+            )),
+            "{at}: {err}"
+        );
+        assert_state(d, &states[2], "after the full recovery");
+    }
+    recover(d, Some(1), &["-F"]);
+    let err = recover(d, None, &["-Q"]);
+    assert!(err.contains("Recovering in place"), "{err}");
+    assert_state(d, &states[2], "in place");
+}

@@ -10,8 +10,10 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::commands::backup::BackupOptions;
-use crate::commands::recover::RecoverOptions;
+use crate::commands::recover::{PointInTime, RecoverOptions};
+use crate::commands::transactions::TransactionsOptions;
 use crate::commands::verify::VerifyOptions;
+use crate::filestorage::timestamp::parse_utc;
 use crate::repository::parse_date;
 
 /// The usage text `-h` prints.
@@ -20,11 +22,12 @@ repozo: incremental and full backups of a ZODB FileStorage (Data.fs) and its ind
 
 Usage: repozo [options]
 
-Exactly one of -B, -R, or -V must be given:
+Exactly one of -B, -R, -V or --transactions must be given:
 
     -B / --backup        Back up a Data.fs into the repository.
     -R / --recover       Rebuild a Data.fs from the repository.
     -V / --verify        Check the repository's files against its .dat log.
+    --transactions       List the transactions the repository holds.
 
     -v / --verbose       Say what is done, on stderr.
     -h / --help          Print this text and exit.
@@ -67,6 +70,16 @@ Options for -R/--recover:
         Recover the state as of this UTC time: yyyy-mm-dd[-hh[-mm[-ss]]].
         Backups whose name sorts after it are not used, so a backup taken on
         a day is not included by that day's plain date. Default: now.
+    --at=time
+        Recover the state as of the last transaction committed at or
+        before this UTC time (to the microsecond, as --transactions shows
+        it), even inside a backup file: 2024-03-05T14:02:59.250000Z (ISO
+        8601; an offset is converted to UTC, no zone means UTC) or
+        yyyy-mm-dd[-hh[-mm[-ss]]]. The oldest chain holding it is used.
+    --at-tid=tid
+        Recover up to and including this transaction (16 hex digits, 0x
+        optional, as --transactions shows it); an error if the repository
+        does not hold it. --at, --at-tid and -D exclude each other.
     -o filename / --output=filename
         Write the recovered Data.fs here (through filename.part, renamed
         when complete) and install the backup's index as filename.index.
@@ -102,6 +115,20 @@ Options for -R/--recover:
         removed). Every backup used must have been made with --blob-dir,
         unless its range holds no blob.
 
+Options for --transactions:
+    --since=time / --until=time
+        Only the transactions committed at or after / at or before this UTC
+        time (forms as for --at).
+    --json
+        One JSON object a line: tid, time, user, description, size (bytes,
+        trailer included), records, file (the backup file holding it),
+        offset and end (where it starts and ends in the Data.fs).
+
+    Each transaction is listed once, oldest first: tid, UTC time, size,
+    data records, backup file, user and description (the last two as JSON
+    strings). Plain backup files are read header to header; no pickle is
+    read.
+
 Options for -V/--verify:
     -Q / --quick
         Check file sizes only, not md5 checksums.
@@ -131,6 +158,12 @@ pub struct RawArgs {
     pub(crate) output: Option<String>,
     pub(crate) with_verify: bool,
     pub(crate) blob_dir: Option<std::ffi::OsString>,
+    pub(crate) transactions: bool,
+    pub(crate) since: Option<String>,
+    pub(crate) until: Option<String>,
+    pub(crate) json: bool,
+    pub(crate) at: Option<String>,
+    pub(crate) at_tid: Option<String>,
     pub(crate) stray: Vec<String>,
 }
 
@@ -167,6 +200,14 @@ fn command() -> Command {
             .allow_hyphen_values(true)
             .action(ArgAction::Set)
     };
+    let long_flag = |id: &'static str| Arg::new(id).long(id).action(ArgAction::SetTrue);
+    let long_value = |id: &'static str| {
+        Arg::new(id)
+            .long(id)
+            .num_args(1)
+            .allow_hyphen_values(true)
+            .action(ArgAction::Set)
+    };
     Command::new("repozo")
         .disable_help_flag(true)
         .disable_version_flag(true)
@@ -195,6 +236,12 @@ fn command() -> Command {
                 .action(ArgAction::Set)
                 .value_parser(clap::value_parser!(std::ffi::OsString)),
         )
+        .arg(long_flag("transactions"))
+        .arg(long_value("since"))
+        .arg(long_value("until"))
+        .arg(long_flag("json"))
+        .arg(long_value("at"))
+        .arg(long_value("at-tid"))
         .arg(Arg::new("stray").num_args(0..).action(ArgAction::Append))
 }
 
@@ -239,12 +286,32 @@ impl RawArgs {
             output: s("output"),
             with_verify: m.get_flag("with-verify"),
             blob_dir: m.get_one::<std::ffi::OsString>("blob-dir").cloned(),
+            transactions: m.get_flag("transactions"),
+            since: s("since"),
+            until: s("until"),
+            json: m.get_flag("json"),
+            at: s("at"),
+            at_tid: s("at-tid"),
             stray: m
                 .get_many::<String>("stray")
                 .map(|v| v.cloned().collect())
                 .unwrap_or_default(),
         }
     }
+}
+
+/// A tid as `--at-tid` takes it: 16 hex digits, `0x` optional.
+fn parse_tid(s: &str) -> Result<u64, String> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "invalid tid {s:?}: expected 16 hex digits, as --transactions shows (0x03f7048afccccccc)"
+        ));
+    }
+    u64::from_str_radix(digits, 16).map_err(|e| format!("invalid tid {s:?}: {e}"))
 }
 
 /// clap's message without its own "error:" prefix, usage and tips.
@@ -265,6 +332,8 @@ pub enum Plan {
     Recover(RecoverOptions),
     /// `-V`.
     Verify(VerifyOptions),
+    /// `--transactions`.
+    Transactions(TransactionsOptions),
 }
 
 /// A plan, whether `-v` was given, and notes about ignored options.
@@ -300,13 +369,18 @@ impl Plan {
         if modes > 1 {
             return Err(UsageError("-B, -R, and -V are mutually exclusive".into()));
         }
+        if modes > 0 && raw.transactions {
+            return Err(UsageError(
+                "--transactions and -B, -R or -V are mutually exclusive".into(),
+            ));
+        }
         if !raw.stray.is_empty() {
             return Err(UsageError(format!(
                 "Invalid arguments: {}",
                 raw.stray.join(", ")
             )));
         }
-        if modes == 0 {
+        if modes == 0 && !raw.transactions {
             return Err(UsageError(
                 "Either --backup, --recover or --verify is required".into(),
             ));
@@ -329,7 +403,47 @@ impl Plan {
             return Err(UsageError("--blob-dir must not be empty".into()));
         }
         let blob_dir = raw.blob_dir.clone().map(std::path::PathBuf::from);
-        let plan = if raw.backup > 0 {
+        let time = |given: &Option<String>| {
+            given
+                .as_deref()
+                .map(parse_utc)
+                .transpose()
+                .map_err(UsageError)
+        };
+        let mode = if raw.transactions {
+            "transactions"
+        } else if raw.backup > 0 {
+            "backup"
+        } else if raw.recover > 0 {
+            "recover"
+        } else {
+            "verify"
+        };
+        if mode != "transactions" {
+            ignore(raw.since.is_some(), "since", mode);
+            ignore(raw.until.is_some(), "until", mode);
+            ignore(raw.json, "json", mode);
+        }
+        if mode != "recover" {
+            ignore(raw.at.is_some(), "at", mode);
+            ignore(raw.at_tid.is_some(), "at-tid", mode);
+        }
+        let plan = if raw.transactions {
+            if blob_dir.is_some() {
+                return Err(UsageError(
+                    "--blob-dir is not used with --transactions".into(),
+                ));
+            }
+            ignore(raw.date.is_some(), "date", "transactions");
+            ignore(raw.output.is_some(), "output", "transactions");
+            ignore(raw.file.is_some(), "file", "transactions");
+            Plan::Transactions(TransactionsOptions {
+                repository,
+                since: time(&raw.since)?,
+                until: time(&raw.until)?,
+                json: raw.json,
+            })
+        } else if raw.backup > 0 {
             ignore(raw.date.is_some(), "date", "backup");
             ignore(raw.output.is_some(), "output", "backup");
             ignore(raw.with_verify, "with-verify", "backup");
@@ -349,6 +463,17 @@ impl Plan {
         } else if raw.recover > 0 {
             ignore(raw.file.is_some(), "file", "recover");
             ignore(raw.kill_old, "kill-old-on-full", "recover");
+            let given = [raw.date.is_some(), raw.at.is_some(), raw.at_tid.is_some()];
+            if given.iter().filter(|&&g| g).count() > 1 {
+                return Err(UsageError(
+                    "--date, --at and --at-tid are mutually exclusive".into(),
+                ));
+            }
+            let at = match (&raw.at, &raw.at_tid) {
+                (Some(_), _) => Some(PointInTime::At(time(&raw.at)?.expect("given"))),
+                (_, Some(t)) => Some(PointInTime::Tid(parse_tid(t).map_err(UsageError)?)),
+                _ => None,
+            };
             let date = raw
                 .date
                 .map(|d| parse_date(&d))
@@ -371,6 +496,7 @@ impl Plan {
                 blob_dir,
                 full: raw.full,
                 quick: raw.quick,
+                at,
             })
         } else {
             if blob_dir.is_some() {

@@ -46,6 +46,13 @@ pub struct Source {
 }
 
 impl Source {
+    /// Read the file as if it ended at `len` (if shorter than it is): for
+    /// the part of a file being cut back that stays.
+    pub(crate) fn limit(mut self, len: u64) -> Source {
+        self.size = self.size.min(len);
+        self
+    }
+
     /// Open `path` for reading and note its size.
     ///
     /// # Errors

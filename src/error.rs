@@ -134,6 +134,13 @@ pub enum Error {
         /// The stem.
         stem: String,
     },
+    /// `--at`/`--at-tid` asked for a transaction no chain holds.
+    NoTransaction {
+        /// The repository, as given.
+        repository: String,
+        /// What was asked for: `0x…` or `at or before …`.
+        wanted: String,
+    },
     /// The files found for the date start with an increment: the full
     /// backup they extend is gone, and they alone are no Data.fs.
     NoFullBackup {
@@ -209,6 +216,9 @@ impl fmt::Display for Error {
                 write!(f, "No full backup in repository before {d}")
             }
             Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
+            Error::NoTransaction { repository, wanted } => {
+                write!(f, "{repository}: no transaction {wanted} in the repository")
+            }
         }
     }
 }
@@ -274,6 +284,15 @@ pub enum Mismatch {
         /// How many blob records its range holds.
         blobs: usize,
     },
+    /// A file whose transactions stop short of its end.
+    Torn {
+        /// The file, as shown to the user.
+        path: String,
+        /// Where its last complete transaction ends, in the Data.fs.
+        end: u64,
+        /// Where the file ends, in the Data.fs.
+        expected: u64,
+    },
     /// A file does not start where the files before it end.
     Gap {
         /// The file, as shown to the user.
@@ -326,6 +345,14 @@ impl fmt::Display for Mismatch {
             Mismatch::NotABackupName { dat, listed } => {
                 write!(f, "{dat} lists {listed}, which is not a backup file name")
             }
+            Mismatch::Torn {
+                path,
+                end,
+                expected,
+            } => write!(
+                f,
+                "{path}: damaged: its last complete transaction ends at {end}, before its end at {expected}"
+            ),
             Mismatch::Gap {
                 path,
                 start,

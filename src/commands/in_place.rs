@@ -28,6 +28,7 @@ use crate::disk::atomic::{sync_dir, AtomicFile};
 use crate::disk::open;
 use crate::error::{io_err, Error, Refusal, Result};
 use crate::filestorage::blob::Layout;
+use crate::filestorage::timestamp::tid_hex;
 use crate::log;
 use crate::log::Log;
 use crate::repository::blobs::{BlobEntry, Manifest};
@@ -35,7 +36,7 @@ use crate::repository::{DatEntry, Repository};
 use crate::{at_most, read_full, CHUNK};
 use md5::Digest;
 
-use super::recover::{concat_sizes, prepare_index, Out, Piece, Recovered};
+use super::recover::{concat_sizes, new_index, Cut, Out, Piece, Recovered};
 
 /// The marker's name beside FILE, and its first line.
 pub(crate) const MARKER_EXT: &str = "recovering";
@@ -59,6 +60,8 @@ pub(crate) struct Job<'a> {
     pub(crate) blob_dir: Option<&'a Path>,
     /// ZODB's locks, taken by the caller.
     pub(crate) locks: &'a OutputLocks,
+    /// `--at`: the chain's last file is cut after this transaction.
+    pub(crate) cut: Option<&'a Cut>,
 }
 
 /// ZODB's locks on an existing output (`<name>.lock`, by the name `-o`
@@ -237,7 +240,7 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     if ends.len() <= n {
         return fallback("the .dat log does not describe the chain".into());
     }
-    let target = ends[n];
+    let target = job.cut.map_or(ends[n], |c| c.end);
 
     let meta = match fs::symlink_metadata(job.output) {
         Ok(m) if m.is_file() => m,
@@ -334,13 +337,13 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         Ok(removed)
     };
     let prepare = || {
-        prepare_index(
+        new_index(
             repo,
-            last,
-            job.shown,
+            job.chain,
+            job.cut,
+            (job.shown, target),
             &index_path,
             &index_shown,
-            target,
             log,
         )
     };
@@ -363,9 +366,13 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
             job.shown
         );
         } else if target <= ends[at] {
+            let end_of = match job.cut {
+                Some(c) => format!("transaction {} in {last}", tid_hex(c.tid)),
+                None => last.to_string(),
+            };
             log!(
             log,
-            "Recovering in place: {} holds the state of {from_shown} ({len} bytes): truncating it to {target} bytes, the end of {last}",
+            "Recovering in place: {} holds the state of {from_shown} ({len} bytes): truncating it to {target} bytes, the end of {end_of}",
             job.shown
         );
         } else {
@@ -791,7 +798,8 @@ fn plan_blobs(
     let mut remove = Vec::new();
     for (rel, (i, e)) in &known {
         let there = listing.files.contains_key(rel);
-        let needed = *i <= n && e.stored.is_some();
+        let after_cut = *i == n && job.cut.is_some_and(|c| e.tid > c.tid);
+        let needed = *i <= n && e.stored.is_some() && !after_cut;
         if needed && !there {
             add.push((rel.clone(), (*e).clone()));
         } else if !needed && there {

@@ -2,6 +2,8 @@
 //! the Data.fs reader and the disk layer. New commands land here.
 
 pub mod backup;
+pub(crate) mod history;
 mod in_place;
 pub mod recover;
+pub mod transactions;
 pub mod verify;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::blobdir::NewBlobDir;
 use crate::codec::md5::Md5Thread;
-use crate::datafs::Source;
+use crate::datafs::{Resume, Source};
 use crate::disk::atomic::{sync_dir, AtomicFile};
 use crate::disk::direct::{clones_extents, DirectWriter};
 use crate::disk::open;
@@ -37,11 +37,13 @@ use crate::filestorage::index_file;
 use crate::filestorage::records::BlobRecord;
 use crate::filestorage::records::MAGIC_LEN;
 use crate::filestorage::sanity::points_at;
+use crate::filestorage::timestamp::{last_tid_at, tid_hex, tid_time_text};
 use crate::log;
 use crate::log::Log;
 use crate::repository::lock;
 use crate::repository::{DatEntry, DataFile, Kind, Repository, Timestamp};
 
+use super::history::{self, Wanted};
 use super::in_place;
 
 /// What `-R` was asked to do.
@@ -60,7 +62,22 @@ pub struct RecoverOptions {
     /// `-Q`: before recovering in place, check only the last range the
     /// output keeps.
     pub(crate) quick: bool,
+    /// `--at`/`--at-tid`: end with this transaction, not a backup file.
+    pub(crate) at: Option<PointInTime>,
 }
+
+/// The transaction `--at` or `--at-tid` ends the recovery with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointInTime {
+    /// The last transaction at or before this UTC time.
+    At(chrono::NaiveDateTime),
+    /// Exactly this transaction.
+    Tid(u64),
+}
+
+/// What a recovery uses: the chain's files up to the date (or the
+/// transaction), its `.dat` log, and where `--at` cuts its last file.
+type Chosen = (Vec<Piece>, Option<Vec<DatEntry>>, Option<Cut>);
 
 /// A file of the chain, with the size its `.dat` line gives (none when
 /// there is no usable log).
@@ -68,6 +85,19 @@ pub struct RecoverOptions {
 pub(crate) struct Piece {
     pub(crate) file: DataFile,
     pub(crate) logged_size: Option<u64>,
+    /// `--at`: only this many of its bytes are recovered; `None`: all.
+    pub(crate) keep: Option<u64>,
+}
+
+/// Where `--at`/`--at-tid` ends a recovery inside the chain's last file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cut {
+    /// The last transaction kept.
+    pub(crate) tid: u64,
+    /// Where the last file starts in the Data.fs.
+    pub(crate) start: u64,
+    /// Where the recovered Data.fs ends: that transaction's end.
+    pub(crate) end: u64,
 }
 
 /// Where the recovered bytes go.
@@ -118,21 +148,28 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
             }
         }
     }
-    let when = opts.date.clone().unwrap_or_else(|| now.stem());
-    let found = repo.find_files(&when, log)?;
-    if found.is_empty() {
-        return Err(Error::NoFiles {
-            before: opts.date.clone(),
-        });
-    }
-    // Increments alone (their full backup deleted) are no Data.fs: without
-    // its magic and first transactions ZODB cannot open what they make.
-    if found[0].kind != Kind::Full {
-        return Err(Error::NoFullBackup {
-            before: opts.date.clone(),
-        });
-    }
-    let (chain, dat) = chain_from_dat(&repo, &found, &when, log)?;
+    let (chain, dat, cut) = match opts.at {
+        None => {
+            let when = opts.date.clone().unwrap_or_else(|| now.stem());
+            let found = repo.find_files(&when, log)?;
+            if found.is_empty() {
+                return Err(Error::NoFiles {
+                    before: opts.date.clone(),
+                });
+            }
+            // Increments alone (their full backup deleted) are no Data.fs:
+            // without its magic and first transactions ZODB cannot open
+            // what they make.
+            if found[0].kind != Kind::Full {
+                return Err(Error::NoFullBackup {
+                    before: opts.date.clone(),
+                });
+            }
+            let (chain, dat) = chain_from_dat(&repo, &found, &when, log)?;
+            (chain, dat, None)
+        }
+        Some(at) => point_in_time(&repo, at, log)?,
+    };
     check_logged_sizes(&repo, &chain)?;
     let truth = if opts.with_verify {
         Some(expected_sizes_and_sums(&repo, &chain)?)
@@ -192,6 +229,7 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
                         truth: truth.as_ref(),
                         blob_dir: opts.blob_dir.as_deref(),
                         locks,
+                        cut: cut.as_ref(),
                     };
                     if let Some(done) = in_place::recover_in_place(&job, log)? {
                         return Ok(done);
@@ -201,6 +239,7 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
             recover_to_file(
                 &repo,
                 &chain,
+                cut.as_ref(),
                 (&path, &shown),
                 truth.as_ref(),
                 opts.blob_dir.as_deref(),
@@ -208,6 +247,59 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
             )
         }
     }
+}
+
+/// The chain `--at`/`--at-tid` asks for: the oldest holding the
+/// transaction, up to the file that holds it, cut after it (no [`Cut`]
+/// when it ends that file).
+///
+/// # Errors
+/// No chain holds it; a file cannot be read or is damaged.
+fn point_in_time(repo: &Repository, at: PointInTime, log: &Log) -> Result<Chosen> {
+    let (wanted, shown) = match at {
+        PointInTime::Tid(t) => (Wanted::Tid(t), tid_hex(t)),
+        PointInTime::At(t) => {
+            let shown = format!("at or before {}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+            match last_tid_at(t) {
+                Some(bound) => (Wanted::AtOrBefore(bound), shown),
+                None => {
+                    return Err(Error::NoTransaction {
+                        repository: repo.given().to_string(),
+                        wanted: shown,
+                    })
+                }
+            }
+        }
+    };
+    let chains = history::chains(repo, log)?;
+    let found = history::find(repo, &chains, wanted, &shown)?;
+    let chain = &chains[found.chain];
+    let k = found.piece;
+    let mut pieces = chain.pieces[..=k].to_vec();
+    let (start, end) = (chain.starts[k], found.end());
+    let file = repo.display(&pieces[k].file.name());
+    log!(
+        log,
+        "Recovering to transaction {} ({}) of {file}: {end} bytes",
+        tid_hex(found.txn.tid),
+        tid_time_text(found.txn.tid)
+            .as_deref()
+            .unwrap_or("no valid time")
+    );
+    for p in &pieces {
+        log!(log, "\t{}", repo.display(&p.file.name()));
+    }
+    let cut = if chain.end(k) == Some(end) {
+        None
+    } else {
+        pieces[k].keep = Some(end - start);
+        Some(Cut {
+            tid: found.txn.tid,
+            start,
+            end,
+        })
+    };
+    Ok((pieces, chain.dat.clone(), cut))
 }
 
 /// Where `-o` sends the recovery; refused when replacing what it names
@@ -316,7 +408,7 @@ fn wrong_size(shown: &str, got: u64, want: u64, gzip: bool) -> Error {
 ///
 /// # Errors
 /// [`Error::Mismatch`] for a missing file or a gap.
-fn chain_from_dat(
+pub(crate) fn chain_from_dat(
     repo: &Repository,
     found: &[DataFile],
     when: &str,
@@ -328,6 +420,7 @@ fn chain_from_dat(
             .map(|f| Piece {
                 file: f.clone(),
                 logged_size: None,
+                keep: None,
             })
             .collect()
     };
@@ -369,6 +462,7 @@ fn chain_from_dat(
         chain.push(Piece {
             file: f,
             logged_size: Some(e.size()),
+            keep: None,
         });
     }
     let listed: HashSet<&DataFile> = chain.iter().map(|p| &p.file).collect();
@@ -396,6 +490,7 @@ pub(crate) fn gap(shown: &str, start: u64, end: u64, dat_shown: &str) -> Error {
 fn recover_to_file(
     repo: &Repository,
     chain: &[Piece],
+    cut: Option<&Cut>,
     (output, shown): (&Path, &str),
     truth: Option<&HashMap<String, (u64, String)>>,
     blob_dir: Option<&Path>,
@@ -438,8 +533,8 @@ fn recover_to_file(
         Some(dir) => Some(recover_blobs(
             repo,
             chain,
-            &sizes,
-            &part_shown,
+            cut,
+            (&part_shown, &sizes),
             dir,
             truth.is_some(),
             log,
@@ -449,16 +544,15 @@ fn recover_to_file(
 
     // Everything that can fail for want of space is done before the old
     // output or its index is touched: the new index is written aside now.
-    let last = &chain.last().expect("a chain is never empty").file;
     let index_shown = format!("{shown}.index");
     let index_path = PathBuf::from(&index_shown);
-    let new_index = prepare_index(
+    let new_index = new_index(
         repo,
-        last,
-        &part_shown,
+        chain,
+        cut,
+        (&part_shown, bytes),
         &index_path,
         &index_shown,
-        bytes,
         log,
     )?;
     // The old index goes first: a crash from here on leaves, at worst, a
@@ -511,8 +605,8 @@ fn recover_to_file(
 fn recover_blobs(
     repo: &Repository,
     chain: &[Piece],
-    sizes: &[u64],
-    part: &str,
+    cut: Option<&Cut>,
+    (part, sizes): (&str, &[u64]),
     dir: &Path,
     with_verify: bool,
     log: &Log,
@@ -555,9 +649,12 @@ fn recover_blobs(
         .unwrap_or(Layout::Bushy);
     let mut new = NewBlobDir::beside(dir, layout)?;
     let (mut files, mut bytes) = (0u64, 0u64);
-    for (p, m) in chain.iter().zip(&manifests) {
+    let last = chain.len() - 1;
+    for (i, (p, m)) in chain.iter().zip(&manifests).enumerate() {
         let Some(m) = m else { continue };
-        for e in &m.entries {
+        // Blobs of the transactions after a cut are no part of the state.
+        let after = |tid: u64| i == last && cut.is_some_and(|c| tid > c.tid);
+        for e in m.entries.iter().filter(|e| !after(e.tid)) {
             let Some(st) = &e.stored else {
                 log.notice(format_args!(
                     "{}",
@@ -594,6 +691,110 @@ struct PartFile<'a>(&'a Path);
 impl Drop for PartFile<'_> {
     fn drop(&mut self) {
         let _ = fs::remove_file(self.0);
+    }
+}
+
+/// The index to install beside a recovered Data.fs (`recovered`: its path
+/// and length): the last file's `.index` as [`prepare_index`] vouches for
+/// it; or, for a cut, the index of the file before it (checked as ZODB
+/// checks one) continued by walking the recovered bytes after it, or, with
+/// no such index, built by walking them all.
+///
+/// # Errors
+/// The recovered file cannot be read or does not end with a complete
+/// transaction; the index cannot be written.
+pub(crate) fn new_index(
+    repo: &Repository,
+    chain: &[Piece],
+    cut: Option<&Cut>,
+    (recovered_path, recovered): (&str, u64),
+    target: &Path,
+    target_shown: &str,
+    log: &Log,
+) -> Result<Option<AtomicFile>> {
+    let last = &chain.last().expect("a chain is never empty").file;
+    let Some(cut) = cut else {
+        return prepare_index(
+            repo,
+            last,
+            recovered_path,
+            target,
+            target_shown,
+            recovered,
+            log,
+        );
+    };
+    let source = Source::open(recovered_path)?.limit(recovered);
+    let resume = match chain.len().checked_sub(2) {
+        Some(before) => saved_index(repo, &chain[before].file, cut.start, &source, log)?,
+        None => None,
+    };
+    let from = resume.as_ref().map_or(0, |r| r.pos);
+    let walk = source.walk(recovered, resume, None)?;
+    if walk.end != recovered {
+        return Err(Error::Mismatch(Mismatch::Torn {
+            path: recovered_path.to_string(),
+            end: walk.end,
+            expected: recovered,
+        }));
+    }
+    log!(
+        log,
+        "Writing index file {target_shown}: {} objects, {} bytes walked",
+        walk.index.len(),
+        recovered - from
+    );
+    let mut f = AtomicFile::create(target, target_shown)?;
+    if let Ok(m) = fs::metadata(recovered_path) {
+        f.set_permissions(m.permissions());
+    }
+    let dialect = index_file::dialect_for(walk.magic);
+    index_file::save(BufWriter::new(f.file()), recovered, &walk.index, dialect)
+        .and_then(|mut w| w.flush())
+        .map_err(io_err(target_shown, "write"))?;
+    f.file().sync_all().map_err(io_err(target_shown, "fsync"))?;
+    Ok(Some(f))
+}
+
+/// `file`'s `.index`, if it describes the recovered bytes up to `pos`
+/// and passes ZODB's sanity check against them; otherwise say why not.
+///
+/// # Errors
+/// I/O errors reading the recovered file.
+fn saved_index(
+    repo: &Repository,
+    file: &DataFile,
+    pos: u64,
+    source: &Source,
+    log: &Log,
+) -> Result<Option<Resume>> {
+    let shown = repo.display(&file.index_name());
+    let loaded = repo
+        .open(&file.index_name())
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            index_file::load(BufReader::with_capacity(1 << 20, f)).map_err(|e| e.to_string())
+        });
+    match loaded {
+        Ok(ix) if ix.pos == pos && source.index_is_sane(&ix.index, pos)? => {
+            log!(log, "Continuing index file {shown} ({pos} bytes)");
+            Ok(Some(Resume {
+                pos,
+                index: ix.index,
+            }))
+        }
+        Ok(ix) => {
+            log!(
+                log,
+                "Not using index file {shown}: it describes {} bytes, not these {pos}, or does not match them",
+                ix.pos
+            );
+            Ok(None)
+        }
+        Err(e) => {
+            log!(log, "Not using index file {shown}: {e}");
+            Ok(None)
+        }
     }
 }
 
@@ -749,10 +950,14 @@ pub(crate) fn concat_sizes(
         let name = f.name();
         let shown = repo.display(&name);
         let mut one = truth.is_some().then(Md5Thread::spawn);
-        let size = match (&mut *out, one.is_none() && all.is_none() && !f.gzip) {
+        // A cut file is read whole only when its md5 is checked.
+        let mut room = p.keep.unwrap_or(u64::MAX);
+        let whole = p.keep.is_none() || one.is_some();
+        let plain_copy = one.is_none() && all.is_none() && !f.gzip;
+        let size = match (&mut *out, plain_copy) {
             (Out::File(dst), true) => {
-                let mut src = repo.open(&name)?;
-                io::copy(&mut src, *dst).map_err(|e| Error::Io {
+                let src = repo.open(&name)?;
+                io::copy(&mut src.take(room), *dst).map_err(|e| Error::Io {
                     path: format!("{shown} -> {out_shown}"),
                     action: "copy",
                     source: e,
@@ -760,16 +965,42 @@ pub(crate) fn concat_sizes(
             }
             _ => {
                 let mut r = repo.reader(&name, f.gzip)?;
-                r.for_each_chunk(|b| {
-                    for h in [&mut one, &mut all].into_iter().flatten() {
+                let mut buf = vec![0u8; r.chunk_len()];
+                let mut read = 0u64;
+                loop {
+                    let want = if whole {
+                        buf.len()
+                    } else {
+                        crate::at_most(room, buf.len())
+                    };
+                    if want == 0 {
+                        break;
+                    }
+                    let n = r.read_chunk(&mut buf[..want])?;
+                    if n == 0 {
+                        break;
+                    }
+                    let b = &buf[..n];
+                    read += n as u64;
+                    if let Some(h) = &mut one {
                         h.update(b);
                     }
-                    out.write_all(b).map_err(io_err(out_shown, "write"))
-                })?
+                    let w = crate::at_most(room, n);
+                    if let Some(h) = &mut all {
+                        h.update(&b[..w]);
+                    }
+                    out.write_all(&b[..w]).map_err(io_err(out_shown, "write"))?;
+                    room -= w as u64;
+                }
+                read
             }
         };
-        total += size;
-        sizes.push(size);
+        let written = p.keep.map_or(size, |k| k.min(size));
+        if p.keep.is_some_and(|k| k > written) {
+            return Err(wrong_size(&shown, size, p.keep.unwrap_or(0), f.gzip));
+        }
+        total += written;
+        sizes.push(written);
         if let (Some(truth), Some(one)) = (truth, one) {
             let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
                 Error::Mismatch(Mismatch::NotListed {
@@ -793,7 +1024,7 @@ pub(crate) fn concat_sizes(
         }
         // Checked before the copy for a plain file; a gzip'd one's size is
         // known only now, and a plain one may have changed since.
-        if let Some(want) = p.logged_size.filter(|&want| want != size) {
+        if let Some(want) = p.logged_size.filter(|&want| whole && want != size) {
             return Err(wrong_size(&shown, size, want, f.gzip));
         }
     }

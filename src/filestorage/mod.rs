@@ -9,3 +9,4 @@ pub mod index_file;
 pub mod pickle;
 pub mod records;
 pub(crate) mod sanity;
+pub mod timestamp;

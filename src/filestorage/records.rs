@@ -303,6 +303,35 @@ pub struct BlobRecord {
     pub back_pointer: Option<u64>,
 }
 
+/// A complete transaction, as `--transactions` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnInfo {
+    /// Where its header starts in the Data.fs.
+    pub pos: u64,
+    /// Its transaction id, which is also its commit time.
+    pub tid: u64,
+    /// `' '`, `'p'` (packed) or `'u'` (undone: not read further).
+    pub status: u8,
+    /// Bytes of the record, its trailer included: the Data.fs is
+    /// `pos + size` long right after its commit.
+    pub size: u64,
+    /// The user ZODB recorded (`transaction.setUser`).
+    pub user: Vec<u8>,
+    /// The description (`transaction.note`).
+    pub description: Vec<u8>,
+    /// How many data records it holds (0 for an undone one).
+    pub records: u64,
+}
+
+/// The transactions being noted: those complete, and the one under way.
+#[derive(Debug, Default)]
+struct TxnNotes {
+    found: Vec<TxnInfo>,
+    /// User and description of the current transaction.
+    meta: Vec<u8>,
+    records: u64,
+}
+
 /// The first bytes of the data record being skipped, kept to tell a blob.
 #[derive(Debug, Default)]
 struct BlobScan {
@@ -392,6 +421,8 @@ pub struct Walker {
     transactions: u64,
     records: u64,
     blobs: Option<BlobScan>,
+    notes: Option<TxnNotes>,
+    indexing: bool,
 }
 
 impl Walker {
@@ -416,7 +447,58 @@ impl Walker {
             transactions: 0,
             records: 0,
             blobs: None,
+            notes: None,
+            indexing: true,
         }
+    }
+
+    /// Also note every complete transaction walked, to be taken with
+    /// [`Walker::take_transactions`].
+    pub fn note_transactions(&mut self) {
+        self.notes = Some(TxnNotes::default());
+    }
+
+    /// Build no index: a walk that only lists transactions.
+    pub fn without_index(&mut self) {
+        self.indexing = false;
+    }
+
+    /// The transactions completed since the last call (with
+    /// [`Walker::note_transactions`]).
+    pub fn take_transactions(&mut self) -> Vec<TxnInfo> {
+        self.notes
+            .as_mut()
+            .map(|n| std::mem::take(&mut n.found))
+            .unwrap_or_default()
+    }
+
+    /// How many of the next bytes the walk does not need to see: the rest
+    /// of a data record's body (unless blobs are looked for) or of an
+    /// undone transaction. A reader that can seek passes over them with
+    /// [`Walker::skip_bytes`].
+    pub fn skippable(&self) -> u64 {
+        match self.state {
+            State::DataBody if self.blobs.is_none() => self.skip,
+            State::Undone => self.skip,
+            _ => 0,
+        }
+    }
+
+    /// Pass over `n` bytes, at most [`Walker::skippable`], unread.
+    ///
+    /// # Errors
+    /// As [`Walker::feed`].
+    pub fn skip_bytes(&mut self, n: u64) -> Result<(), FormatError> {
+        let n = n.min(self.skippable());
+        if n == 0 {
+            return Ok(());
+        }
+        self.skip -= n;
+        self.pos += n;
+        if self.skip == 0 {
+            self.after_skip()?;
+        }
+        Ok(())
     }
 
     /// Also note every blob record walked (see [`WalkResult::blobs`]).
@@ -468,6 +550,12 @@ impl Walker {
         }
     }
 
+    /// Whether the bytes fed so far end where a transaction may start:
+    /// after the magic or a complete transaction.
+    pub fn at_boundary(&self) -> bool {
+        self.state == State::TxnHeader && self.buf.is_empty()
+    }
+
     /// Whether the walk has found its end; further bytes are ignored.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
@@ -485,6 +573,13 @@ impl Walker {
                     let n = crate::at_most(self.skip, data.len());
                     if let (State::DataBody, Some(scan)) = (self.state, &mut self.blobs) {
                         scan.take(&data[..n]);
+                    }
+                    if let (State::TxnMeta, Some(notes), Some(h)) =
+                        (self.state, &mut self.notes, self.txn)
+                    {
+                        let want = usize::from(h.ulen) + usize::from(h.dlen);
+                        let more = want.saturating_sub(notes.meta.len()).min(n);
+                        notes.meta.extend_from_slice(&data[..more]);
                     }
                     self.skip -= n as u64;
                     self.pos += n as u64;
@@ -614,6 +709,22 @@ impl Walker {
                     });
                 }
                 self.transactions += 1;
+                if let Some(notes) = &mut self.notes {
+                    let ulen = usize::from(h.ulen).min(notes.meta.len());
+                    let (user, description) = notes.meta.split_at(ulen);
+                    let info = TxnInfo {
+                        pos: self.txn_pos,
+                        tid: h.tid,
+                        status: h.status,
+                        size: h.tlen + TRAILER_LEN,
+                        user: user.to_vec(),
+                        description: description.to_vec(),
+                        records: notes.records,
+                    };
+                    notes.found.push(info);
+                    notes.meta.clear();
+                    notes.records = 0;
+                }
                 self.enter_txn_header();
             }
             _ => unreachable!("skipping states read no fixed fields"),
@@ -686,8 +797,13 @@ impl Walker {
                 vlen: h.vlen,
             });
         }
-        self.index.insert(h.oid, pos);
+        if self.indexing {
+            self.index.insert(h.oid, pos);
+        }
         self.records += 1;
+        if let Some(notes) = &mut self.notes {
+            notes.records += 1;
+        }
         if let Some(scan) = &mut self.blobs {
             scan.start(h, pos);
         }
@@ -751,6 +867,79 @@ mod tests {
             assert_eq!(r.index.get(1), Some(t2 + 23 + 9));
             assert_eq!(r.magic, Magic::Fs30);
         }
+    }
+
+    /// Noted transactions are the same fed byte by byte, in chunks, or
+    /// with the bodies passed over unread, and the index is left empty
+    /// when not wanted.
+    #[test]
+    fn transactions_are_noted_with_bodies_skipped() {
+        let mut b = Builder::new();
+        let t1 = b.append(
+            &crate::testing::Txn {
+                tid_step: 5,
+                status: b' ',
+                meta: [b"alice", b"add \"x\"\n", b"ext"],
+                records: &[(0, 10), (1, 5000)],
+            },
+            |_, buf| buf.fill(7),
+        );
+        b.txn(b'u', &[(2, 10)]);
+        let t3 = b.append(
+            &crate::testing::Txn {
+                tid_step: 1,
+                status: b'p',
+                meta: [b"", b"", b""],
+                records: &[(1, 0)],
+            },
+            |_, _| {},
+        );
+        let want = |w: &mut Walker| {
+            let got = w.take_transactions();
+            assert_eq!(got.len(), 3);
+            assert_eq!(got[0].pos, t1.pos);
+            assert_eq!(got[0].size, t1.trailer + 8 - t1.pos);
+            assert_eq!(
+                (&got[0].user[..], &got[0].description[..]),
+                (&b"alice"[..], &b"add \"x\"\n"[..])
+            );
+            assert_eq!(got[0].records, 2);
+            assert_eq!((got[1].status, got[1].records), (b'u', 0));
+            assert_eq!(
+                (got[2].status, got[2].records, got[2].pos),
+                (b'p', 1, t3.pos)
+            );
+            assert_eq!(got[2].tid, got[0].tid + 2);
+            assert!(got[2].user.is_empty());
+        };
+        let size = b.bytes.len() as u64;
+        for chunk in [1, 9, 64, 1 << 20] {
+            let mut w = Walker::new(size, None);
+            w.note_transactions();
+            w.without_index();
+            for c in b.bytes.chunks(chunk) {
+                w.feed(c).unwrap();
+            }
+            want(&mut w);
+            assert!(w.finish().unwrap().index.is_empty());
+        }
+        // Fed 16 bytes at a time, passing over whatever may be skipped.
+        let mut w = Walker::new(size, None);
+        w.note_transactions();
+        let (mut read, mut passed) = (0u64, 0u64);
+        while read < size {
+            let s = w.skippable();
+            w.skip_bytes(s).unwrap();
+            read += s;
+            passed += s;
+            let end = (read + 16).min(size);
+            w.feed(&b.bytes[read as usize..end as usize]).unwrap();
+            read = end;
+        }
+        // Most of the 5000-byte pickle was never read.
+        assert!(passed > 4900, "{passed}");
+        want(&mut w);
+        assert_eq!(w.finish().unwrap().end, size);
     }
 
     #[test]

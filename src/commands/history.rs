@@ -1,0 +1,337 @@
+//! The transactions a repository holds: its chains, each backup file
+//! walked header to header (a plain file seeking over the data records, a
+//! gzip'd one inflated as a stream; no pickle is read), and the search for
+//! the transaction `--at` or `--at-tid` names.
+//!
+//! Several chains may hold the same transaction (full backups without a
+//! pack in between). The oldest chain holding it is the one used: after a
+//! pack, a newer chain no longer has the revisions an earlier state needs.
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+
+use crate::error::{io_err, Error, Mismatch, Result};
+use crate::filestorage::index::Index;
+use crate::filestorage::records::{buf, Magic, TxnInfo, Walker, TRAILER_LEN};
+use crate::log::Log;
+use crate::repository::{DatEntry, Kind, Repository};
+
+use super::recover::{chain_from_dat, Piece};
+
+/// Bytes read at a time from a plain file: headers are small, and the
+/// data between them is passed over once it is longer than this.
+const BLOCK: usize = 32 << 10;
+
+/// A full backup and its increments.
+#[derive(Debug, Clone)]
+pub(crate) struct Chain {
+    pub(crate) pieces: Vec<Piece>,
+    /// Where each piece starts in the Data.fs.
+    pub(crate) starts: Vec<u64>,
+    /// Its `.dat` log, if it has one.
+    pub(crate) dat: Option<Vec<DatEntry>>,
+}
+
+impl Chain {
+    /// Where piece `i` ends, if its size is known without reading it.
+    pub(crate) fn end(&self, i: usize) -> Option<u64> {
+        self.starts
+            .get(i + 1)
+            .copied()
+            .or_else(|| self.pieces[i].logged_size.map(|size| self.starts[i] + size))
+    }
+}
+
+/// Every chain of the repository, oldest first, each as its `.dat` lists
+/// it (every line, whatever its date). A chain that cannot be followed (a
+/// file missing, a gap) is left out with a line on stderr.
+///
+/// # Errors
+/// The repository cannot be read.
+pub(crate) fn chains(repo: &Repository, log: &Log) -> Result<Vec<Chain>> {
+    let mut groups: Vec<Vec<_>> = Vec::new();
+    for f in repo.data_files()? {
+        match (f.kind, groups.last_mut()) {
+            (Kind::Full, _) => groups.push(vec![f]),
+            (Kind::Incremental, Some(g)) => g.push(f),
+            // Increments whose full backup is gone are no Data.fs.
+            (Kind::Incremental, None) => {}
+        }
+    }
+    let mut chains = Vec::with_capacity(groups.len());
+    for group in groups {
+        let followed = chain_from_dat(repo, &group, "9999", log)
+            .and_then(|(pieces, dat)| starts(repo, &pieces).map(|s| (pieces, s, dat)));
+        match followed {
+            Ok((pieces, starts, dat)) => chains.push(Chain {
+                pieces,
+                starts,
+                dat,
+            }),
+            Err(e) => log.notice(format_args!(
+                "leaving out the chain of {}: {e}",
+                repo.display(&group[0].name())
+            )),
+        }
+    }
+    Ok(chains)
+}
+
+/// Where each piece starts: from the `.dat` sizes, or else from the files
+/// (a gzip'd one inflated to be measured).
+fn starts(repo: &Repository, pieces: &[Piece]) -> Result<Vec<u64>> {
+    let mut starts = Vec::with_capacity(pieces.len());
+    let mut at = 0u64;
+    for p in pieces {
+        starts.push(at);
+        let size = match p.logged_size {
+            Some(size) => size,
+            None => measure(repo, p)?,
+        };
+        at += size;
+    }
+    Ok(starts)
+}
+
+/// The uncompressed size of a piece's file.
+fn measure(repo: &Repository, p: &Piece) -> Result<u64> {
+    let name = p.file.name();
+    if p.file.gzip {
+        repo.reader(&name, true)?.for_each_chunk(|_| Ok(()))
+    } else {
+        let shown = repo.display(&name);
+        Ok(repo
+            .open(&name)?
+            .metadata()
+            .map_err(io_err(&shown, "cannot stat"))?
+            .len())
+    }
+}
+
+/// The tid of the first transaction of piece `i`, if it holds one.
+///
+/// # Errors
+/// The file cannot be read.
+pub(crate) fn first_tid(repo: &Repository, chain: &Chain, i: usize) -> Result<Option<u64>> {
+    let p = &chain.pieces[i];
+    let name = p.file.name();
+    let shown = repo.display(&name);
+    let skip = if i == 0 { buf::MAGIC } else { 0 };
+    let mut head = vec![0u8; skip + 8];
+    let file = repo.open(&name)?;
+    let got = if p.file.gzip {
+        let mut gz = flate2::read::MultiGzDecoder::new(file);
+        crate::read_full(&mut head, |b, _| gz.read(b))
+    } else {
+        crate::read_full(&mut head, |b, at| file.read_at(b, at as u64))
+    }
+    .map_err(io_err(&shown, "read"))?;
+    Ok((got == head.len()).then(|| u64::from_be_bytes(head[skip..].try_into().expect("8 bytes"))))
+}
+
+/// Walk piece `i` of `chain`, passing each complete transaction (undone
+/// ones left out, as ZODB's iterator leaves them) to `each`, which says
+/// whether to go on.
+///
+/// # Errors
+/// The file cannot be read, is damaged, or its transactions do not fill
+/// it; errors of `each`.
+pub(crate) fn walk_piece(
+    repo: &Repository,
+    chain: &Chain,
+    i: usize,
+    mut each: impl FnMut(&TxnInfo) -> Result<bool>,
+) -> Result<()> {
+    let p = &chain.pieces[i];
+    let name = p.file.name();
+    let shown = repo.display(&name);
+    let start = chain.starts[i];
+    let file = repo.open(&name)?;
+    let plain_len = if p.file.gzip {
+        None
+    } else {
+        Some(
+            file.metadata()
+                .map_err(io_err(&shown, "cannot stat"))?
+                .len(),
+        )
+    };
+    let end = chain.end(i).or(plain_len.map(|n| start + n));
+    let last_trailer = match plain_len {
+        Some(n) if n >= TRAILER_LEN => {
+            let mut b = [0u8; buf::TRAILER];
+            file.read_exact_at(&mut b, n - TRAILER_LEN)
+                .map_err(io_err(&shown, "read"))?;
+            Some(u64::from_be_bytes(b))
+        }
+        _ => None,
+    };
+    // A gzip'd file of unknown size: the walk ends where its data does.
+    let size = end.unwrap_or(u64::MAX);
+    let mut walker = if i == 0 {
+        Walker::new(size, last_trailer)
+    } else {
+        Walker::resume(size, last_trailer, Magic::Fs30, start, Index::new())
+    };
+    walker.without_index();
+    walker.note_transactions();
+    let format = |source| Error::Format {
+        path: shown.clone(),
+        source,
+    };
+    let mut pass = |walker: &mut Walker| -> Result<bool> {
+        for t in walker.take_transactions() {
+            if t.status != b'u' && !each(&t)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let mut block = vec![0u8; BLOCK];
+    let mut read = 0u64;
+    if let Some(len) = plain_len {
+        while read < len && !walker.is_done() {
+            let skip = walker.skippable().min(len - read);
+            walker.skip_bytes(skip).map_err(format)?;
+            read += skip;
+            let want = crate::at_most(len - read, BLOCK);
+            let n = crate::read_full(&mut block[..want], |b, at| {
+                file.read_at(b, read + at as u64)
+            })
+            .map_err(io_err(&shown, "read"))?;
+            if n == 0 {
+                break;
+            }
+            walker.feed(&block[..n]).map_err(format)?;
+            read += n as u64;
+            if !pass(&mut walker)? {
+                return Ok(());
+            }
+        }
+    } else {
+        let mut r = repo.reader(&name, true)?;
+        block.resize(r.chunk_len(), 0);
+        loop {
+            let n = r.read_chunk(&mut block)?;
+            if n == 0 {
+                break;
+            }
+            walker.feed(&block[..n]).map_err(format)?;
+            read += n as u64;
+            if !pass(&mut walker)? {
+                return Ok(());
+            }
+        }
+    }
+    let expected = end.unwrap_or(start + read);
+    let done = if end.is_none() && walker.at_boundary() {
+        walker.position()
+    } else {
+        walker.finish().map_err(format)?.end
+    };
+    if done != expected {
+        return Err(Error::Mismatch(Mismatch::Torn {
+            path: shown,
+            end: done,
+            expected,
+        }));
+    }
+    Ok(())
+}
+
+/// What `--at` or `--at-tid` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// Exactly this transaction.
+    Tid(u64),
+    /// The last transaction whose tid is at most this.
+    AtOrBefore(u64),
+}
+
+/// The transaction a recovery ends with, and where it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub(crate) chain: usize,
+    /// The piece of the chain that holds it.
+    pub(crate) piece: usize,
+    pub(crate) txn: TxnInfo,
+}
+
+impl Found {
+    /// The Data.fs length right after its commit.
+    pub(crate) fn end(&self) -> u64 {
+        self.txn.pos + self.txn.size
+    }
+}
+
+/// Find the transaction `wanted` names: in each chain, only the one file
+/// whose first transaction is the last not after it is walked, and only up
+/// to it.
+///
+/// # Errors
+/// No chain holds it ([`Error::NoTransaction`]); files that cannot be read.
+pub(crate) fn find(
+    repo: &Repository,
+    chains: &[Chain],
+    wanted: Wanted,
+    wanted_shown: &str,
+) -> Result<Found> {
+    let bound = match wanted {
+        Wanted::Tid(t) | Wanted::AtOrBefore(t) => t,
+    };
+    let mut best: Option<Found> = None;
+    for (c, chain) in chains.iter().enumerate() {
+        let mut firsts = Vec::with_capacity(chain.pieces.len());
+        for i in 0..chain.pieces.len() {
+            firsts.push(first_tid(repo, chain, i)?);
+        }
+        // Files before the first whose transactions come after it; a
+        // file with none (an empty full backup) counts as before.
+        let candidates = firsts
+            .iter()
+            .take_while(|f| f.is_none_or(|t| t <= bound))
+            .count();
+        for piece in (0..candidates).rev() {
+            if firsts[piece].is_none() {
+                continue;
+            }
+            let mut hit: Option<TxnInfo> = None;
+            walk_piece(repo, chain, piece, |t| {
+                if t.tid > bound {
+                    return Ok(false);
+                }
+                match wanted {
+                    Wanted::Tid(x) if t.tid == x => {
+                        hit = Some(t.clone());
+                        Ok(false)
+                    }
+                    Wanted::Tid(_) => Ok(true),
+                    Wanted::AtOrBefore(_) => {
+                        hit = Some(t.clone());
+                        Ok(true)
+                    }
+                }
+            })?;
+            if let Some(txn) = hit {
+                if best.as_ref().is_none_or(|b| txn.tid > b.txn.tid) {
+                    best = Some(Found {
+                        chain: c,
+                        piece,
+                        txn,
+                    });
+                }
+                break;
+            }
+            if matches!(wanted, Wanted::Tid(_)) {
+                break;
+            }
+        }
+        if matches!(wanted, Wanted::Tid(_)) && best.is_some() {
+            break;
+        }
+    }
+    best.ok_or_else(|| Error::NoTransaction {
+        repository: repo.given().to_string(),
+        wanted: wanted_shown.to_string(),
+    })
+}

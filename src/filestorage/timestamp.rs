@@ -1,0 +1,193 @@
+//! ZODB's TimeStamp: a transaction id read as the UTC moment it was
+//! committed, and a moment turned into the last tid at or before it.
+//!
+//! A tid's first 4 bytes count minutes since 1900-01-01 00:00 UTC in a
+//! calendar of 31-day months (`((y-1900)*12 + m-1)*31 + d-1` days, then
+//! hours and minutes); the last 4 are the fraction of that minute in units
+//! of 60/2^32 seconds, truncated when ZODB makes one from the clock. Times
+//! are shown, and compared, rounded to the nearest microsecond, as ZODB's
+//! `str(TimeStamp)` shows them: `--at` with a time as `--transactions`
+//! shows it includes that transaction.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
+
+const FRACTION_UNITS: u128 = 1 << 32;
+const MICROS_PER_MINUTE: u128 = 60_000_000;
+
+/// `0x` and the tid's 16 hex digits.
+pub fn tid_hex(tid: u64) -> String {
+    format!("0x{tid:016x}")
+}
+
+/// The moment `tid` names, to the nearest microsecond; `None` for a tid
+/// whose minutes name no real date (a 31st of a 30-day month).
+pub fn tid_time(tid: u64) -> Option<NaiveDateTime> {
+    let mut a = tid >> 32;
+    let minute = a % 60;
+    a /= 60;
+    let hour = a % 24;
+    a /= 24;
+    let day = a % 31 + 1;
+    a /= 31;
+    let month = a % 12 + 1;
+    let year = a / 12 + 1900;
+    let micros = (u128::from(tid & 0xffff_ffff) * MICROS_PER_MINUTE * 2 + FRACTION_UNITS)
+        / (FRACTION_UNITS * 2);
+    let micros = u64::try_from(micros).ok()?;
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(year).ok()?,
+        u32::try_from(month).ok()?,
+        u32::try_from(day).ok()?,
+    )?;
+    let start = date.and_hms_opt(u32::try_from(hour).ok()?, u32::try_from(minute).ok()?, 0)?;
+    start.checked_add_signed(chrono::Duration::microseconds(i64::try_from(micros).ok()?))
+}
+
+/// `tid`'s time as `2024-03-05T14:02:59.250000Z`, or `None` as for
+/// [`tid_time`].
+pub fn tid_time_text(tid: u64) -> Option<String> {
+    tid_time(tid).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}
+
+/// The greatest tid whose time, rounded to the microsecond, is at or
+/// before `t`; `None` when `t` is before 1900, where no tid is.
+pub fn last_tid_at(t: NaiveDateTime) -> Option<u64> {
+    let year = u64::try_from(t.year() - 1900).ok()?;
+    let days = (year * 12 + u64::from(t.month0())) * 31 + u64::from(t.day0());
+    let minutes = (days * 24 + u64::from(t.hour())) * 60 + u64::from(t.minute());
+    if minutes > u64::from(u32::MAX) {
+        return Some(u64::MAX);
+    }
+    // Every fraction that rounds to t's microsecond or before: those
+    // below its half past.
+    let micros = u128::from(t.second()) * 1_000_000 + u128::from(t.nanosecond() / 1000 % 1_000_000);
+    let fraction = ((2 * micros + 1) * FRACTION_UNITS - 1) / (2 * MICROS_PER_MINUTE);
+    let fraction = u64::try_from(fraction.min(u128::from(u32::MAX))).unwrap_or(u64::from(u32::MAX));
+    Some(minutes << 32 | fraction)
+}
+
+/// Read a UTC time as `--at`, `--since` and `--until` take it: ISO 8601
+/// (`2024-03-05T14:02:59.250000Z`, with a `T` or a space, any fraction, a
+/// `Z`, an offset that is converted to UTC, or no zone for UTC), or
+/// repozo's `yyyy-mm-dd[-hh[-mm[-ss]]]`.
+///
+/// # Errors
+/// A message naming the forms taken.
+pub fn parse_utc(s: &str) -> Result<NaiveDateTime, String> {
+    let bad = || {
+        format!(
+            "invalid time {s:?}: expected ISO 8601 in UTC (2024-03-05T14:02:59.250000Z) or yyyy-mm-dd[-hh[-mm[-ss]]]"
+        )
+    };
+    let text = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(text) {
+        return Ok(d.naive_utc());
+    }
+    let iso = text.replacen(' ', "T", 1);
+    let no_zone = iso.strip_suffix('Z').unwrap_or(&iso);
+    if let Ok(d) = DateTime::parse_from_rfc3339(&iso) {
+        return Ok(d.naive_utc());
+    }
+    for form in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(no_zone, form) {
+            return Ok(t);
+        }
+    }
+    // repozo's form: 3 to 6 dash-separated fields of fixed width.
+    let parts: Vec<&str> = text.split('-').collect();
+    let widths = [4, 2, 2, 2, 2, 2];
+    if parts.len() < 3
+        || parts.len() > 6
+        || parts
+            .iter()
+            .zip(widths)
+            .any(|(p, w)| p.len() != w || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    let n: Vec<u32> = parts
+        .iter()
+        .map(|p| p.parse().unwrap_or(u32::MAX))
+        .collect();
+    let field = |i: usize| n.get(i).copied().unwrap_or(0);
+    NaiveDate::from_ymd_opt(i32::try_from(n[0]).map_err(|_| bad())?, n[1], n[2])
+        .and_then(|d| d.and_hms_opt(field(3), field(4), field(5)))
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        parse_utc(s).unwrap()
+    }
+
+    /// ZODB: `TimeStamp(2024, 3, 5, 14, 2, 59.25).raw()`.
+    const TID: u64 = 0x03f7_048a_fccc_cccc;
+
+    #[test]
+    fn a_tid_reads_as_zodb_writes_it() {
+        // 2024-03-05 14:02: ((124*12 + 2)*31 + 4)*24*60 + 14*60 + 2.
+        let minutes: u64 = (((124 * 12 + 2) * 31 + 4) * 24 + 14) * 60 + 2;
+        let fraction = (59.25f64 * (1u64 << 32) as f64 / 60.0) as u64;
+        assert_eq!(minutes << 32 | fraction, TID);
+        assert_eq!(tid_time_text(TID).unwrap(), "2024-03-05T14:02:59.250000Z");
+        assert_eq!(tid_hex(TID), "0x03f7048afccccccc");
+        // A 31st of April is no date.
+        let april_31: u64 = ((124 * 12 + 3) * 31 + 30) * 24 * 60;
+        assert_eq!(tid_time(april_31 << 32), None);
+    }
+
+    #[test]
+    fn the_last_tid_at_a_time_includes_its_microsecond() {
+        let bound = last_tid_at(at("2024-03-05T14:02:59.250000Z")).unwrap();
+        assert!(bound >= TID);
+        assert_eq!(tid_time_text(bound).unwrap(), "2024-03-05T14:02:59.250000Z");
+        assert_eq!(
+            tid_time_text(bound + 1).unwrap(),
+            "2024-03-05T14:02:59.250001Z"
+        );
+        assert!(last_tid_at(at("2024-03-05T14:02:59.249999Z")).unwrap() < TID);
+        // The last fractions of a minute round to the next one.
+        let end = last_tid_at(at("2024-03-05T14:02:59.999999Z")).unwrap();
+        assert_eq!(tid_time_text(end).unwrap(), "2024-03-05T14:02:59.999999Z");
+        assert_eq!(
+            tid_time_text(end + 1).unwrap(),
+            "2024-03-05T14:03:00.000000Z"
+        );
+        assert_eq!(last_tid_at(at("1899-12-31")), None);
+        assert_eq!(last_tid_at(at("1900-01-01")), Some(35));
+    }
+
+    #[test]
+    fn times_in_every_form_are_utc() {
+        let want = at("2024-03-05T14:02:59Z");
+        for s in [
+            "2024-03-05T14:02:59",
+            "2024-03-05 14:02:59",
+            "2024-03-05T16:02:59+02:00",
+            "2024-03-05 14:02:59Z",
+            "2024-03-05-14-02-59",
+        ] {
+            assert_eq!(at(s), want, "{s}");
+        }
+        assert_eq!(
+            at("2024-03-05T14:02:59.25")
+                .and_utc()
+                .timestamp_subsec_micros(),
+            250_000
+        );
+        assert_eq!(at("2024-03-05"), at("2024-03-05T00:00:00Z"));
+        assert_eq!(at("2024-03-05-14"), at("2024-03-05T14:00:00Z"));
+        for s in [
+            "yesterday",
+            "2024-02-30",
+            "2024-03-05T25:00:00Z",
+            "",
+            "2024-3-5",
+        ] {
+            assert!(parse_utc(s).unwrap_err().contains("invalid time"), "{s}");
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod crash;
 mod fixtures;
 mod gzip_threads;
 mod output_safety;
+mod point_in_time;
 mod recover_hostile;
 mod repository_safety;
 mod standby;

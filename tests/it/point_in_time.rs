@@ -1,0 +1,385 @@
+//! Point in time: `--transactions` lists every transaction a repository
+//! holds, and `-R --at`/`--at-tid` recover the Data.fs as it was right
+//! after any of them, with an index that is what a scan finds.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use repozo::filestorage::timestamp::{last_tid_at, parse_utc, tid_hex, tid_time_text};
+use repozo::testing::{Builder, Txn};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::common::{assert_index_is_a_scan, fails, names, ok, repozo_at};
+
+/// One committed transaction, as the test wrote it.
+#[derive(Debug, Clone)]
+struct Committed {
+    tid: u64,
+    /// Data.fs's length right after it.
+    end: u64,
+    user: String,
+    note: String,
+    records: u64,
+    /// The backup file that holds it.
+    file: String,
+}
+
+struct History {
+    t: TempDir,
+    txns: Vec<Committed>,
+    /// Data.fs as it was at the last backup.
+    last: Vec<u8>,
+}
+
+fn stamp(i: usize) -> String {
+    format!("2024-03-{:02}-00-00-00", i + 10)
+}
+
+const NOW: &str = "2024-04-01-00-00-00";
+
+/// A repository of a full backup and two increments (of `per` transactions
+/// each, and a full one of 2 * `per`), each transaction a minute and a bit
+/// after the one before, with a user and a note of its own.
+fn history(gzip: bool, per: usize) -> History {
+    let t = TempDir::new().unwrap();
+    let d = t.path();
+    fs::create_dir(d.join("repo")).unwrap();
+    let mut b = Builder::new();
+    b.tid = last_tid_at(parse_utc("2024-03-05T14:00:00Z").unwrap()).unwrap() & !0xffff_ffff;
+    let mut txns = Vec::new();
+    for backup in 0..3 {
+        let count = if backup == 0 { 2 * per } else { per };
+        let first = txns.len();
+        for _ in 0..count {
+            let n = txns.len();
+            let user = format!("/plone user{n}");
+            let note = format!("edit \"{n}\"\nline two é");
+            let records: Vec<(u64, u64)> = (0..1 + n as u64 % 4)
+                .map(|r| (r * 7 + n as u64 % 5, 100 + 37 * r + n as u64))
+                .collect();
+            let placed = b.append(
+                &Txn {
+                    tid_step: (1 << 32) + 0x0123_4567,
+                    status: b' ',
+                    meta: [user.as_bytes(), note.as_bytes(), b""],
+                    records: &records,
+                },
+                |oid, buf| buf.fill(oid as u8 | 0x40),
+            );
+            txns.push(Committed {
+                tid: b.tid,
+                end: placed.trailer + 8,
+                user,
+                note,
+                records: records.len() as u64,
+                file: String::new(),
+            });
+        }
+        fs::write(d.join("Data.fs"), &b.bytes).unwrap();
+        let mut args = vec!["-B", "-r", "repo", "-f", "Data.fs"];
+        if gzip {
+            args.push("-z");
+        }
+        ok(&repozo_at(d, &stamp(backup), &args), "backup");
+        let ext = match (backup, gzip) {
+            (0, false) => "fs",
+            (0, true) => "fsz",
+            (_, false) => "deltafs",
+            (_, true) => "deltafsz",
+        };
+        for c in &mut txns[first..] {
+            c.file = format!("{}.{ext}", stamp(backup));
+        }
+    }
+    History {
+        t,
+        txns,
+        last: b.bytes.clone(),
+    }
+}
+
+fn list(d: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--transactions", "--json", "-r", "repo"];
+    args.extend(extra);
+    let out = repozo_at(d, NOW, &args);
+    ok(&out, "--transactions");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Recover with `args` into `out.fs`, which must then be the Data.fs of
+/// `want` bytes with an index a scan agrees with.
+fn recovers(h: &History, args: &[&str], want: u64, what: &str) -> String {
+    let d = h.t.path();
+    let mut all = vec!["-R", "-v", "-r", "repo", "-o", "out.fs"];
+    all.extend(args);
+    let err = ok(&repozo_at(d, NOW, &all), what);
+    let got = fs::read(d.join("out.fs")).unwrap();
+    assert_eq!(got.len() as u64, want, "{what}: length");
+    assert!(got == h.last[..got.len()], "{what}: bytes");
+    assert_index_is_a_scan(&d.join("out.fs"), &d.join("out.fs.index"), what);
+    err
+}
+
+#[test]
+fn every_transaction_is_listed_once_with_its_file() {
+    for gzip in [false, true] {
+        let h = history(gzip, 6);
+        let d = h.t.path();
+        let listed = list(d, &[]);
+        assert_eq!(listed.len(), h.txns.len(), "gzip {gzip}");
+        for (l, c) in listed.iter().zip(&h.txns) {
+            assert_eq!(l["tid"], tid_hex(c.tid));
+            assert_eq!(l["time"], tid_time_text(c.tid).unwrap());
+            assert_eq!(l["end"], c.end);
+            assert_eq!(
+                l["offset"].as_u64().unwrap() + l["size"].as_u64().unwrap(),
+                c.end
+            );
+            assert_eq!(l["user"], c.user.as_str());
+            assert_eq!(l["description"], c.note.as_str());
+            assert_eq!(l["records"], c.records);
+            assert_eq!(l["file"], c.file.as_str(), "{l}");
+        }
+        // The text form: a header, then a line each, the notes escaped.
+        let out = repozo_at(d, NOW, &["--transactions", "-r", "repo"]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "tid  time  size  records  file  user  description"
+        );
+        assert_eq!(lines.len(), h.txns.len() + 1);
+        let c = &h.txns[7];
+        assert!(
+            lines[8].starts_with(&tid_hex(c.tid))
+                && lines[8].ends_with(&format!(
+                    "  {}  \"/plone user7\"  \"edit \\\"7\\\"\\nline two é\"",
+                    c.file
+                )),
+            "{}",
+            lines[8]
+        );
+        // --since and --until keep the transactions at or between them,
+        // to the microsecond shown.
+        let (a, b) = (&listed[3]["time"], &listed[9]["time"]);
+        let window = list(
+            d,
+            &[
+                "--since",
+                a.as_str().unwrap(),
+                "--until",
+                b.as_str().unwrap(),
+            ],
+        );
+        assert_eq!(window.len(), 7);
+        assert_eq!(window[0]["tid"], listed[3]["tid"]);
+        assert_eq!(window[6]["tid"], listed[9]["tid"]);
+    }
+}
+
+#[test]
+fn every_transaction_recovers_its_state() {
+    for gzip in [false, true] {
+        let h = history(gzip, 4);
+        for (i, c) in h.txns.iter().enumerate() {
+            let what = format!("gzip {gzip}, transaction {i}");
+            let err = recovers(&h, &["--at-tid", &tid_hex(c.tid)], c.end, &what);
+            assert!(
+                err.contains(&format!("of repo/{}", c.file)),
+                "{what}: {err}"
+            );
+            let time = tid_time_text(c.tid).unwrap();
+            recovers(&h, &["--at", &time], c.end, &what);
+            // Before the next transaction's time: still this one.
+            let next_us = parse_utc(&time).unwrap() + chrono::Duration::seconds(30);
+            let between = next_us.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+            recovers(&h, &["--at", &between], c.end, &what);
+            for name in ["out.fs", "out.fs.index", "out.fs.lock"] {
+                fs::remove_file(h.t.path().join(name)).unwrap();
+            }
+        }
+        // To stdout: the same bytes, and no index.
+        let c = &h.txns[9];
+        let d = h.t.path();
+        let out = repozo_at(d, NOW, &["-R", "-r", "repo", "--at-tid", &tid_hex(c.tid)]);
+        ok(&out, "to stdout");
+        assert!(out.stdout == h.last[..c.end as usize]);
+        assert_eq!(names(d), ["Data.fs", "repo"]);
+    }
+}
+
+#[test]
+fn what_the_repository_lacks_is_an_error_that_leaves_nothing() {
+    let h = history(false, 3);
+    let d = h.t.path();
+    let first = tid_time_text(h.txns[0].tid).unwrap();
+    let before = parse_utc(&first).unwrap() - chrono::Duration::microseconds(1);
+    let before = before.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let lacking = tid_hex(h.txns[4].tid + 1);
+    for (args, says) in [
+        (
+            vec!["--at", before.as_str()],
+            format!("repo: no transaction at or before {before} in the repository"),
+        ),
+        (
+            vec!["--at-tid", lacking.as_str()],
+            format!("repo: no transaction {lacking} in the repository"),
+        ),
+        (
+            vec!["--at-tid", "12345"],
+            "repozo: invalid tid \"12345\": expected 16 hex digits, as --transactions shows (0x03f7048afccccccc)".to_string(),
+        ),
+        (
+            vec!["--at", "2024-03-05", "-D", "2024-03-05"],
+            "repozo: --date, --at and --at-tid are mutually exclusive".to_string(),
+        ),
+    ] {
+        let mut all = vec!["-R", "-r", "repo", "-o", "out.fs"];
+        all.extend(&args);
+        let err = fails(&repozo_at(d, NOW, &all), &format!("{args:?}"));
+        assert_eq!(err.lines().next().unwrap(), says);
+        assert_eq!(names(d), ["Data.fs", "repo"], "{args:?}");
+    }
+    // The first transaction's own time is no error.
+    recovers(&h, &["--at", &first], h.txns[0].end, "first");
+}
+
+/// `-w` reads the cut file whole to check it, and writes only its prefix;
+/// without `-w` the bytes after the cut are not even read.
+#[test]
+fn with_verify_checks_the_cut_file_whole() {
+    let h = history(false, 4);
+    let d = h.t.path();
+    let c = &h.txns[9];
+    let inc = d.join("repo").join(&c.file);
+    let mut bytes = fs::read(&inc).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0xff;
+    fs::write(&inc, &bytes).unwrap();
+    let tid = tid_hex(c.tid);
+    let err = fails(
+        &repozo_at(
+            d,
+            NOW,
+            &["-R", "-w", "-r", "repo", "-o", "out.fs", "--at-tid", &tid],
+        ),
+        "-w",
+    );
+    assert!(
+        err.contains(&format!("repo/{} has checksum", c.file)),
+        "{err}"
+    );
+    assert_eq!(names(d), ["Data.fs", "repo"]);
+    recovers(&h, &["--at-tid", &tid], c.end, "without -w");
+}
+
+/// An existing output at a backup's end is cut back to a transaction
+/// inside an earlier file, or appended to up to one, in place.
+#[test]
+fn an_existing_output_is_cut_or_appended_in_place() {
+    for gzip in [false, true] {
+        let h = history(gzip, 4);
+        let d = h.t.path();
+        for (i, extra) in [(5usize, &[][..]), (2, &["-Q"][..])] {
+            // A length inside a backup file is no state to start from: the
+            // newest is recovered in full first.
+            ok(
+                &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs"]),
+                "newest",
+            );
+            let ino = fs::metadata(d.join("out.fs")).unwrap().ino();
+            let c = &h.txns[i];
+            let mut args = vec!["--at-tid".to_string(), tid_hex(c.tid)];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let err = recovers(&h, &args, c.end, "cut back");
+            assert!(err.contains("Recovering in place: "), "{err}");
+            assert!(
+                err.contains(&format!("truncating it to {} bytes", c.end)),
+                "{err}"
+            );
+            assert_eq!(fs::metadata(d.join("out.fs")).unwrap().ino(), ino);
+        }
+        // From the first backup's end forward, into the last increment.
+        let first = h
+            .txns
+            .iter()
+            .rposition(|c| c.file == h.txns[0].file)
+            .unwrap();
+        let d0 = stamp(0);
+        ok(
+            &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs", "-D", &d0]),
+            "back to the full backup",
+        );
+        let meta = fs::metadata(d.join("out.fs")).unwrap();
+        assert_eq!(meta.len(), h.txns[first].end);
+        let ino = meta.ino();
+        let c = &h.txns[h.txns.len() - 2];
+        let err = recovers(&h, &["-w", "--at-tid", &tid_hex(c.tid)], c.end, "append");
+        assert!(err.contains("appending 2 backup file(s)"), "{err}");
+        assert_eq!(fs::metadata(d.join("out.fs")).unwrap().ino(), ino);
+        assert!(!d.join("out.fs.recovering").exists());
+    }
+}
+
+/// Two chains holding the same transactions (a second full backup): each
+/// is listed once, from the oldest chain, which is also the one recovered
+/// from.
+#[test]
+fn the_oldest_chain_holding_a_transaction_is_used() {
+    let h = history(false, 3);
+    let d = h.t.path();
+    ok(
+        &repozo_at(
+            d,
+            "2024-03-20-00-00-00",
+            &["-B", "-F", "-r", "repo", "-f", "Data.fs"],
+        ),
+        "second full backup",
+    );
+    let listed = list(d, &[]);
+    assert_eq!(listed.len(), h.txns.len());
+    assert!(listed.iter().all(|l| l["file"] != "2024-03-20-00-00-00.fs"));
+    let c = &h.txns[1];
+    let err = recovers(&h, &["--at-tid", &tid_hex(c.tid)], c.end, "old chain");
+    assert!(
+        err.contains(&format!("of repo/{}", h.txns[0].file)),
+        "{err}"
+    );
+    // Without the first chain, the second one holds them all.
+    for f in fs::read_dir(d.join("repo")).unwrap() {
+        let f = f.unwrap().path();
+        if !f.to_string_lossy().contains("2024-03-20") {
+            fs::remove_file(f).unwrap();
+        }
+    }
+    let listed = list(d, &[]);
+    assert_eq!(listed.len(), h.txns.len());
+    assert!(listed.iter().all(|l| l["file"] == "2024-03-20-00-00-00.fs"));
+    recovers(&h, &["--at-tid", &tid_hex(c.tid)], c.end, "new chain");
+}
+
+/// A backup file cut short is named, with where its transactions end.
+#[test]
+fn a_damaged_backup_file_is_named() {
+    let h = history(false, 3);
+    let d = h.t.path();
+    let inc = d.join("repo").join(&h.txns[h.txns.len() - 1].file);
+    let len = fs::metadata(&inc).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&inc).unwrap();
+    f.set_len(len - 5).unwrap();
+    let err = fails(
+        &repozo_at(d, NOW, &["--transactions", "-r", "repo"]),
+        "--transactions",
+    );
+    assert!(
+        err.starts_with(&format!("repo/{}", h.txns[h.txns.len() - 1].file)),
+        "{err}"
+    );
+}

@@ -386,7 +386,10 @@ index_sig() { (cd "$REPO" && md5sum ./*.index 2>/dev/null) || true; }
 timed() {
     local tool="$1" row="$2" now="$3"; shift 3
     local cmd
-    if [ "$tool" = py ]; then cmd=("$PYTHON" "$PYREPOZO"); else cmd=("$BIN"); fi
+    if [ "$tool" = py ] && [ ${#PY_INSTEAD[@]} -gt 0 ]; then
+        cmd=("$PYTHON" "${PY_INSTEAD[@]}"); set --
+    elif [ "$tool" = py ]; then cmd=("$PYTHON" "$PYREPOZO")
+    else cmd=("$BIN"); fi
     if REPOZO_TEST_NOW="$now" /usr/bin/time -f '%e %M' -o "$RUN/time" \
         "${cmd[@]}" "$@" >"$RUN/stdout" 2>"$RUN/stderr"; then
         tail -n 1 "$RUN/time" >>"$RES/$row.$tool"
@@ -400,6 +403,9 @@ timed() {
 
 ROWS=()
 declare -A LABEL
+# What the python column runs instead of Python repozo with the row's
+# arguments (for a row Python repozo has no command for).
+PY_INSTEAD=()
 
 # bench ROW "label" BASE SRC IDX NOW CHECK -- ARGS...
 #   BASE: base repository name or - (empty); SRC: source Data.fs or -;
@@ -433,6 +439,18 @@ bench() {
                         ;;
                     nochange)
                         [ "$(repo_sig)" = "$before_sig" ] || { note "$row: $tool changed the repository"; touch "$RES/$row.$tool.bad"; }
+                        ;;
+                    recover_ours:*)
+                        [ "$tool" = py ] || cmp -s "$RUN/out.fs" "${check#recover_ours:}" || {
+                            note "$row: ours' output differs from $(basename "${check#recover_ours:}")"
+                            touch "$RES/$row.ours.bad"
+                        }
+                        ;;
+                    lines:*)
+                        [ "$(wc -l <"$RUN/stdout")" = "${check#lines:}" ] || {
+                            note "$row: $tool printed $(wc -l <"$RUN/stdout") lines, not ${check#lines:}"
+                            touch "$RES/$row.$tool.bad"
+                        }
                         ;;
                     recover:*)
                         cmp -s "$RUN/out.fs" "${check#recover:}" || {
@@ -565,6 +583,35 @@ bench_inplace standby "standby +$APPEND in place, default mode" full_2incr "$A1"
 bench_inplace rollback "rollback by one increment (-D T2), default mode" full_2incr "$A2" "full_2incr/$T3.index" "$A1" "full_incr/$T2.index" "$T4" -- -R "${R[@]}" -o "$STANDBY" -D "$T2"
 bench_inplace rollback_q "rollback by one increment (-D T2), -Q" full_2incr "$A2" "full_2incr/$T3.index" "$A1" "full_incr/$T2.index" "$T4" -- -R -Q "${R[@]}" -o "$STANDBY" -D "$T2"
 rm -f "$STANDBY"*
+# Point in time (issue 17). The python column of --transactions is ZODB's
+# own way to the same list: FileStorage's iterator over Data-a2.fs, printing
+# each transaction's tid, user and description; that of --at is Python
+# repozo recovering the whole chain (it cannot stop inside a file).
+if ! skip 'transactions|at'; then
+    cat >"$WORK/fsiter.py" <<'PYEOF'
+import sys
+from ZODB.FileStorage import FileIterator
+n = 0
+for t in FileIterator(sys.argv[1]):
+    sys.stdout.write('%s %r %r\n' % (t.tid.hex(), t.user, t.description))
+    n += 1
+PYEOF
+    # The transaction in the middle of the last increment, and Data-a2.fs
+    # up to its end.
+    read -r AT_TID AT_END TXNS < <("$BIN" --transactions --json -r "$WORK/base/full_2incr" |
+        "$PYTHON" -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+last = [r for r in rows if r["file"] == rows[-1]["file"]]
+mid = last[len(last) // 2]
+print(mid["tid"], mid["end"], len(rows))')
+    head -c "$AT_END" "$A2" >"$WORK/at-expect.fs"
+    PY_INSTEAD=("$WORK/fsiter.py" "$A2")
+    bench transactions "--transactions --json, full + 2 increments ($TXNS transactions; python: FileIterator)" full_2incr - none "$T4" "lines:$TXNS" -- --transactions --json "${R[@]}"
+    PY_INSTEAD=("$PYREPOZO" -R "${R[@]}" -o "$RUN/out.fs")
+    bench at "recover --at-tid, middle of the last increment (python: whole chain)" full_2incr - none "$T4" "recover_ours:$WORK/at-expect.fs" -- -R "${R[@]}" -o "$RUN/out.fs" --at-tid "$AT_TID"
+    PY_INSTEAD=()
+fi
 bench many_q "-B -Q, $MANY files, +1 transaction" many "$MANYDATA_A" none "$TM" backup -- -B -Q "${R[@]}" -f "$MANYDATA_A"
 bench many_nochange "nothing changed, default mode, $MANY files" many "$MANYDATA" none "$TM" nochange -- -B "${R[@]}" -f "$MANYDATA"
 bench many_verify "verify -Q, $MANY files" many - none "$TM" none -- -V -Q "${R[@]}"
@@ -663,6 +710,15 @@ DATA_BYTES="$(stat -c %s "$DATA")"
     done
     echo "- peak RSS MB, ours/python: $rss (goal: ours <= python): $rss_ok"
     echo
+    if [ -f "$RES/transactions.ours" ] || [ -f "$RES/at.ours" ]; then
+        echo "Goals of point in time (issue 17):"
+        echo
+        o="$(median "$RES/transactions.ours")"
+        echo "- --transactions, warm: ours $o s (goal < 1 s): $(awk -v o="$o" 'BEGIN { print (o != "FAIL" && o < 1) ? "met" : "not met" }'); python/ours $(goal_ratio transactions 1 | sed 's/ (goal.*//')"
+        o="$(median "$RES/at.ours")"; r="$(median "$RES/recover.ours")"
+        echo "- --at-tid to the middle of the last increment: ours $o s = $(awk -v o="$o" -v r="$r" 'BEGIN { if (r > 0) printf "%.2f", o / r; else print "n/a" }') x our plain recover ($r s) (goal <= 1.1): $(awk -v o="$o" -v r="$r" 'BEGIN { print (r > 0 && o / r <= 1.1) ? "met" : "not met" }')"
+        echo
+    fi
     echo "Compressed sizes (-z):"
     echo
     for row in full_z incr_qz; do

@@ -587,7 +587,7 @@ rm -f "$STANDBY"*
 # own way to the same list: FileStorage's iterator over Data-a2.fs, printing
 # each transaction's tid, user and description; that of --at is Python
 # repozo recovering the whole chain (it cannot stop inside a file).
-if ! skip 'transactions|at'; then
+if ! skip transactions || ! skip at; then
     cat >"$WORK/fsiter.py" <<'PYEOF'
 import sys
 from ZODB.FileStorage import FileIterator
@@ -681,8 +681,6 @@ DATA_BYTES="$(stat -c %s "$DATA")"
         echo "| ${LABEL[$row]} | $m | $(awk -v b="$DATA_BYTES" -v s="$m" 'BEGIN{ if (s > 0) printf "%.0f", b / 1e6 / s; else print "n/a" }') | $(peak_mb "$RES/$row.ref") |"
     done
     echo
-    echo "Goals of the in-place recover (issue 12):"
-    echo
     goal_ratio() { # ROW GOAL: "python/ours ratio R (goal >= GOAL): met|not met"
         local p o r
         p="$(median "$RES/$1.py")"; o="$(median "$RES/$1.ours")"; r="$(ratio "$p" "$o")"
@@ -692,6 +690,9 @@ DATA_BYTES="$(stat -c %s "$DATA")"
             *) echo "ratio $r, $p s / $o s (goal >= $2): $(awk -v p="$p" -v o="$o" -v g="$2" 'BEGIN { print (o == 0 || p / o >= g) ? "met" : "not met" }')" ;;
         esac
     }
+    if [ -f "$RES/standby_q.ours" ] && [ -f "$RES/standby.ours" ] && [ -f "$RES/rollback.ours" ] && [ -f "$RES/rollback_q.ours" ]; then
+    echo "Goals of the in-place recover (issue 12):"
+    echo
     echo "- standby +$APPEND, -Q: $(goal_ratio standby_q 20)"
     o="$(median "$RES/standby.ours")"; m="$(median "$RES/md5.ref")"
     if [ -f "$RES/standby.ours.bad" ]; then
@@ -710,7 +711,8 @@ DATA_BYTES="$(stat -c %s "$DATA")"
     done
     echo "- peak RSS MB, ours/python: $rss (goal: ours <= python): $rss_ok"
     echo
-    if [ -f "$RES/transactions.ours" ] || [ -f "$RES/at.ours" ]; then
+    fi
+    if [ -f "$RES/transactions.ours" ] && [ -f "$RES/at.ours" ] && [ -f "$RES/recover.ours" ]; then
         echo "Goals of point in time (issue 17):"
         echo
         o="$(median "$RES/transactions.ours")"

@@ -16,7 +16,8 @@ backed up.  What is checked, on what a user sees:
 
 * ``--transactions --json`` (and the text form) lists exactly the backed up
   transactions, oldest first, with the tid, the time (the tid's TimeStamp,
-  UTC, floored to the microsecond, computed here from the raw 8 bytes),
+  UTC, rounded to the microsecond as ZODB's ``str(TimeStamp)`` shows it,
+  computed here from the raw 8 bytes),
   user, description, size and record count (from a header-to-header walk
   of Data.fs written here), the backup file holding it and its offset and
   end in Data.fs; ``--since`` / ``--until`` filter it.
@@ -31,8 +32,8 @@ backed up.  What is checked, on what a user sees:
 * Python repozo still recovers and verifies the same repositories.
 
 The tids are made at whole milliseconds, so most land a fraction of a
-microsecond before or after one: a time rounded instead of floored, or
-compared unfloored, shows (test_times_are_floored_to_the_microsecond says
+microsecond before or after one: a time floored instead of rounded, or
+compared unrounded, shows (test_times_are_rounded_to_the_microsecond says
 so plainly; the other listing and --at tests then fail too).
 """
 import calendar
@@ -150,7 +151,8 @@ US = datetime.timedelta(microseconds=1)
 
 
 def tid_time(tid):
-    """The time of ``tid`` (8 bytes), UTC, floored to the microsecond.
+    """The time of ``tid`` (8 bytes), UTC, rounded to the nearest
+    microsecond (half up), as ZODB's ``str(TimeStamp)`` shows it.
 
     The first 4 bytes count minutes from 1900 (31-day months), the last 4
     the fraction of that minute in units of 60 / 2**32 seconds.
@@ -164,14 +166,14 @@ def tid_time(tid):
     hi //= 31
     month = hi % 12 + 1
     year = hi // 12 + 1900
-    micros = lo * 60_000_000 // (1 << 32)
+    micros = (lo * 120_000_000 + (1 << 32)) // (1 << 33)
     return (datetime.datetime(year, month, day, hour, minute)
             + datetime.timedelta(microseconds=micros))
 
 
 def sub_micro(tid):
-    """How far past its floored microsecond ``tid`` is, in microseconds
-    (a Fraction in [0, 1))."""
+    """How far past the microsecond below it ``tid`` is, in microseconds
+    (a Fraction in [0, 1)): from a half on, it is shown in the next one."""
     lo = struct.unpack('>I', tid[4:])[0]
     exact = Fraction(lo * 60_000_000, 1 << 32)
     return exact - int(exact)
@@ -508,7 +510,7 @@ def test_scenario_is_what_the_tests_assume(sc):
     assert times == sorted(set(times)), 'two transactions share a time'
     assert times[0] - TID_START < datetime.timedelta(milliseconds=1)
     for t in txns:
-        # Our floored time agrees with ZODB's TimeStamp.
+        # Our rounded time agrees with ZODB's TimeStamp.
         ts = TimeStamp(t.tid)
         dt = t.time
         assert (ts.year(), ts.month(), ts.day(), ts.hour(), ts.minute()) == (
@@ -643,13 +645,14 @@ def test_transactions_json(sc, tools, kind):
 
 
 @pytest.mark.parametrize('kind', ['rs', 'py-z'])
-def test_times_are_floored_to_the_microsecond(sc, tools, kind):
-    """The spec floors a tid's time to the microsecond, for showing it and
-    for comparing it with --at / --since / --until: a tid 0.9 us past a
-    microsecond is shown in that microsecond (not rounded up), and a tid
-    just past the microsecond it is shown in is kept by --at / --until of
-    that shown time (one tid a little past, one more than half a
-    microsecond past: a time compared exactly or rounded fails one)."""
+def test_times_are_rounded_to_the_microsecond(sc, tools, kind):
+    """A tid's time is rounded to the microsecond, as ZODB's
+    str(TimeStamp) shows it, for showing it and for comparing it with
+    --at / --since / --until: a tid 0.9 us past a microsecond is shown in
+    the next one (not floored), and a tid a little past the microsecond
+    it is shown in is kept by --at / --until of that shown time (one tid a
+    little past, one more than half a microsecond past: a time compared
+    exactly or floored fails one)."""
     repo = sc.repos[kind]
     half = Fraction(1, 2)
     near_next = [t for t in sc.backed[1:] if sub_micro(t.tid) >= half]
@@ -659,7 +662,7 @@ def test_times_are_floored_to_the_microsecond(sc, tools, kind):
               for g in parse_json_lines(list_txns(tools, repo, '--json'))}
     for t in near_next[:3]:
         assert listed.get(t.hex) == fmt_time(t.time), (
-            '%s is %s us past %s: listed as %s, expected %s (floored)'
+            '%s is %s us past %s: listed as %s, expected %s (rounded)'
             % (t.hex, float(sub_micro(t.tid)), fmt_time(t.time),
                listed.get(t.hex), fmt_time(t.time)))
     for t in (a_little[len(a_little) // 2], near_next[len(near_next) // 2]):
@@ -1071,11 +1074,12 @@ def damage_after(sc, kind, t):
 
 @pytest.mark.parametrize('kind', ['rs', 'py-z'])
 def test_verify_damaged_cut_file_in_place(sc, tools, kind):
-    """An interpretation of the spec ("-w checks every backup file used"):
-    cutting a standby back in place to the middle of an increment uses
-    that increment, so -w checks it, and a damage after the target fails
-    with exit 1, FILE left as it was.  (Cutting back reads no backup file;
-    if -w is not meant to check them then, drop this test.)"""
+    """Cutting a standby back in place to the middle of an increment
+    writes no byte of a backup file: FILE's own ranges are checked against
+    the .dat md5s instead, so a damaged increment (after the target) does
+    not matter, -w or not: FILE is cut back in place, right.  A gzip'd
+    increment is inflated to find the transaction, and its damage (a CRC
+    that does not match) is an error naming it, FILE left as it was."""
     t = sc.txns[POSITIONS['inc1-middle']]
     repo, name = damage_after(sc, kind, t)
     d = sc.workdir('w-in-place-' + kind)
@@ -1083,11 +1087,21 @@ def test_verify_damaged_cut_file_in_place(sc, tools, kind):
     proc = rs_recover(tools, sc.repos[kind], out)
     check_recovered(sc, proc, out, sc.backed[-1], 'the newest backup',
                     full=False)
-    proc = tools['rs'].run(['-R', '-w', '-r', repo, '-o', out, '--at-tid',
-                            t.hex], now=LATER)
+    ino = os.stat(out).st_ino
+    proc = tools['rs'].run(['-R', '-v', '-w', '-r', repo, '-o', out,
+                            '--at-tid', t.hex], now=LATER)
     what = '-w --at-tid cutting back the newest state, %s damaged' % name
-    assert proc.returncode == 1, '%s\n%s' % (what, describe_output(proc))
-    check_bytes(out, sc.datafs[:sc.backed[-1].end], what, proc)
+    if kind.endswith('-z'):
+        assert proc.returncode == 1, '%s\n%s' % (what, describe_output(proc))
+        assert name + ': corrupt gzip data' in proc.stderr.decode(), (
+            describe_output(proc))
+        check_bytes(out, sc.datafs[:sc.backed[-1].end], what, proc)
+        assert os.stat(out).st_ino == ino, what
+        return
+    assert proc.returncode == 0, '%s\n%s' % (what, describe_output(proc))
+    check_bytes(out, sc.datafs[:t.end], what, proc)
+    assert os.stat(out).st_ino == ino, what
+    assert IN_PLACE in proc.stderr.decode(), describe_output(proc)
 
 
 @pytest.mark.parametrize('kind', list(KINDS))

@@ -141,6 +141,14 @@ pub enum Error {
         /// What was asked for: `0x…` or `at or before …`.
         wanted: String,
     },
+    /// `--at`/`--at-tid`: the transaction may be in the part of a broken
+    /// chain that cannot be read.
+    Broken {
+        /// What breaks the chain.
+        why: String,
+        /// What was asked for.
+        wanted: String,
+    },
     /// The files found for the date start with an increment: the full
     /// backup they extend is gone, and they alone are no Data.fs.
     NoFullBackup {
@@ -216,6 +224,9 @@ impl fmt::Display for Error {
                 write!(f, "No full backup in repository before {d}")
             }
             Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
+            Error::Broken { why, wanted } => {
+                write!(f, "{why}: the transaction {wanted} may be in it")
+            }
             Error::NoTransaction { repository, wanted } => {
                 write!(f, "{repository}: no transaction {wanted} in the repository")
             }

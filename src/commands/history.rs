@@ -16,7 +16,7 @@ use crate::filestorage::records::{buf, Magic, TxnInfo, Walker, TRAILER_LEN};
 use crate::log::Log;
 use crate::repository::{DatEntry, Kind, Repository};
 
-use super::recover::{chain_from_dat, Piece};
+use super::recover::{follow_dat, Piece};
 
 /// Bytes read at a time from a plain file: headers are small, and the
 /// data between them is passed over once it is longer than this.
@@ -30,6 +30,8 @@ pub(crate) struct Chain {
     pub(crate) starts: Vec<u64>,
     /// Its `.dat` log, if it has one.
     pub(crate) dat: Option<Vec<DatEntry>>,
+    /// Why it stops before its `.dat` log's end (a file missing, a gap).
+    pub(crate) broken: Option<String>,
 }
 
 impl Chain {
@@ -43,8 +45,9 @@ impl Chain {
 }
 
 /// Every chain of the repository, oldest first, each as its `.dat` lists
-/// it (every line, whatever its date). A chain that cannot be followed (a
-/// file missing, a gap) is left out with a line on stderr.
+/// it (every line, whatever its date). A chain broken by a missing file
+/// or a gap is kept up to the break, one that cannot be read at all is
+/// left out, each with a line on stderr.
 ///
 /// # Errors
 /// The repository cannot be read.
@@ -60,18 +63,25 @@ pub(crate) fn chains(repo: &Repository, log: &Log) -> Result<Vec<Chain>> {
     }
     let mut chains = Vec::with_capacity(groups.len());
     for group in groups {
-        let followed = chain_from_dat(repo, &group, "9999", log)
-            .and_then(|(pieces, dat)| starts(repo, &pieces).map(|s| (pieces, s, dat)));
+        let full = repo.display(&group[0].name());
+        let followed = follow_dat(repo, &group, "9999", log).and_then(|(pieces, dat, broken)| {
+            let broken = broken.map(|e| e.to_string());
+            if let Some(why) = &broken {
+                log.notice(format_args!(
+                    "the chain of {full} is read only up to the break: {why}"
+                ));
+            }
+            starts(repo, &pieces).map(|s| (pieces, s, dat, broken))
+        });
         match followed {
-            Ok((pieces, starts, dat)) => chains.push(Chain {
+            Ok((pieces, ..)) if pieces.is_empty() => {}
+            Ok((pieces, starts, dat, broken)) => chains.push(Chain {
                 pieces,
                 starts,
                 dat,
+                broken,
             }),
-            Err(e) => log.notice(format_args!(
-                "leaving out the chain of {}: {e}",
-                repo.display(&group[0].name())
-            )),
+            Err(e) => log.notice(format_args!("leaving out the chain of {full}: {e}")),
         }
     }
     Ok(chains)
@@ -268,8 +278,13 @@ impl Found {
 /// whose first transaction is the last not after it is walked, and only up
 /// to it.
 ///
+/// A chain broken by a missing file cannot say what that file held: an
+/// answer that may lie there is an error, unless a newer chain (whose
+/// full backup holds that time) gives it.
+///
 /// # Errors
-/// No chain holds it ([`Error::NoTransaction`]); files that cannot be read.
+/// No chain holds it ([`Error::NoTransaction`]), or only the missing part
+/// of a broken chain may ([`Error::Broken`]); files that cannot be read.
 pub(crate) fn find(
     repo: &Repository,
     chains: &[Chain],
@@ -280,6 +295,8 @@ pub(crate) fn find(
         Wanted::Tid(t) | Wanted::AtOrBefore(t) => t,
     };
     let mut best: Option<Found> = None;
+    // The newest broken chain that could not tell, and why.
+    let mut doubt: Option<(usize, &str)> = None;
     for (c, chain) in chains.iter().enumerate() {
         let mut firsts = Vec::with_capacity(chain.pieces.len());
         for i in 0..chain.pieces.len() {
@@ -296,13 +313,17 @@ pub(crate) fn find(
                 continue;
             }
             let mut hit: Option<TxnInfo> = None;
+            // Whether the walk reached past the transaction wanted.
+            let mut settled = false;
             walk_piece(repo, chain, piece, |t| {
                 if t.tid > bound {
+                    settled = true;
                     return Ok(false);
                 }
                 match wanted {
                     Wanted::Tid(x) if t.tid == x => {
                         hit = Some(t.clone());
+                        settled = true;
                         Ok(false)
                     }
                     Wanted::Tid(_) => Ok(true),
@@ -312,6 +333,11 @@ pub(crate) fn find(
                     }
                 }
             })?;
+            let at_break = piece + 1 == chain.pieces.len() && !settled;
+            if let (true, Some(why)) = (at_break, chain.broken.as_deref()) {
+                doubt = Some((c, why));
+                break;
+            }
             if let Some(txn) = hit {
                 if best.as_ref().is_none_or(|b| txn.tid > b.txn.tid) {
                     best = Some(Found {
@@ -330,8 +356,16 @@ pub(crate) fn find(
             break;
         }
     }
-    best.ok_or_else(|| Error::NoTransaction {
-        repository: repo.given().to_string(),
-        wanted: wanted_shown.to_string(),
-    })
+    match (best, doubt) {
+        (Some(b), Some((c, _))) if b.chain > c => Ok(b),
+        (_, Some((_, why))) => Err(Error::Broken {
+            why: why.to_string(),
+            wanted: wanted_shown.to_string(),
+        }),
+        (Some(b), None) => Ok(b),
+        (None, None) => Err(Error::NoTransaction {
+            repository: repo.given().to_string(),
+            wanted: wanted_shown.to_string(),
+        }),
+    }
 }

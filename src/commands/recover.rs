@@ -414,6 +414,24 @@ pub(crate) fn chain_from_dat(
     when: &str,
     log: &Log,
 ) -> Result<(Vec<Piece>, Option<Vec<DatEntry>>)> {
+    match follow_dat(repo, found, when, log)? {
+        (_, _, Some(broken)) => Err(broken),
+        (chain, dat, None) => Ok((chain, dat)),
+    }
+}
+
+/// [`chain_from_dat`], giving the files before a missing file or a gap
+/// and the error for it instead of failing: what `--transactions` and
+/// `--at` can still read of a broken chain.
+///
+/// # Errors
+/// The `.dat` cannot be read, or lists a name that is no backup's.
+pub(crate) fn follow_dat(
+    repo: &Repository,
+    found: &[DataFile],
+    when: &str,
+    log: &Log,
+) -> Result<(Vec<Piece>, Option<Vec<DatEntry>>, Option<Error>)> {
     let as_found = || {
         found
             .iter()
@@ -428,14 +446,14 @@ pub(crate) fn chain_from_dat(
     let dat_shown = repo.display(&full.dat_name());
     let Some(entries) = repo.read_dat(full)? else {
         log!(log, "no {dat_shown}: using the files as found");
-        return Ok((as_found(), None));
+        return Ok((as_found(), None, None));
     };
     if entries.first().map(|e| e.file_name()) != Some(full.name().as_str()) {
         log!(
             log,
             "{dat_shown} does not start with {full}: using the files as found"
         );
-        return Ok((as_found(), None));
+        return Ok((as_found(), None, None));
     }
     let on_disk: HashSet<&DataFile> = found.iter().collect();
     let mut chain = Vec::new();
@@ -453,10 +471,12 @@ pub(crate) fn chain_from_dat(
             break;
         }
         if !on_disk.contains(&f) {
-            return Err(Error::Mismatch(Mismatch::Missing { path: shown }));
+            let missing = Error::Mismatch(Mismatch::Missing { path: shown });
+            return Ok((chain, Some(entries), Some(missing)));
         }
         if e.start != end {
-            return Err(gap(&shown, e.start, end, &dat_shown));
+            let broken = gap(&shown, e.start, end, &dat_shown);
+            return Ok((chain, Some(entries), Some(broken)));
         }
         end = e.end;
         chain.push(Piece {
@@ -472,7 +492,7 @@ pub(crate) fn chain_from_dat(
             repo.display(&f.name())
         ));
     }
-    Ok((chain, Some(entries)))
+    Ok((chain, Some(entries), None))
 }
 
 /// A `.dat` line whose range does not start where the lines before it

@@ -383,3 +383,47 @@ fn a_damaged_backup_file_is_named() {
         "{err}"
     );
 }
+
+/// A chain missing a middle increment is read up to the break: what it
+/// holds before it is listed and recovered, and a time whose transaction
+/// may be in the missing file is an error, not an older state.
+#[test]
+fn a_broken_chain_is_read_up_to_the_break() {
+    let h = history(false, 3);
+    let d = h.t.path();
+    let middle = h.txns[6].file.clone();
+    fs::remove_file(d.join("repo").join(&middle)).unwrap();
+    let out = repozo_at(d, NOW, &["--transactions", "--json", "-r", "repo"]);
+    let err = ok(&out, "--transactions");
+    let full = &h.txns[0].file;
+    assert_eq!(
+        err.trim_end(),
+        format!("the chain of repo/{full} is read only up to the break: repo/{middle} is missing")
+    );
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 6);
+    let c = &h.txns[5];
+    recovers(
+        &h,
+        &["--at-tid", &tid_hex(c.tid)],
+        c.end,
+        "before the break",
+    );
+    for name in ["out.fs", "out.fs.index"] {
+        fs::remove_file(d.join(name)).unwrap();
+    }
+    for at in [tid_time_text(c.tid).unwrap(), "2030-01-01".to_string()] {
+        let err = fails(
+            &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs", "--at", &at]),
+            "past the break",
+        );
+        assert!(
+            err.ends_with(&format!(
+                "repo/{middle} is missing: the transaction at or before {} may be in it",
+                parse_utc(&at).unwrap().format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            )),
+            "{err}"
+        );
+        assert_eq!(names(d), ["Data.fs", "repo"]);
+    }
+}

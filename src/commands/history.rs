@@ -64,8 +64,9 @@ pub(crate) fn chains(repo: &Repository, log: &Log) -> Result<Vec<Chain>> {
     let mut chains = Vec::with_capacity(groups.len());
     for group in groups {
         let full = repo.display(&group[0].name());
-        let followed = follow_dat(repo, &group, "9999", log).and_then(|(pieces, dat, broken)| {
-            let broken = broken.map(|e| e.to_string());
+        let followed = follow_dat(repo, &group, "9999", log).and_then(|f| {
+            let (pieces, dat) = (f.pieces, f.dat);
+            let broken = f.broken.map(|e| e.to_string());
             if let Some(why) = &broken {
                 log.notice(format_args!(
                     "the chain of {full} is read only up to the break: {why}"

@@ -414,10 +414,19 @@ pub(crate) fn chain_from_dat(
     when: &str,
     log: &Log,
 ) -> Result<(Vec<Piece>, Option<Vec<DatEntry>>)> {
-    match follow_dat(repo, found, when, log)? {
-        (_, _, Some(broken)) => Err(broken),
-        (chain, dat, None) => Ok((chain, dat)),
+    let f = follow_dat(repo, found, when, log)?;
+    match f.broken {
+        Some(broken) => Err(broken),
+        None => Ok((f.pieces, f.dat)),
     }
+}
+
+/// A chain as far as its `.dat` log could be followed.
+pub(crate) struct Followed {
+    pub(crate) pieces: Vec<Piece>,
+    pub(crate) dat: Option<Vec<DatEntry>>,
+    /// What stopped it before the log's end: a missing file, a gap.
+    pub(crate) broken: Option<Error>,
 }
 
 /// [`chain_from_dat`], giving the files before a missing file or a gap
@@ -431,7 +440,7 @@ pub(crate) fn follow_dat(
     found: &[DataFile],
     when: &str,
     log: &Log,
-) -> Result<(Vec<Piece>, Option<Vec<DatEntry>>, Option<Error>)> {
+) -> Result<Followed> {
     let as_found = || {
         found
             .iter()
@@ -446,14 +455,22 @@ pub(crate) fn follow_dat(
     let dat_shown = repo.display(&full.dat_name());
     let Some(entries) = repo.read_dat(full)? else {
         log!(log, "no {dat_shown}: using the files as found");
-        return Ok((as_found(), None, None));
+        return Ok(Followed {
+            pieces: as_found(),
+            dat: None,
+            broken: None,
+        });
     };
     if entries.first().map(|e| e.file_name()) != Some(full.name().as_str()) {
         log!(
             log,
             "{dat_shown} does not start with {full}: using the files as found"
         );
-        return Ok((as_found(), None, None));
+        return Ok(Followed {
+            pieces: as_found(),
+            dat: None,
+            broken: None,
+        });
     }
     let on_disk: HashSet<&DataFile> = found.iter().collect();
     let mut chain = Vec::new();
@@ -472,11 +489,19 @@ pub(crate) fn follow_dat(
         }
         if !on_disk.contains(&f) {
             let missing = Error::Mismatch(Mismatch::Missing { path: shown });
-            return Ok((chain, Some(entries), Some(missing)));
+            return Ok(Followed {
+                pieces: chain,
+                dat: Some(entries),
+                broken: Some(missing),
+            });
         }
         if e.start != end {
             let broken = gap(&shown, e.start, end, &dat_shown);
-            return Ok((chain, Some(entries), Some(broken)));
+            return Ok(Followed {
+                pieces: chain,
+                dat: Some(entries),
+                broken: Some(broken),
+            });
         }
         end = e.end;
         chain.push(Piece {
@@ -492,7 +517,11 @@ pub(crate) fn follow_dat(
             repo.display(&f.name())
         ));
     }
-    Ok((chain, Some(entries), None))
+    Ok(Followed {
+        pieces: chain,
+        dat: Some(entries),
+        broken: None,
+    })
 }
 
 /// A `.dat` line whose range does not start where the lines before it

@@ -149,6 +149,11 @@ pub enum Error {
         /// What was asked for.
         wanted: String,
     },
+    /// `--transactions` could not read every chain.
+    Incomplete {
+        /// What it could not read.
+        why: String,
+    },
     /// The files found for the date start with an increment: the full
     /// backup they extend is gone, and they alone are no Data.fs.
     NoFullBackup {
@@ -224,6 +229,10 @@ impl fmt::Display for Error {
                 write!(f, "No full backup in repository before {d}")
             }
             Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
+            Error::Incomplete { why } => write!(
+                f,
+                "{why}: the transactions listed are not all the repository holds"
+            ),
             Error::Broken { why, wanted } => {
                 write!(f, "{why}: the transaction {wanted} may be in it")
             }
@@ -304,6 +313,13 @@ pub enum Mismatch {
         /// Where the file ends, in the Data.fs.
         expected: u64,
     },
+    /// A transaction whose tid is not after the one before it.
+    TidsBack {
+        /// The file, as shown to the user.
+        path: String,
+        /// Where the transaction starts, in the Data.fs.
+        offset: u64,
+    },
     /// A file does not start where the files before it end.
     Gap {
         /// The file, as shown to the user.
@@ -363,6 +379,10 @@ impl fmt::Display for Mismatch {
             } => write!(
                 f,
                 "{path}: damaged: its last complete transaction ends at {end}, before its end at {expected}"
+            ),
+            Mismatch::TidsBack { path, offset } => write!(
+                f,
+                "{path}: the transaction at {offset} has a tid not after the one before it: transactions out of order cannot be searched by time or tid"
             ),
             Mismatch::Gap {
                 path,

@@ -46,8 +46,8 @@ impl Chain {
 
 /// Every chain of the repository, oldest first, each as its `.dat` lists
 /// it (every line, whatever its date). A chain broken by a missing file
-/// or a gap is kept up to the break, one that cannot be read at all is
-/// left out, each with a line on stderr.
+/// or a gap is kept up to the break, one that cannot be read at all
+/// without its files, each with [`Chain::broken`] and a line on stderr.
 ///
 /// # Errors
 /// The repository cannot be read.
@@ -74,16 +74,26 @@ pub(crate) fn chains(repo: &Repository, log: &Log) -> Result<Vec<Chain>> {
             }
             starts(repo, &pieces).map(|s| (pieces, s, dat, broken))
         });
-        match followed {
-            Ok((pieces, ..)) if pieces.is_empty() => {}
-            Ok((pieces, starts, dat, broken)) => chains.push(Chain {
+        // A chain left out whole stays as one without files: what it
+        // held is unknown, which --at and --transactions must say.
+        let chain = match followed {
+            Ok((pieces, starts, dat, broken)) => Chain {
                 pieces,
                 starts,
                 dat,
                 broken,
-            }),
-            Err(e) => log.notice(format_args!("leaving out the chain of {full}: {e}")),
-        }
+            },
+            Err(e) => {
+                log.notice(format_args!("leaving out the chain of {full}: {e}"));
+                Chain {
+                    pieces: Vec::new(),
+                    starts: Vec::new(),
+                    dat: None,
+                    broken: Some(e.to_string()),
+                }
+            }
+        };
+        chains.push(chain);
     }
     Ok(chains)
 }
@@ -167,6 +177,21 @@ pub(crate) fn walk_piece(
                 .len(),
         )
     };
+    let wrong_size = |size: u64, expected: u64| {
+        Error::Mismatch(Mismatch::Size {
+            path: shown.clone(),
+            size,
+            expected,
+            gzip: p.file.gzip,
+        })
+    };
+    // Walked against a wrong size, a file would be blamed for the `.dat`
+    // log's error (or the next file for this one's).
+    if let (Some(len), Some(logged)) = (plain_len, p.logged_size) {
+        if len != logged {
+            return Err(wrong_size(len, logged));
+        }
+    }
     let end = chain.end(i).or(plain_len.map(|n| start + n));
     let last_trailer = match plain_len {
         Some(n) if n >= TRAILER_LEN => {
@@ -234,6 +259,9 @@ pub(crate) fn walk_piece(
             }
         }
     }
+    if let Some(logged) = p.logged_size.filter(|&l| p.file.gzip && l != read) {
+        return Err(wrong_size(read, logged));
+    }
     let expected = end.unwrap_or(start + read);
     let done = if end.is_none() && walker.at_boundary() {
         walker.position()
@@ -299,9 +327,20 @@ pub(crate) fn find(
     // The newest broken chain that could not tell, and why.
     let mut doubt: Option<(usize, &str)> = None;
     for (c, chain) in chains.iter().enumerate() {
-        let mut firsts = Vec::with_capacity(chain.pieces.len());
+        if let (true, Some(why)) = (chain.pieces.is_empty(), chain.broken.as_deref()) {
+            doubt = Some((c, why));
+            continue;
+        }
+        let mut firsts: Vec<Option<u64>> = Vec::with_capacity(chain.pieces.len());
         for i in 0..chain.pieces.len() {
-            firsts.push(first_tid(repo, chain, i)?);
+            let first = first_tid(repo, chain, i)?;
+            // The search relies on tids in order, which ZODB only warns of.
+            if let (Some(t), Some(before)) = (first, firsts.iter().rev().flatten().next()) {
+                if t <= *before {
+                    return Err(tids_back(repo, chain, i, chain.starts[i]));
+                }
+            }
+            firsts.push(first);
         }
         // Files before the first whose transactions come after it; a
         // file with none (an empty full backup) counts as before.
@@ -316,7 +355,12 @@ pub(crate) fn find(
             let mut hit: Option<TxnInfo> = None;
             // Whether the walk reached past the transaction wanted.
             let mut settled = false;
+            let mut last = 0u64;
             walk_piece(repo, chain, piece, |t| {
+                if t.tid <= last {
+                    return Err(tids_back(repo, chain, piece, t.pos));
+                }
+                last = t.tid;
                 if t.tid > bound {
                     settled = true;
                     return Ok(false);
@@ -358,6 +402,8 @@ pub(crate) fn find(
         }
     }
     match (best, doubt) {
+        // The very transaction asked for: no other can be it.
+        (Some(b), _) if matches!(wanted, Wanted::Tid(_)) => Ok(b),
         (Some(b), Some((c, _))) if b.chain > c => Ok(b),
         (_, Some((_, why))) => Err(Error::Broken {
             why: why.to_string(),
@@ -369,4 +415,11 @@ pub(crate) fn find(
             wanted: wanted_shown.to_string(),
         }),
     }
+}
+
+fn tids_back(repo: &Repository, chain: &Chain, piece: usize, offset: u64) -> Error {
+    Error::Mismatch(Mismatch::TidsBack {
+        path: repo.display(&chain.pieces[piece].file.name()),
+        offset,
+    })
 }

@@ -999,9 +999,11 @@ pub(crate) fn concat_sizes(
         let name = f.name();
         let shown = repo.display(&name);
         let mut one = truth.is_some().then(Md5Thread::spawn);
-        // A cut file is read whole only when its md5 is checked.
+        // A cut file is read whole when its md5 is checked, and when it is
+        // gzip'd: Python repozo's are one gzip member, whose CRC is
+        // checked only at its end.
         let mut room = p.keep.unwrap_or(u64::MAX);
-        let whole = p.keep.is_none() || one.is_some();
+        let whole = p.keep.is_none() || one.is_some() || f.gzip;
         let plain_copy = one.is_none() && all.is_none() && !f.gzip;
         let size = match (&mut *out, plain_copy) {
             (Out::File(dst), true) => {

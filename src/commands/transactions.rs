@@ -5,7 +5,7 @@ use std::io::{self, BufWriter, Write};
 
 use chrono::NaiveDateTime;
 
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, Mismatch, Result};
 use crate::filestorage::records::TxnInfo;
 use crate::filestorage::timestamp::{last_tid_at, tid_hex, tid_time_text};
 use crate::log;
@@ -41,12 +41,10 @@ pub(crate) fn transactions(opts: &TransactionsOptions, log: &Log) -> Result<u64>
         t.checked_sub_signed(chrono::Duration::microseconds(1))
             .and_then(last_tid_at)
     });
+    // None at all when --until is before any tid can be (1900).
     let upper = match opts.until {
-        Some(t) => match last_tid_at(t) {
-            Some(u) => u,
-            None => return Ok(0),
-        },
-        None => u64::MAX,
+        Some(t) => last_tid_at(t),
+        None => Some(u64::MAX),
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -57,7 +55,12 @@ pub(crate) fn transactions(opts: &TransactionsOptions, log: &Log) -> Result<u64>
             writeln!(out, "tid  time  size  records  file  user  description")
                 .map_err(io_err("<stdout>", "write"))?;
         }
+        let Some(upper) = upper else {
+            return out.flush().map_err(io_err("<stdout>", "write"));
+        };
         for chain in &chains {
+            // The tid before, when the file before was walked.
+            let mut prev: Option<u64> = None;
             let lower = seen.max(since);
             let mut firsts = Vec::with_capacity(chain.pieces.len());
             for i in 0..chain.pieces.len() {
@@ -72,6 +75,7 @@ pub(crate) fn transactions(opts: &TransactionsOptions, log: &Log) -> Result<u64>
                     .flatten()
                     .is_some_and(|next| lower.is_some_and(|low| next.saturating_sub(1) <= low));
                 if all_older {
+                    prev = None;
                     continue;
                 }
                 if firsts[i].is_some_and(|first| first > upper) {
@@ -80,6 +84,18 @@ pub(crate) fn transactions(opts: &TransactionsOptions, log: &Log) -> Result<u64>
                 let file = chain.pieces[i].file.name();
                 let mut past = false;
                 history::walk_piece(&repo, chain, i, |t| {
+                    // ZODB only warns of such a file; our search by time
+                    // or tid cannot find its way in it.
+                    if prev.is_some_and(|p| t.tid <= p) {
+                        log.notice(format_args!(
+                            "{}",
+                            Mismatch::TidsBack {
+                                path: repo.display(&file),
+                                offset: t.pos,
+                            }
+                        ));
+                    }
+                    prev = Some(t.tid);
                     if t.tid > upper {
                         past = true;
                         return Ok(false);
@@ -103,7 +119,14 @@ pub(crate) fn transactions(opts: &TransactionsOptions, log: &Log) -> Result<u64>
         other => other?,
     }
     log!(log, "{shown} transactions in {} chains", chains.len());
-    Ok(shown)
+    // What could not be read is an error once the rest is shown: a
+    // script must not take a part for the whole.
+    match chains.iter().find_map(|c| c.broken.as_deref()) {
+        Some(why) => Err(Error::Incomplete {
+            why: why.to_string(),
+        }),
+        None => Ok(shown),
+    }
 }
 
 fn show(out: &mut impl Write, t: &TxnInfo, file: &str, json: bool) -> io::Result<()> {

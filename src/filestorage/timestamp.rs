@@ -60,7 +60,13 @@ pub fn last_tid_at(t: NaiveDateTime) -> Option<u64> {
     }
     // Every fraction that rounds to t's microsecond or before: those
     // below its half past.
-    let micros = u128::from(t.second()) * 1_000_000 + u128::from(t.nanosecond() / 1000 % 1_000_000);
+    // A leap second (`:60`, which chrono keeps as a 59th second of more
+    // than a second) is the end of its minute.
+    let micros = if t.nanosecond() >= 1_000_000_000 {
+        59_999_999
+    } else {
+        u128::from(t.second()) * 1_000_000 + u128::from(t.nanosecond() / 1000)
+    };
     let fraction = ((2 * micros + 1) * FRACTION_UNITS - 1) / (2 * MICROS_PER_MINUTE);
     let fraction = u64::try_from(fraction.min(u128::from(u32::MAX))).unwrap_or(u64::from(u32::MAX));
     Some(minutes << 32 | fraction)
@@ -139,6 +145,11 @@ mod tests {
         assert_eq!(tid_time(april_31 << 32), None);
     }
 
+    /// The last tid shown within 2016-12-31T23:59:59.999999Z.
+    fn end_of(year: i32) -> u64 {
+        last_tid_at(at(&format!("{year}-12-31T23:59:59.999999Z"))).unwrap()
+    }
+
     #[test]
     fn the_last_tid_at_a_time_includes_its_microsecond() {
         let bound = last_tid_at(at("2024-03-05T14:02:59.250000Z")).unwrap();
@@ -157,6 +168,12 @@ mod tests {
             "2024-03-05T14:03:00.000000Z"
         );
         assert_eq!(last_tid_at(at("1899-12-31")), None);
+        // A leap second ends its minute, and does not wrap to its start.
+        assert_eq!(last_tid_at(at("2016-12-31T23:59:60Z")), Some(end_of(2016)));
+        assert_eq!(
+            last_tid_at(at("2016-12-31T23:59:60.5Z")),
+            Some(end_of(2016))
+        );
         assert_eq!(last_tid_at(at("1900-01-01")), Some(35));
     }
 

@@ -5,6 +5,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Command;
 
 use repozo::filestorage::timestamp::{last_tid_at, parse_utc, tid_hex, tid_time_text};
 use repozo::testing::{Builder, Txn};
@@ -43,6 +44,11 @@ const NOW: &str = "2024-04-01-00-00-00";
 /// each, and a full one of 2 * `per`), each transaction a minute and a bit
 /// after the one before, with a user and a note of its own.
 fn history(gzip: bool, per: usize) -> History {
+    history_of(gzip, per, 100)
+}
+
+/// [`history`], the pickles `base` bytes or a little more.
+fn history_of(gzip: bool, per: usize, base: u64) -> History {
     let t = TempDir::new().unwrap();
     let d = t.path();
     fs::create_dir(d.join("repo")).unwrap();
@@ -57,7 +63,7 @@ fn history(gzip: bool, per: usize) -> History {
             let user = format!("/plone user{n}");
             let note = format!("edit \"{n}\"\nline two é");
             let records: Vec<(u64, u64)> = (0..1 + n as u64 % 4)
-                .map(|r| (r * 7 + n as u64 % 5, 100 + 37 * r + n as u64))
+                .map(|r| (r * 7 + n as u64 % 5, base + 37 * r + n as u64))
                 .collect();
             let placed = b.append(
                 &Txn {
@@ -394,11 +400,16 @@ fn a_broken_chain_is_read_up_to_the_break() {
     let middle = h.txns[6].file.clone();
     fs::remove_file(d.join("repo").join(&middle)).unwrap();
     let out = repozo_at(d, NOW, &["--transactions", "--json", "-r", "repo"]);
-    let err = ok(&out, "--transactions");
+    // What it holds before the break is listed; the run fails, so that a
+    // script does not take the part for the whole.
+    let err = fails(&out, "--transactions");
     let full = &h.txns[0].file;
     assert_eq!(
-        err.trim_end(),
-        format!("the chain of repo/{full} is read only up to the break: repo/{middle} is missing")
+        err,
+        format!(
+            "the chain of repo/{full} is read only up to the break: repo/{middle} is missing\n\
+             repo/{middle} is missing: the transactions listed are not all the repository holds"
+        )
     );
     let listed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(listed.lines().count(), 6);
@@ -426,4 +437,83 @@ fn a_broken_chain_is_read_up_to_the_break() {
         );
         assert_eq!(names(d), ["Data.fs", "repo"]);
     }
+}
+
+/// A gzip'd backup of one member (as Python repozo writes them) has its
+/// CRC at the end: a file cut by --at is inflated to its end all the
+/// same, so a damaged one fails instead of giving bad bytes.
+#[test]
+fn a_cut_gzip_file_is_checked_to_its_end() {
+    // Increments of 4 transactions of 1 to 4 pickles of 800 KB: the cut
+    // comes megabytes before the member's end.
+    let h = history_of(false, 4, 800_000);
+    let d = h.t.path();
+    let inc = h.txns[8].file.clone();
+    let plain = d.join("repo").join(&inc);
+    let gz = Command::new("gzip").arg("-n").arg(&plain).status().unwrap();
+    assert!(gz.success());
+    let zipped = d.join("repo").join(format!("{inc}z"));
+    fs::rename(plain.with_extension("deltafs.gz"), &zipped).unwrap();
+    let dat = d.join("repo").join(format!("{}.dat", stamp(0)));
+    let text = fs::read_to_string(&dat).unwrap();
+    fs::write(&dat, text.replace(&inc, &format!("{inc}z"))).unwrap();
+    let c = &h.txns[8];
+    recovers(&h, &["--at-tid", &tid_hex(c.tid)], c.end, "a good member");
+    for name in ["out.fs", "out.fs.index"] {
+        fs::remove_file(d.join(name)).unwrap();
+    }
+    // The stored CRC, 8 bytes from the end.
+    let mut bytes = fs::read(&zipped).unwrap();
+    let crc = bytes.len() - 8;
+    bytes[crc] ^= 0xff;
+    fs::write(&zipped, &bytes).unwrap();
+    let err = fails(
+        &repozo_at(
+            d,
+            NOW,
+            &[
+                "-R",
+                "-r",
+                "repo",
+                "-o",
+                "out.fs",
+                "--at-tid",
+                &tid_hex(c.tid),
+            ],
+        ),
+        "a bad CRC",
+    );
+    assert!(
+        err.starts_with(&format!("repo/{inc}z: corrupt gzip data after")),
+        "{err}"
+    );
+    assert_eq!(names(d), ["Data.fs", "repo"]);
+}
+
+/// A `.dat` line whose size is not its file's is named as such, not
+/// blamed on the file after it.
+#[test]
+fn a_dat_size_that_is_not_the_files_is_named() {
+    let h = history(false, 3);
+    let d = h.t.path();
+    let inc = &h.txns[6].file;
+    let size = fs::metadata(d.join("repo").join(inc)).unwrap().len();
+    let dat = d.join("repo").join(format!("{}.dat", stamp(0)));
+    let text = fs::read_to_string(&dat).unwrap();
+    // The increment's line ends 100 bytes early; the next starts there.
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let f: Vec<&str> = lines[1].split(' ').collect();
+    let end: u64 = f[2].parse().unwrap();
+    lines[1] = format!("{} {} {} {}", f[0], f[1], end - 100, f[3]);
+    let g: Vec<&str> = lines[2].split(' ').collect();
+    lines[2] = format!("{} {} {} {}", g[0], end - 100, g[2], g[3]);
+    fs::write(&dat, lines.join("\n") + "\n").unwrap();
+    let err = fails(
+        &repozo_at(d, NOW, &["--transactions", "-r", "repo"]),
+        "--transactions",
+    );
+    assert_eq!(
+        err,
+        format!("repo/{inc} is {size} bytes, should be {} bytes", size - 100)
+    );
 }

@@ -36,6 +36,7 @@ use crate::repository::{DatEntry, Repository};
 use crate::{at_most, read_full, CHUNK};
 use md5::Digest;
 
+use super::history;
 use super::recover::{concat_sizes, new_index, Cut, Out, Piece, Recovered};
 
 /// The marker's name beside FILE, and its first line.
@@ -280,17 +281,23 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
 
     // The backup FILE ends with: exactly at its length, or (after a killed
     // run of ours) the last one not beyond it.
+    // The transaction FILE ends with, when that is inside a backup file.
+    let mut mid: Option<u64> = None;
     let at = match (ends.iter().rposition(|&e| e == len), unchecked_from) {
         (Some(k), _) => k,
         (None, Some(_)) => match ends.iter().rposition(|&e| e <= len) {
             Some(k) => k,
             None => return fallback(format!("its length {len} is below every backup's end")),
         },
-        (None, None) => {
-            return fallback(format!(
-                "its length {len} is not where a backup of the chain ends"
-            ))
-        }
+        // An earlier --at's output: the state after a transaction inside
+        // a backup file, which is shown to be the chain's before it counts.
+        (None, None) => match mid_state(job, dat, &ends, &file, len)? {
+            Ok((k, tid)) => {
+                mid = Some(tid);
+                k - 1
+            }
+            Err(why) => return fallback(why),
+        },
     };
     let kept = at.min(n);
     let mut check: Vec<usize> = if job.quick {
@@ -320,7 +327,12 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     let index_shown = format!("{}.index", job.shown);
     let index_path = PathBuf::from(&index_shown);
     let changes = len != target || blobs.as_ref().is_some_and(|b| !b.is_empty());
-    let grows = target > ends[at];
+    // From inside a backup file a rollback needs no bytes; growing cuts
+    // FILE back to the backup end before and appends from there.
+    let grows = match mid {
+        Some(_) => target > len,
+        None => target > ends[at],
+    };
     let cut = target.min(ends[at]);
     let begin = || -> Result<bool> {
         // Written before anything changes, and kept (with its first
@@ -351,7 +363,14 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
     // depend on it: an append (taken back if the check fails, before the
     // full recovery), or the new index of a rollback (which reads FILE only
     // below the target).
-    let from_shown = dat[at].file_name().to_string();
+    let from_shown = match mid {
+        Some(tid) => format!(
+            "transaction {} in {}",
+            tid_hex(tid),
+            dat[at + 1].file_name()
+        ),
+        None => dat[at].file_name().to_string(),
+    };
     // Said once the check has passed: the append runs beside it.
     let say = || {
         if len == target {
@@ -365,7 +384,7 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
             "Recovering in place: {} already holds the state of {from_shown} ({len} bytes): {what}",
             job.shown
         );
-        } else if target <= ends[at] {
+        } else if !grows {
             let end_of = match job.cut {
                 Some(c) => format!("transaction {} in {last}", tid_hex(c.tid)),
                 None => last.to_string(),
@@ -509,6 +528,110 @@ fn try_in_place(job: &Job<'_>, log: &Log) -> Result<std::result::Result<Recovere
         files: job.chain.len(),
         index_installed,
     }))
+}
+
+/// Whether FILE, `len` bytes long, holds the state after a transaction
+/// inside backup `k` > 0 of the chain (what `--at` leaves): `len` is a
+/// transaction's end in that file, and FILE's bytes from the backup
+/// before it on are that file's first ones. Returns `k` and the tid, or
+/// why not. The ranges before are checked as for any state.
+///
+/// # Errors
+/// I/O errors reading FILE.
+fn mid_state(
+    job: &Job<'_>,
+    dat: &[DatEntry],
+    ends: &[u64],
+    file: &File,
+    len: u64,
+) -> Result<std::result::Result<(usize, u64), String>> {
+    let no = |why: String| Ok(Err(why));
+    let Some(k) = ends.iter().position(|&e| e > len) else {
+        return no(format!("its length {len} is beyond the chain's end"));
+    };
+    if k == 0 {
+        return no(format!(
+            "its length {len} is inside the full backup, at no backup's end"
+        ));
+    }
+    let mut pieces = Vec::with_capacity(k + 1);
+    for e in &dat[..=k] {
+        let Some(f) = crate::repository::DataFile::parse(e.file_name()) else {
+            return no(format!("{} is no backup's name", e.file_name()));
+        };
+        pieces.push(Piece {
+            file: f,
+            logged_size: Some(e.size()),
+            keep: None,
+        });
+    }
+    let chain = history::Chain {
+        starts: dat[..=k].iter().map(|e| e.start).collect(),
+        pieces,
+        dat: None,
+        broken: None,
+    };
+    let name = dat[k].file_name();
+    let mut ends_there = None;
+    let walked = history::walk_piece(job.repo, &chain, k, |t| {
+        let end = t.pos + t.size;
+        if end >= len {
+            ends_there = (end == len).then_some(t.tid);
+            return Ok(false);
+        }
+        Ok(true)
+    });
+    let tid = match (walked, ends_there) {
+        (Ok(()), Some(tid)) => tid,
+        (Ok(()), None) => {
+            return no(format!(
+                "its length {len} is where no backup or transaction of the chain ends"
+            ))
+        }
+        (Err(e), _) => return no(e.to_string()),
+    };
+    let start = ends[k - 1];
+    let differs = if chain.pieces[k].file.gzip {
+        same_inflated(file, job, name, start, len)
+    } else {
+        same_bytes(file, job, name, start, len)
+    };
+    match differs {
+        Ok(None) => Ok(Ok((k, tid))),
+        Ok(Some(at)) => no(format!("its byte {at} differs from {name}'s")),
+        Err(e) => no(e.to_string()),
+    }
+}
+
+/// [`same_bytes`] for a gzip'd backup file, inflated as it is compared.
+fn same_inflated(
+    file: &File,
+    job: &Job<'_>,
+    name: &str,
+    start: u64,
+    end: u64,
+) -> Result<Option<u64>> {
+    let mut r = job.repo.reader(name, true)?;
+    let mut theirs = vec![0u8; r.chunk_len()];
+    let mut ours = vec![0u8; theirs.len()];
+    let mut pos = start;
+    while pos < end {
+        let want = at_most(end - pos, theirs.len());
+        let b = r.read_chunk(&mut theirs[..want])?;
+        let a = read_full(&mut ours[..b], |buf, done| {
+            file.read_at(buf, pos + done as u64)
+        })
+        .map_err(io_err(job.shown, "read"))?;
+        if ours[..a] != theirs[..a] {
+            let i = (0..a).find(|&i| ours[i] != theirs[i]).unwrap_or(0);
+            return Ok(Some(pos + i as u64));
+        }
+        if a < want {
+            return Ok(Some(pos + a as u64));
+        }
+        pos += want as u64;
+    }
+    Ok(None)
 }
 
 /// Whether FILE's bytes in the `.dat` ranges `check` are the chain's:

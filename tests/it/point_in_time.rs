@@ -285,52 +285,63 @@ fn with_verify_checks_the_cut_file_whole() {
     recovers(&h, &["--at-tid", &tid], c.end, "without -w");
 }
 
-/// An existing output at a backup's end is cut back to a transaction
-/// inside an earlier file, or appended to up to one, in place.
+/// An existing output is cut back to a transaction inside a backup file,
+/// or appended to up to one, in place; so is one an earlier --at left
+/// inside an increment, once its bytes are shown to be that file's. One
+/// left inside the full backup is recovered in full.
 #[test]
 fn an_existing_output_is_cut_or_appended_in_place() {
     for gzip in [false, true] {
         let h = history(gzip, 4);
         let d = h.t.path();
-        for (i, extra) in [(5usize, &[][..]), (2, &["-Q"][..])] {
-            // A length inside a backup file is no state to start from: the
-            // newest is recovered in full first.
-            ok(
-                &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs"]),
-                "newest",
-            );
-            let ino = fs::metadata(d.join("out.fs")).unwrap().ino();
-            let c = &h.txns[i];
-            let mut args = vec!["--at-tid".to_string(), tid_hex(c.tid)];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let err = recovers(&h, &args, c.end, "cut back");
-            assert!(err.contains("Recovering in place: "), "{err}");
-            assert!(
-                err.contains(&format!("truncating it to {} bytes", c.end)),
-                "{err}"
-            );
-            assert_eq!(fs::metadata(d.join("out.fs")).unwrap().ino(), ino);
-        }
-        // From the first backup's end forward, into the last increment.
-        let first = h
-            .txns
-            .iter()
-            .rposition(|c| c.file == h.txns[0].file)
-            .unwrap();
-        let d0 = stamp(0);
         ok(
-            &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs", "-D", &d0]),
-            "back to the full backup",
+            &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs"]),
+            "newest",
         );
-        let meta = fs::metadata(d.join("out.fs")).unwrap();
-        assert_eq!(meta.len(), h.txns[first].end);
-        let ino = meta.ino();
-        let c = &h.txns[h.txns.len() - 2];
-        let err = recovers(&h, &["-w", "--at-tid", &tid_hex(c.tid)], c.end, "append");
-        assert!(err.contains("appending 2 backup file(s)"), "{err}");
-        assert_eq!(fs::metadata(d.join("out.fs")).unwrap().ino(), ino);
-        assert!(!d.join("out.fs.recovering").exists());
+        let ino = fs::metadata(d.join("out.fs")).unwrap().ino();
+        let newest = h.txns.len() - 1;
+        // (transaction, options, what -v says); None: the newest, no --at.
+        let steps: [(Option<usize>, &[&str], &str); 6] = [
+            (Some(10), &[], "truncating it to"),
+            (Some(9), &["-Q"], "truncating it to"),
+            (Some(14), &["-w"], "appending 2 backup file(s)"),
+            (Some(14), &[], "nothing to change"),
+            (None, &["-Q"], "appending 1 backup file(s)"),
+            (Some(5), &[], "truncating it to"),
+        ];
+        for (i, extra, says) in steps {
+            let what = format!("gzip {gzip}: to {i:?} {extra:?}");
+            let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            if let Some(i) = i {
+                args.extend(["--at-tid".to_string(), tid_hex(h.txns[i].tid)]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let c = &h.txns[i.unwrap_or(newest)];
+            let err = recovers(&h, &args, c.end, &what);
+            assert!(err.contains("Recovering in place: "), "{what}: {err}");
+            assert!(err.contains(says), "{what}: {err}");
+            assert_eq!(fs::metadata(d.join("out.fs")).unwrap().ino(), ino, "{what}");
+            assert!(!d.join("out.fs.recovering").exists());
+        }
+        // Inside the full backup: no state to start from.
+        let c = &h.txns[9];
+        let err = recovers(&h, &["--at-tid", &tid_hex(c.tid)], c.end, "from the full");
+        assert!(
+            err.contains("Recovering in full: out.fs: its length"),
+            "{err}"
+        );
+        assert!(err.contains("is inside the full backup"), "{err}");
+        // Other bytes of the right length are no state either.
+        let mut bytes = fs::read(d.join("out.fs")).unwrap();
+        let last = bytes.len() - 30;
+        bytes[last] ^= 1;
+        fs::write(d.join("out.fs"), &bytes).unwrap();
+        let c = &h.txns[8];
+        let err = recovers(&h, &["--at-tid", &tid_hex(c.tid)], c.end, "changed bytes");
+        assert!(
+            err.contains("Recovering in full: out.fs: its byte"),
+            "{err}"
+        );
     }
 }
 

@@ -31,6 +31,7 @@ Exactly one of -B, -R, -V or --transactions must be given:
 
     -v / --verbose       Say what is done, on stderr.
     -h / --help          Print this text and exit.
+    --version            Print the version and exit.
 
     -r dir / --repository=dir
         The repository directory holding the backup files (required, not
@@ -70,6 +71,8 @@ Options for -R/--recover:
         Recover the state as of this UTC time: yyyy-mm-dd[-hh[-mm[-ss]]].
         Backups whose name sorts after it are not used, so a backup taken on
         a day is not included by that day's plain date. Default: now.
+        A number N instead: the state as of the N-th newest backup, 0 being
+        the newest (counting every backup file of the repository by name).
     --at=time
         Recover the state as of the last transaction committed at or
         before this UTC time (to the microsecond, as --transactions shows
@@ -158,6 +161,7 @@ pub struct RawArgs {
     pub(crate) output: Option<String>,
     pub(crate) with_verify: bool,
     pub(crate) blob_dir: Option<std::ffi::OsString>,
+    pub(crate) version: bool,
     pub(crate) transactions: bool,
     pub(crate) since: Option<String>,
     pub(crate) until: Option<String>,
@@ -236,6 +240,7 @@ fn command() -> Command {
                 .action(ArgAction::Set)
                 .value_parser(clap::value_parser!(std::ffi::OsString)),
         )
+        .arg(long_flag("version"))
         .arg(long_flag("transactions"))
         .arg(long_value("since"))
         .arg(long_value("until"))
@@ -286,6 +291,7 @@ impl RawArgs {
             output: s("output"),
             with_verify: m.get_flag("with-verify"),
             blob_dir: m.get_one::<std::ffi::OsString>("blob-dir").cloned(),
+            version: m.get_flag("version"),
             transactions: m.get_flag("transactions"),
             since: s("since"),
             until: s("until"),
@@ -326,6 +332,8 @@ fn clap_reason(e: &clap::Error) -> String {
 pub enum Plan {
     /// `-h`: print the usage.
     Help,
+    /// `--version`: print the version.
+    Version,
     /// `-B`.
     Backup(BackupOptions),
     /// `-R`.
@@ -355,9 +363,9 @@ impl Plan {
     pub fn from_raw(raw: RawArgs) -> Result<Checked, UsageError> {
         let mut notes = Vec::new();
         let verbose = raw.verbose;
-        if raw.help {
+        if raw.help || raw.version {
             return Ok(Checked {
-                plan: Plan::Help,
+                plan: if raw.help { Plan::Help } else { Plan::Version },
                 verbose,
                 notes,
             });
@@ -474,11 +482,20 @@ impl Plan {
                 (_, Some(t)) => Some(PointInTime::Tid(parse_tid(t).map_err(UsageError)?)),
                 _ => None,
             };
-            let date = raw
-                .date
-                .map(|d| parse_date(&d))
-                .transpose()
-                .map_err(UsageError)?;
+            let (date, revision) = match raw.date {
+                Some(d)
+                    if !d.is_empty() && d.len() <= 9 && d.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    (
+                        None,
+                        Some(d.parse::<usize>().map_err(|e| {
+                            UsageError(format!("invalid backup number {d:?}: {e}"))
+                        })?),
+                    )
+                }
+                Some(d) => (Some(parse_date(&d).map_err(UsageError)?), None),
+                None => (None, None),
+            };
             if raw.output.as_deref() == Some("") {
                 return Err(UsageError("--output must not be empty".into()));
             }
@@ -491,6 +508,7 @@ impl Plan {
             Plan::Recover(RecoverOptions {
                 repository,
                 date,
+                revision,
                 output: raw.output,
                 with_verify: raw.with_verify,
                 blob_dir,

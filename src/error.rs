@@ -149,6 +149,15 @@ pub enum Error {
         /// What was asked for.
         wanted: String,
     },
+    /// `-D N` past the oldest backup.
+    NoRevision {
+        /// The repository, as given.
+        repository: String,
+        /// The number asked for.
+        number: usize,
+        /// How many backups it holds.
+        backups: usize,
+    },
     /// `--transactions` could not read every chain.
     Incomplete {
         /// What it could not read.
@@ -229,6 +238,14 @@ impl fmt::Display for Error {
                 write!(f, "No full backup in repository before {d}")
             }
             Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
+            Error::NoRevision {
+                repository,
+                number,
+                backups,
+            } => write!(
+                f,
+                "{repository}: no backup number {number}: it holds {backups} (0 is the newest)"
+            ),
             Error::Incomplete { why } => write!(
                 f,
                 "{why}: the transactions listed are not all the repository holds"

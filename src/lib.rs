@@ -47,7 +47,7 @@ pub fn run(checked: &Checked) -> Result<()> {
     }
     let now = Timestamp::now()?;
     match &checked.plan {
-        Plan::Help => Ok(()),
+        Plan::Help | Plan::Version => Ok(()),
         Plan::Backup(o) => commands::backup::backup(o, now, &log).map(drop),
         Plan::Recover(o) => commands::recover::recover(o, now, &log).map(drop),
         Plan::Verify(o) => commands::verify::verify(o, now, &log).map(drop),

@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         let _ = std::io::stdout().write_all(USAGE.as_bytes());
         return ExitCode::SUCCESS;
     }
+    if matches!(checked.plan, Plan::Version) {
+        println!("repozo {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     match repozo::run(&checked) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

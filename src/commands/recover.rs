@@ -52,6 +52,8 @@ pub struct RecoverOptions {
     pub(crate) repository: String,
     /// `-D`, already checked; `None` means now.
     pub(crate) date: Option<String>,
+    /// `-D N`: the N-th newest backup's state (0: the newest).
+    pub(crate) revision: Option<usize>,
     /// `-o`; `None` means stdout.
     pub(crate) output: Option<String>,
     pub(crate) with_verify: bool,
@@ -150,11 +152,15 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
     }
     let (chain, dat, cut) = match opts.at {
         None => {
-            let when = opts.date.clone().unwrap_or_else(|| now.stem());
+            let date = match opts.revision {
+                Some(n) => Some(revision_stem(&repo, n)?),
+                None => opts.date.clone(),
+            };
+            let when = date.clone().unwrap_or_else(|| now.stem());
             let found = repo.find_files(&when, log)?;
             if found.is_empty() {
                 return Err(Error::NoFiles {
-                    before: opts.date.clone(),
+                    before: date.clone(),
                 });
             }
             // Increments alone (their full backup deleted) are no Data.fs:
@@ -162,7 +168,7 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
             // what they make.
             if found[0].kind != Kind::Full {
                 return Err(Error::NoFullBackup {
-                    before: opts.date.clone(),
+                    before: date.clone(),
                 });
             }
             let (chain, dat) = chain_from_dat(&repo, &found, &when, log)?;
@@ -246,6 +252,23 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
                 log,
             )
         }
+    }
+}
+
+/// `-D N`: the stem of the N-th newest backup file (0: the newest), the
+/// date whose state it holds.
+///
+/// # Errors
+/// The repository holds no N+1 backups, or cannot be read.
+fn revision_stem(repo: &Repository, n: usize) -> Result<String> {
+    let files = repo.data_files()?;
+    match files.len().checked_sub(n + 1) {
+        Some(i) => Ok(files[i].stem.clone()),
+        None => Err(Error::NoRevision {
+            repository: repo.given().to_string(),
+            number: n,
+            backups: files.len(),
+        }),
     }
 }
 

@@ -10,6 +10,7 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::commands::backup::BackupOptions;
+use crate::commands::list::{parse_duration, ListOptions};
 use crate::commands::recover::{PointInTime, RecoverOptions};
 use crate::commands::transactions::TransactionsOptions;
 use crate::commands::verify::VerifyOptions;
@@ -28,6 +29,7 @@ Exactly one of -B, -R, -V or --transactions must be given:
     -R / --recover       Rebuild a Data.fs from the repository.
     -V / --verify        Check the repository's files against its .dat log.
     --transactions       List the transactions the repository holds.
+    -L / --list          List the backups, with a summary and a health check.
 
     -v / --verbose       Say what is done, on stderr.
     -h / --help          Print this text and exit.
@@ -132,6 +134,21 @@ Options for --transactions:
     strings). Plain backup files are read header to header; no pickle is
     read.
 
+Options for -L/--list:
+    --json
+        One JSON document (docs/json.md) instead of the text.
+    --max-age=duration
+        A monitoring check: exit 1 with one line on stderr when the newest
+        backup is older than this (26h, 8d: a number and s, m, h, d or w)
+        or the health check finds a problem; else one line on stdout.
+
+    The backups are numbered as -D N takes them (0 is the newest) and
+    grouped by chain, each with its kind, compression, Data.fs range (from
+    the .dat log), size, index and blob files; then the bytes on disk, the
+    newest backup and its age, the oldest state that can be recovered, and
+    the health: sizes and presence as -V -Q checks them, and what an
+    interrupted run left for the next backup to repair. Nothing is hashed.
+
 Options for -V/--verify:
     -Q / --quick
         Check file sizes only, not md5 checksums.
@@ -162,6 +179,8 @@ pub struct RawArgs {
     pub(crate) with_verify: bool,
     pub(crate) blob_dir: Option<std::ffi::OsString>,
     pub(crate) version: bool,
+    pub(crate) list: bool,
+    pub(crate) max_age: Option<String>,
     pub(crate) transactions: bool,
     pub(crate) since: Option<String>,
     pub(crate) until: Option<String>,
@@ -241,6 +260,13 @@ fn command() -> Command {
                 .value_parser(clap::value_parser!(std::ffi::OsString)),
         )
         .arg(long_flag("version"))
+        .arg(
+            Arg::new("list")
+                .short('L')
+                .long("list")
+                .action(ArgAction::SetTrue),
+        )
+        .arg(long_value("max-age"))
         .arg(long_flag("transactions"))
         .arg(long_value("since"))
         .arg(long_value("until"))
@@ -292,6 +318,8 @@ impl RawArgs {
             with_verify: m.get_flag("with-verify"),
             blob_dir: m.get_one::<std::ffi::OsString>("blob-dir").cloned(),
             version: m.get_flag("version"),
+            list: m.get_flag("list"),
+            max_age: s("max-age"),
             transactions: m.get_flag("transactions"),
             since: s("since"),
             until: s("until"),
@@ -342,6 +370,8 @@ pub enum Plan {
     Verify(VerifyOptions),
     /// `--transactions`.
     Transactions(TransactionsOptions),
+    /// `-L`, `--max-age`.
+    List(ListOptions),
 }
 
 /// A plan, whether `-v` was given, and notes about ignored options.
@@ -377,9 +407,12 @@ impl Plan {
         if modes > 1 {
             return Err(UsageError("-B, -R, and -V are mutually exclusive".into()));
         }
-        if modes > 0 && raw.transactions {
+        // --max-age is a check of the list: it asks for the list mode.
+        let listing = raw.list || raw.max_age.is_some();
+        let ours = u32::from(raw.transactions) + u32::from(listing);
+        if ours > 0 && modes + ours > 1 {
             return Err(UsageError(
-                "--transactions and -B, -R or -V are mutually exclusive".into(),
+                "--transactions, -L and -B, -R or -V are mutually exclusive".into(),
             ));
         }
         if !raw.stray.is_empty() {
@@ -388,7 +421,7 @@ impl Plan {
                 raw.stray.join(", ")
             )));
         }
-        if modes == 0 && !raw.transactions {
+        if modes + ours == 0 {
             return Err(UsageError(
                 "Either --backup, --recover or --verify is required".into(),
             ));
@@ -420,6 +453,8 @@ impl Plan {
         };
         let mode = if raw.transactions {
             "transactions"
+        } else if listing {
+            "list"
         } else if raw.backup > 0 {
             "backup"
         } else if raw.recover > 0 {
@@ -430,13 +465,33 @@ impl Plan {
         if mode != "transactions" {
             ignore(raw.since.is_some(), "since", mode);
             ignore(raw.until.is_some(), "until", mode);
+        }
+        if mode != "transactions" && mode != "list" {
             ignore(raw.json, "json", mode);
         }
         if mode != "recover" {
             ignore(raw.at.is_some(), "at", mode);
             ignore(raw.at_tid.is_some(), "at-tid", mode);
         }
-        let plan = if raw.transactions {
+        let plan = if listing {
+            if blob_dir.is_some() {
+                return Err(UsageError("--blob-dir is not used with --list".into()));
+            }
+            ignore(raw.date.is_some(), "date", "list");
+            ignore(raw.output.is_some(), "output", "list");
+            ignore(raw.file.is_some(), "file", "list");
+            let max_age = raw
+                .max_age
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(UsageError)?;
+            Plan::List(ListOptions {
+                repository,
+                json: raw.json,
+                max_age,
+            })
+        } else if raw.transactions {
             if blob_dir.is_some() {
                 return Err(UsageError(
                     "--blob-dir is not used with --transactions".into(),

@@ -149,6 +149,12 @@ pub enum Error {
         /// What was asked for.
         wanted: String,
     },
+    /// `--max-age`: the newest backup is too old, or the repository is
+    /// unhealthy.
+    Stale {
+        /// What is wrong, naming the repository.
+        why: String,
+    },
     /// `-D N` past the oldest backup.
     NoRevision {
         /// The repository, as given.
@@ -238,6 +244,7 @@ impl fmt::Display for Error {
                 write!(f, "No full backup in repository before {d}")
             }
             Error::NoFullBackup { before: None } => write!(f, "No full backup in repository"),
+            Error::Stale { why } => f.write_str(why),
             Error::NoRevision {
                 repository,
                 number,

@@ -51,6 +51,7 @@ pub fn run(checked: &Checked) -> Result<()> {
         Plan::Backup(o) => commands::backup::backup(o, now, &log).map(drop),
         Plan::Recover(o) => commands::recover::recover(o, now, &log).map(drop),
         Plan::Verify(o) => commands::verify::verify(o, now, &log).map(drop),
+        Plan::List(o) => commands::list::list(o, now, &log),
         Plan::Transactions(o) => commands::transactions::transactions(o, &log).map(drop),
     }
 }

@@ -4,6 +4,7 @@
 pub mod backup;
 pub(crate) mod history;
 mod in_place;
+pub mod list;
 pub mod recover;
 pub mod transactions;
 pub mod verify;

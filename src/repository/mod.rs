@@ -71,6 +71,11 @@ impl Timestamp {
         std::time::Duration::from_nanos(1_000_000_000 - nanos + 1_000_000)
     }
 
+    /// How long after `earlier` this is (negative when before it).
+    pub(crate) fn since(&self, earlier: &Timestamp) -> chrono::Duration {
+        self.0 - earlier.0
+    }
+
     /// The file name stem for this moment.
     pub(crate) fn stem(&self) -> String {
         self.0.format(STEM_FORMAT).to_string()
@@ -389,6 +394,33 @@ impl Repository {
                 path: self.given.clone(),
             })
         }
+    }
+
+    /// Bytes of every regular file in the repository, its blob pool
+    /// included (links not followed), and every name at its top that is
+    /// text.
+    ///
+    /// # Errors
+    /// As [`Repository::data_files`].
+    pub(crate) fn usage(&self) -> Result<(u64, Vec<String>), RepositoryError> {
+        fn walk(dir: &Path, total: &mut u64) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path(), total),
+                    Ok(t) if t.is_file() => {
+                        *total += e.metadata().map_or(0, |m| m.len());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let names = self.names()?;
+        let mut total = 0;
+        walk(self.dir(), &mut total);
+        Ok((total, names))
     }
 
     /// All data files, oldest first.

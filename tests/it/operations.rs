@@ -64,3 +64,108 @@ fn a_backup_number_is_its_date() {
     );
     assert_eq!(names(d), ["repo"]);
 }
+
+fn listing(d: &std::path::Path, now: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["-r", "repo"];
+    all.extend(args);
+    repozo_at(d, now, &all)
+}
+
+/// `--list` numbers the backups as `-D N` takes them, groups them by
+/// chain, and sums them up; `--json` says the same as a document.
+#[test]
+fn the_list_shows_every_backup_and_the_health() {
+    let t = tempfile::TempDir::new().unwrap();
+    let d = t.path();
+    copy_dir(&fixture("testdata/repo-plain"), &d.join("repo"));
+    let now = "2024-01-04-00-00-00";
+    let out = listing(d, now, &["-L"]);
+    ok(&out, "-L");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "chain 2024-01-01-10-00-00: a full backup and 2 increment(s)"
+    );
+    for (line, (n, name, range, size)) in lines[2..5].iter().zip([
+        (2, "2024-01-01-10-00-00.fs", "0-56535", 56535),
+        (1, "2024-01-02-11-30-00.deltafs", "56535-61501", 4966),
+        (0, "2024-01-03-12-45-30.deltafs", "61501-66497", 4996),
+    ]) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[0], n.to_string(), "{line}");
+        assert_eq!(cols[1], name, "{line}");
+        assert_eq!(cols[4], range, "{line}");
+        assert_eq!(cols[5], size.to_string(), "{line}");
+        assert_eq!(cols[6], "yes", "{line}");
+    }
+    assert!(
+        text.contains("newest: 2024-01-03-12-45-30.deltafs (11h 14m old)"),
+        "{text}"
+    );
+    assert!(text.contains("oldest state that can be recovered: 2024-01-01-10-00-00"));
+    assert!(text.ends_with("health: ok\n"), "{text}");
+
+    let out = listing(d, now, &["--list", "--json"]);
+    ok(&out, "--json");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["chains"][0]["backups"][1]["end"], 61501);
+    assert_eq!(doc["chains"][0]["backups"][0]["kind"], "full");
+    assert_eq!(
+        doc["summary"]["newest_age_seconds"],
+        11 * 3600 + 14 * 60 + 30
+    );
+    assert_eq!(doc["health"]["ok"], true);
+
+    // What -V -Q sees and what an interrupted run left: problems.
+    fs::write(d.join("repo/tmp.tmp"), b"").unwrap();
+    fs::write(d.join("repo/2024-01-03-12-45-31.deltafs"), b"stray").unwrap();
+    let inc = d.join("repo/2024-01-02-11-30-00.deltafs");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&inc)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let out = listing(d, now, &["-L"]);
+    ok(&out, "-L, unhealthy");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.ends_with(
+            "health: 3 problem(s)\n  repo/tmp.tmp: a temporary file left by an interrupted run\n  \
+             repo/2024-01-03-12-45-31.deltafs: not in its chain's .dat log (left by an interrupted backup)\n  \
+             repo/2024-01-02-11-30-00.deltafs is 100 bytes, should be 4966 bytes\n"
+        ),
+        "{text}"
+    );
+}
+
+/// `--max-age`: one line and exit 0 when the newest backup is young
+/// enough and the repository healthy, exit 1 with one line otherwise.
+#[test]
+fn max_age_is_a_monitoring_check() {
+    let t = tempfile::TempDir::new().unwrap();
+    let d = t.path();
+    copy_dir(&fixture("testdata/repo-plain"), &d.join("repo"));
+    let now = "2024-01-04-00-00-00";
+    let out = listing(d, now, &["--max-age", "12h"]);
+    ok(&out, "12h");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "repo: newest backup 2024-01-03-12-45-30.deltafs, 11h 14m old; healthy\n"
+    );
+    let err = fails(&listing(d, now, &["--max-age", "11h"]), "11h");
+    assert_eq!(
+        err,
+        "repo: the newest backup, 2024-01-03-12-45-30.deltafs, is 11h 14m old, more than 11h 0m"
+    );
+    fs::remove_file(d.join("repo/2024-01-01-10-00-00.dat")).unwrap();
+    let err = fails(&listing(d, now, &["--max-age", "1d"]), "no .dat");
+    assert!(err.starts_with("repo: unhealthy: "), "{err}");
+    let err = fails(&listing(d, now, &["--max-age", "soon"]), "bad duration");
+    assert!(
+        err.starts_with("repozo: invalid duration \"soon\""),
+        "{err}"
+    );
+}

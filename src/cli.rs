@@ -11,6 +11,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::commands::backup::BackupOptions;
 use crate::commands::list::{parse_duration, ListOptions};
+use crate::commands::prune::{PruneOptions, Retention};
 use crate::commands::recover::{PointInTime, RecoverOptions};
 use crate::commands::transactions::TransactionsOptions;
 use crate::commands::verify::VerifyOptions;
@@ -30,6 +31,7 @@ Exactly one of -B, -R, -V or --transactions must be given:
     -V / --verify        Check the repository's files against its .dat log.
     --transactions       List the transactions the repository holds.
     -L / --list          List the backups, with a summary and a health check.
+    --prune              Apply the retention rules (--keep-*, as for -B) alone.
 
     -v / --verbose       Say what is done, on stderr.
     -h / --help          Print this text and exit.
@@ -60,6 +62,18 @@ Options for -B/--backup:
         in YYYY-MM-DD-hh-mm-ss.blobs. A blob file missing from dir is named
         on stderr and recorded; the backup completes. A chain with a backup
         made without --blob-dir is followed by a full backup.
+
+    --keep-full=N, --keep-daily=N, --keep-weekly=N, --keep-monthly=N
+        After the backup, remove the chains (a full backup and its
+        increments) these rules do not keep: the N newest; the newest of
+        each of the N most recent days, weeks (from Monday), months that
+        have one (a chain counts for the date of its newest backup). The
+        rules combine; the newest chain is always kept. A chain goes
+        newest file first, its .dat last; blob files no remaining backup
+        needs go too. Not applied when blob files of this backup were
+        missing.
+    --dry-run
+        With the rules: print what would be removed, remove nothing.
 
     Each backup also writes YYYY-MM-DD-hh-mm-ss.index, the FileStorage index
     of Data.fs up to the backed-up position. A backup is never named before
@@ -181,6 +195,9 @@ pub struct RawArgs {
     pub(crate) version: bool,
     pub(crate) list: bool,
     pub(crate) max_age: Option<String>,
+    pub(crate) prune: bool,
+    pub(crate) dry_run: bool,
+    pub(crate) keep: [Option<String>; 4],
     pub(crate) transactions: bool,
     pub(crate) since: Option<String>,
     pub(crate) until: Option<String>,
@@ -267,6 +284,12 @@ fn command() -> Command {
                 .action(ArgAction::SetTrue),
         )
         .arg(long_value("max-age"))
+        .arg(long_flag("prune"))
+        .arg(long_flag("dry-run"))
+        .arg(long_value("keep-full"))
+        .arg(long_value("keep-daily"))
+        .arg(long_value("keep-weekly"))
+        .arg(long_value("keep-monthly"))
         .arg(long_flag("transactions"))
         .arg(long_value("since"))
         .arg(long_value("until"))
@@ -320,6 +343,9 @@ impl RawArgs {
             version: m.get_flag("version"),
             list: m.get_flag("list"),
             max_age: s("max-age"),
+            prune: m.get_flag("prune"),
+            dry_run: m.get_flag("dry-run"),
+            keep: ["keep-full", "keep-daily", "keep-weekly", "keep-monthly"].map(s),
             transactions: m.get_flag("transactions"),
             since: s("since"),
             until: s("until"),
@@ -372,6 +398,8 @@ pub enum Plan {
     Transactions(TransactionsOptions),
     /// `-L`, `--max-age`.
     List(ListOptions),
+    /// `--prune`.
+    Prune(PruneOptions),
 }
 
 /// A plan, whether `-v` was given, and notes about ignored options.
@@ -409,10 +437,10 @@ impl Plan {
         }
         // --max-age is a check of the list: it asks for the list mode.
         let listing = raw.list || raw.max_age.is_some();
-        let ours = u32::from(raw.transactions) + u32::from(listing);
+        let ours = u32::from(raw.transactions) + u32::from(listing) + u32::from(raw.prune);
         if ours > 0 && modes + ours > 1 {
             return Err(UsageError(
-                "--transactions, -L and -B, -R or -V are mutually exclusive".into(),
+                "--transactions, -L, --prune and -B, -R or -V are mutually exclusive".into(),
             ));
         }
         if !raw.stray.is_empty() {
@@ -453,6 +481,8 @@ impl Plan {
         };
         let mode = if raw.transactions {
             "transactions"
+        } else if raw.prune {
+            "prune"
         } else if listing {
             "list"
         } else if raw.backup > 0 {
@@ -473,7 +503,46 @@ impl Plan {
             ignore(raw.at.is_some(), "at", mode);
             ignore(raw.at_tid.is_some(), "at-tid", mode);
         }
-        let plan = if listing {
+        let count = |given: &Option<String>, opt: &str| {
+            given
+                .as_deref()
+                .map(|n| {
+                    n.parse::<usize>().map_err(|_| {
+                        UsageError(format!("invalid --{opt} {n:?}: expected a whole number"))
+                    })
+                })
+                .transpose()
+        };
+        let keep = Retention {
+            full: count(&raw.keep[0], "keep-full")?,
+            daily: count(&raw.keep[1], "keep-daily")?,
+            weekly: count(&raw.keep[2], "keep-weekly")?,
+            monthly: count(&raw.keep[3], "keep-monthly")?,
+            dry_run: raw.dry_run,
+        };
+        if mode != "backup" && mode != "prune" {
+            for (given, opt) in
+                raw.keep
+                    .iter()
+                    .zip(["keep-full", "keep-daily", "keep-weekly", "keep-monthly"])
+            {
+                ignore(given.is_some(), opt, mode);
+            }
+            ignore(raw.dry_run, "dry-run", mode);
+        }
+        let plan = if raw.prune {
+            if !keep.any() {
+                return Err(UsageError(
+                    "--prune needs --keep-full, --keep-daily, --keep-weekly or --keep-monthly"
+                        .into(),
+                ));
+            }
+            ignore(blob_dir.is_some(), "blob-dir", "prune");
+            ignore(raw.date.is_some(), "date", "prune");
+            ignore(raw.output.is_some(), "output", "prune");
+            ignore(raw.file.is_some(), "file", "prune");
+            Plan::Prune(PruneOptions { repository, keep })
+        } else if listing {
             if blob_dir.is_some() {
                 return Err(UsageError("--blob-dir is not used with --list".into()));
             }
@@ -514,8 +583,14 @@ impl Plan {
                 Some(f) if !f.is_empty() => std::path::PathBuf::from(f),
                 _ => return Err(UsageError("--file is required in backup mode".into())),
             };
+            if raw.dry_run && !keep.any() {
+                return Err(UsageError(
+                    "--dry-run is for the retention rules (--keep-full, --keep-daily, ...)".into(),
+                ));
+            }
             Plan::Backup(BackupOptions {
                 repository,
+                keep,
                 file,
                 full: raw.full,
                 quick: raw.quick,

@@ -52,6 +52,13 @@ pub fn run(checked: &Checked) -> Result<()> {
         Plan::Recover(o) => commands::recover::recover(o, now, &log).map(drop),
         Plan::Verify(o) => commands::verify::verify(o, now, &log).map(drop),
         Plan::List(o) => commands::list::list(o, now, &log),
+        Plan::Prune(o) => {
+            let removed = commands::prune::prune(o, &log)?;
+            if o.keep.dry_run {
+                commands::prune::say_would_remove(&removed)?;
+            }
+            Ok(())
+        }
         Plan::Transactions(o) => commands::transactions::transactions(o, &log).map(drop),
     }
 }

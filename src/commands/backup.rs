@@ -15,6 +15,7 @@ use std::sync::mpsc::sync_channel;
 use std::thread;
 
 use crate::blobdir::BlobDir;
+use crate::commands::prune::{self, Retention};
 use crate::datafs::{Resume, Source};
 use crate::disk::atomic::{AtomicFile, DataWriter};
 use crate::disk::open;
@@ -40,6 +41,8 @@ pub struct BackupOptions {
     pub(crate) quick: bool,
     pub(crate) gzip: bool,
     pub(crate) kill_old: bool,
+    /// The retention rules applied after the backup.
+    pub(crate) keep: Retention,
     /// `--blob-dir`: the blob directory whose files to back up too.
     pub(crate) blob_dir: Option<PathBuf>,
 }
@@ -53,6 +56,9 @@ pub(crate) enum Outcome {
         kind: Kind,
         start: u64,
         end: u64,
+        /// Blob files of its range that were missing: older backups may
+        /// hold them, so none may be removed.
+        blobs_missing: usize,
     },
     /// The repository already holds every complete transaction.
     NothingToDo,
@@ -107,10 +113,41 @@ pub(crate) fn backup(opts: &BackupOptions, now: Timestamp, log: &Log) -> Result<
                     path: format!("{path} ({MAX_ATTEMPTS} attempts)"),
                 })
             }
-            done => return done,
+            done => {
+                let outcome = done?;
+                retain(&repo, &opts.keep, &outcome, log)?;
+                return Ok(outcome);
+            }
         }
     }
     unreachable!("the loop returns")
+}
+
+/// The retention rules, after a backup (made or not needed), under its
+/// lock; not when blob files of the new backup were missing, which older
+/// backups may hold.
+///
+/// # Errors
+/// As [`prune::apply`].
+fn retain(repo: &Repository, keep: &Retention, outcome: &Outcome, log: &Log) -> Result<()> {
+    if !keep.any() {
+        return Ok(());
+    }
+    if let Outcome::Written {
+        blobs_missing: missing @ 1..,
+        ..
+    } = outcome
+    {
+        log.notice(format_args!(
+            "not applying the retention rules: {missing} blob files of this backup are missing"
+        ));
+        return Ok(());
+    }
+    let removed = prune::apply(repo, keep, log)?;
+    if keep.dry_run {
+        prune::say_would_remove(&removed)?;
+    }
+    Ok(())
 }
 
 /// Backups started over when Data.fs is replaced under them.
@@ -621,11 +658,12 @@ fn write_backup(
         log.notice(format_args!(
             "not removing older backups or blob files: {missing} blob files of this backup are missing"
         ));
-        return Ok(written(entry, kind, start, walk.end));
+        return Ok(written(entry, kind, (start, walk.end), missing));
     }
     if kind == Kind::Full && opts.kill_old {
         delete_old_backups(repo, log)?;
     }
+
     // What no backup needs any more (removed by -k, by Python repozo's -k
     // or collective.recipe.backup's cleanup, or left by a crash) goes at
     // each full backup and each -k; a nightly increment stays in
@@ -637,15 +675,16 @@ fn write_backup(
             log.notice(format_args!("{e}: unneeded blob files not removed"));
         }
     }
-    Ok(written(entry, kind, start, walk.end))
+    Ok(written(entry, kind, (start, walk.end), 0))
 }
 
-fn written(entry: DatEntry, kind: Kind, start: u64, end: u64) -> Outcome {
+fn written(entry: DatEntry, kind: Kind, (start, end): (u64, u64), blobs_missing: usize) -> Outcome {
     Outcome::Written {
         file: entry.path,
         kind,
         start,
         end,
+        blobs_missing,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod backup;
 pub(crate) mod history;
 mod in_place;
 pub mod list;
+pub mod prune;
 pub mod recover;
 pub mod transactions;
 pub mod verify;

@@ -169,3 +169,175 @@ fn max_age_is_a_monitoring_check() {
         "{err}"
     );
 }
+
+/// A repository of 20 days, 2024-01-01 (a Monday) to 2024-01-20: each day
+/// a full backup at 02:00 and an increment at 14:00. Returns the
+/// workspace and, per day, the database as its increment saw it.
+fn twenty_days() -> (tempfile::TempDir, Vec<Vec<u8>>) {
+    let t = tempfile::TempDir::new().unwrap();
+    let d = t.path();
+    fs::create_dir(d.join("repo")).unwrap();
+    let mut db = crate::common::Db::new();
+    let mut states = Vec::new();
+    for day in 1..=20 {
+        for (hour, full) in [(2, true), (14, false)] {
+            db.grow(2);
+            db.save(&d.join("Data.fs"));
+            let now = format!("2024-01-{day:02}-{hour:02}-00-00");
+            let mut args = vec!["-B", "-r", "repo", "-f", "Data.fs"];
+            if full {
+                args.push("-F");
+            }
+            ok(&repozo_at(d, &now, &args), &now);
+        }
+        states.push(db.bytes.clone());
+    }
+    (t, states)
+}
+
+/// The days whose chains are in the repository.
+fn chain_days(repo: &std::path::Path) -> Vec<u32> {
+    let mut days: Vec<u32> = fs::read_dir(repo)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            n.strip_suffix("-02-00-00.fs")
+                .map(|s| s[8..10].parse().unwrap())
+        })
+        .collect();
+    days.sort_unstable();
+    days
+}
+
+#[test]
+fn retention_keeps_what_each_rule_says() {
+    let (t, states) = twenty_days();
+    let d = t.path();
+    for (rules, want) in [
+        (&["--keep-full", "3"][..], &[18, 19, 20][..]),
+        (&["--keep-daily", "5"][..], &[16, 17, 18, 19, 20][..]),
+        // The week of the 15th to the 21st, and that of the 8th to the 14th.
+        (&["--keep-weekly", "2"][..], &[14, 20][..]),
+        (&["--keep-monthly", "1"][..], &[20][..]),
+        (
+            &["--keep-daily", "2", "--keep-weekly", "3"][..],
+            &[7, 14, 19, 20][..],
+        ),
+        (&["--keep-full", "0"][..], &[20][..]),
+    ] {
+        let w = tempfile::TempDir::new().unwrap();
+        copy_dir(&d.join("repo"), &w.path().join("repo"));
+        let before = crate::common::files(&w.path().join("repo"));
+        // --dry-run names every file the real run removes, and removes none.
+        let mut args = vec!["--prune", "--dry-run", "-r", "repo"];
+        args.extend(rules);
+        let out = repozo_at(w.path(), NOW, &args);
+        ok(&out, "--dry-run");
+        assert_eq!(
+            crate::common::files(&w.path().join("repo")),
+            before,
+            "{rules:?}"
+        );
+        let said: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.strip_prefix("would remove repo/").unwrap().to_string())
+            .collect();
+        let mut args = vec!["--prune", "-r", "repo"];
+        args.extend(rules);
+        ok(&repozo_at(w.path(), NOW, &args), "--prune");
+        assert_eq!(chain_days(&w.path().join("repo")), want, "{rules:?}");
+        let after = crate::common::files(&w.path().join("repo"));
+        let mut gone: Vec<String> = before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut said = said;
+        gone.sort();
+        said.sort();
+        assert_eq!(gone, said, "{rules:?}");
+        // Every kept day recovers, by us and by Python's rules (-V of
+        // the newest chain).
+        for &day in want {
+            let date = format!("2024-01-{day:02}-23-00-00");
+            let r = repozo_at(
+                w.path(),
+                NOW,
+                &["-R", "-r", "repo", "-o", "out.fs", "-D", &date],
+            );
+            ok(&r, &date);
+            assert!(
+                fs::read(w.path().join("out.fs")).unwrap() == states[day as usize - 1],
+                "{date}"
+            );
+            for f in ["out.fs", "out.fs.index", "out.fs.lock"] {
+                let _ = fs::remove_file(w.path().join(f));
+            }
+        }
+        ok(&repozo_at(w.path(), NOW, &["-V", "-r", "repo"]), "-V");
+    }
+    // After a backup: the rules are applied once it is done.
+    ok(
+        &repozo_at(
+            d,
+            "2024-01-21-02-00-00",
+            &["-B", "-r", "repo", "-f", "Data.fs", "--keep-daily", "2"],
+        ),
+        "-B --keep-daily 2",
+    );
+    // Nothing changed since the 20th: no backup, the rules all the same.
+    assert_eq!(chain_days(&d.join("repo")), [19, 20]);
+    assert!(!d.join("repo/2024-01-21-02-00-00.deltafs").exists());
+    let err = fails(&repozo_at(d, NOW, &["--prune", "-r", "repo"]), "no rule");
+    assert!(
+        err.starts_with("repozo: --prune needs --keep-full"),
+        "{err}"
+    );
+}
+
+/// A prune killed at each of its removals leaves every kept chain
+/// recoverable, and the next run finishes it.
+#[test]
+fn an_interrupted_prune_is_finished_by_the_next() {
+    let (t, states) = twenty_days();
+    let d = t.path();
+    let mut n = 1;
+    loop {
+        let w = tempfile::TempDir::new().unwrap();
+        copy_dir(&d.join("repo"), &w.path().join("repo"));
+        let args = ["--prune", "-r", "repo", "--keep-daily", "3"];
+        let Some(killed) =
+            crate::crash::backup_killed_at(w.path(), NOW, &args, "unlink,unlinkat", n)
+        else {
+            eprintln!("SKIPPED an_interrupted_prune_is_finished_by_the_next: no strace");
+            return;
+        };
+        for day in [18usize, 19, 20] {
+            let date = format!("2024-01-{day:02}-23-00-00");
+            let r = repozo_at(
+                w.path(),
+                NOW,
+                &["-R", "-r", "repo", "-o", "out.fs", "-D", &date],
+            );
+            ok(&r, &format!("kill #{n}: {date}"));
+            assert!(fs::read(w.path().join("out.fs")).unwrap() == states[day - 1]);
+            for f in ["out.fs", "out.fs.index", "out.fs.lock"] {
+                let _ = fs::remove_file(w.path().join(f));
+            }
+        }
+        ok(&repozo_at(w.path(), NOW, &args), "the run after");
+        assert_eq!(
+            chain_days(&w.path().join("repo")),
+            [18, 19, 20],
+            "kill #{n}"
+        );
+        ok(&repozo_at(w.path(), NOW, &["-V", "-r", "repo"]), "-V");
+        if !killed {
+            break;
+        }
+        n += 1;
+    }
+    // 17 chains of two backups, each with an .index, and their .dat logs.
+    assert!(n > 17 * 5, "{n} removals");
+}

@@ -572,6 +572,11 @@ bench recover "recover full + 2 increments (-o)" full_2incr - none "$T4" "recove
 bench recover_w "recover -w (full + 2 increments)" full_2incr - none "$T4" "recover:$A2" -- -R -w "${R[@]}" -o "$RUN/out.fs"
 bench recover_z "recover from a .fsz" gz_full - none "$T4" "recover:$DATA" -- -R "${R[@]}" -o "$RUN/out.fs"
 bench verify "verify (full + 2 increments)" full_2incr - none "$T4" none -- -V "${R[@]}"
+# Python repozo has no --deep: its column is its plain -V (issue 13's goal
+# is ours --deep within 1.3x of our plain -V).
+PY_INSTEAD=("$PYREPOZO" -V "${R[@]}")
+bench verify_deep "verify --deep (full + 2 increments; python: plain -V)" full_2incr - none "$T4" none -- -V --deep "${R[@]}"
+PY_INSTEAD=()
 bench verify_z "verify of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" none -- -V "${R[@]}"
 bench verify_qz "verify -Q of a .fsz repo (full + 1 incr)" gz_incr - none "$T4" none -- -V -Q "${R[@]}"
 bench recover_oz "recover from a .fsz written by ours" ours_gz_full - none "$T4" "recover:$DATA" -- -R "${R[@]}" -o "$RUN/out.fs"
@@ -711,6 +716,11 @@ DATA_BYTES="$(stat -c %s "$DATA")"
     done
     echo "- peak RSS MB, ours/python: $rss (goal: ours <= python): $rss_ok"
     echo
+    fi
+    if [ -f "$RES/verify_deep.ours" ] && [ -f "$RES/verify.ours" ]; then
+        o="$(median "$RES/verify_deep.ours")"; r="$(median "$RES/verify.ours")"
+        echo "Goal of -V --deep (issue 13): ours $o s = $(awk -v o="$o" -v r="$r" 'BEGIN { if (r > 0) printf "%.2f", o / r; else print "n/a" }') x our plain -V ($r s) (goal <= 1.3): $(awk -v o="$o" -v r="$r" 'BEGIN { print (r > 0 && o / r <= 1.3) ? "met" : "not met" }')"
+        echo
     fi
     if [ -f "$RES/transactions.ours" ] && [ -f "$RES/at.ours" ] && [ -f "$RES/recover.ours" ]; then
         echo "Goals of point in time (issue 17):"

@@ -166,6 +166,14 @@ Options for -L/--list:
 Options for -V/--verify:
     -Q / --quick
         Check file sizes only, not md5 checksums.
+    --deep
+        Also read the chain as one FileStorage, in the same pass: every
+        transaction complete and well formed, every backup file ending on a
+        transaction boundary, transaction ids increasing, each backup's
+        .index the index of the chain up to its end, each blob manifest the
+        blob records of its range. Catches what md5 cannot: a backup of a
+        Data.fs already damaged, a .dat rewritten to match a changed file,
+        a wrong .index.
 
     When the chain's backups hold blob files, each one is checked too (its
     size, and its md5 unless -Q), and a blob that was missing when it was
@@ -196,6 +204,7 @@ pub struct RawArgs {
     pub(crate) list: bool,
     pub(crate) max_age: Option<String>,
     pub(crate) prune: bool,
+    pub(crate) deep: bool,
     pub(crate) dry_run: bool,
     pub(crate) keep: [Option<String>; 4],
     pub(crate) transactions: bool,
@@ -285,6 +294,7 @@ fn command() -> Command {
         )
         .arg(long_value("max-age"))
         .arg(long_flag("prune"))
+        .arg(long_flag("deep"))
         .arg(long_flag("dry-run"))
         .arg(long_value("keep-full"))
         .arg(long_value("keep-daily"))
@@ -344,6 +354,7 @@ impl RawArgs {
             list: m.get_flag("list"),
             max_age: s("max-age"),
             prune: m.get_flag("prune"),
+            deep: m.get_flag("deep"),
             dry_run: m.get_flag("dry-run"),
             keep: ["keep-full", "keep-daily", "keep-weekly", "keep-monthly"].map(s),
             transactions: m.get_flag("transactions"),
@@ -498,6 +509,9 @@ impl Plan {
         }
         if mode != "transactions" && mode != "list" {
             ignore(raw.json, "json", mode);
+        }
+        if mode != "verify" {
+            ignore(raw.deep, "deep", mode);
         }
         if mode != "recover" {
             ignore(raw.at.is_some(), "at", mode);
@@ -663,6 +677,7 @@ impl Plan {
             Plan::Verify(VerifyOptions {
                 repository,
                 quick: raw.quick,
+                deep: raw.deep,
             })
         };
         Ok(Checked {

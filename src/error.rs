@@ -337,6 +337,23 @@ pub enum Mismatch {
         /// Where the file ends, in the Data.fs.
         expected: u64,
     },
+    /// A backup file that ends inside a transaction.
+    NotAtBoundary {
+        /// The file, as shown to the user.
+        path: String,
+        /// Where it ends, in the Data.fs.
+        end: u64,
+        /// Where the transaction it cuts starts.
+        txn: u64,
+    },
+    /// A backup's `.index` or blob manifest that is not what its range
+    /// holds.
+    IndexDiffers {
+        /// The `.index` or manifest, as shown to the user.
+        path: String,
+        /// How it differs.
+        why: String,
+    },
     /// A transaction whose tid is not after the one before it.
     TidsBack {
         /// The file, as shown to the user.
@@ -404,6 +421,11 @@ impl fmt::Display for Mismatch {
                 f,
                 "{path}: damaged: its last complete transaction ends at {end}, before its end at {expected}"
             ),
+            Mismatch::NotAtBoundary { path, end, txn } => write!(
+                f,
+                "{path}: ends at {end}, inside the transaction that starts at {txn}"
+            ),
+            Mismatch::IndexDiffers { path, why } => write!(f, "{path}: {why}"),
             Mismatch::TidsBack { path, offset } => write!(
                 f,
                 "{path}: the transaction at {offset} has a tid not after the one before it: transactions out of order cannot be searched by time or tid"

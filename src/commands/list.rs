@@ -117,6 +117,7 @@ pub(crate) fn list(opts: &ListOptions, now: Timestamp, log: &Log) -> Result<()> 
     let checked = VerifyOptions {
         repository: opts.repository.clone(),
         quick: true,
+        deep: false,
     };
     if let Err(e) = verify(&checked, now, &quiet) {
         problems.push(e.to_string());

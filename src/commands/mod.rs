@@ -2,6 +2,7 @@
 //! the Data.fs reader and the disk layer. New commands land here.
 
 pub mod backup;
+mod deep;
 pub(crate) mod history;
 mod in_place;
 pub mod list;

@@ -22,6 +22,8 @@ pub struct VerifyOptions {
     pub(crate) repository: String,
     /// Sizes only.
     pub(crate) quick: bool,
+    /// `--deep`: also read the chain as one FileStorage.
+    pub(crate) deep: bool,
 }
 
 /// Verify the current chain; returns the number of files checked.
@@ -52,6 +54,19 @@ pub(crate) fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<
             return Err(gap(&repo.display(e.file_name()), e.start, end, &dat_shown));
         }
         end = e.end;
+    }
+    if opts.deep {
+        super::deep::verify_deep(&repo, &entries, opts.quick, log, |e, size, sum| {
+            let name = e.file_name();
+            judge(
+                repo.display(name),
+                (size, sum),
+                (e.size(), &e.md5),
+                is_gzip(name),
+            )
+        })?;
+        let blobs = verify_blobs(&repo, &entries, opts.quick, log)?;
+        return Ok(entries.len() + blobs);
     }
     // Measure every file, several at a time, then judge them in the log's
     // order so that the failure reported is the first, as repozo's.

@@ -523,6 +523,16 @@ impl Walker {
         w
     }
 
+    /// The index of the transactions walked so far.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The blob records found so far (with [`Walker::find_blobs`]).
+    pub fn blobs_found(&self) -> &[BlobRecord] {
+        self.blobs.as_ref().map_or(&[], |s| &s.found)
+    }
+
     /// Position of the next byte the walker expects.
     pub fn position(&self) -> u64 {
         self.pos

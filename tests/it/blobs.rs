@@ -689,3 +689,42 @@ fn blob_backups_killed_at_every_step_lose_nothing() {
     }
     assert!(kills > 40, "only {kills} kills");
 }
+
+/// `-V --deep`: a blob manifest that lost a line passes `-V` (every file
+/// it lists is sound) and fails `--deep`, which compares it with the blob
+/// records of its range.
+#[test]
+fn deep_verify_compares_a_manifest_with_its_range() {
+    let t = site("bushy");
+    let d = t.path();
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "backup");
+    ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "--deep", "-r", "repo"]),
+        "sound",
+    );
+    let manifest = d.join("repo/2024-01-01-00-00-00.blobs");
+    let text = fs::read_to_string(&manifest).unwrap();
+    // The last entry goes, and the end line counts one fewer.
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.pop();
+    let dropped = lines.pop().unwrap();
+    let entries = lines.len() - 2;
+    lines.push(format!("end {entries}"));
+    fs::write(&manifest, lines.join("\n") + "\n").unwrap();
+    ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "-r", "repo"]),
+        "-V",
+    );
+    let err = fails(
+        &repozo_at(d, "2024-01-02-00-00-00", &["-V", "--deep", "-r", "repo"]),
+        "--deep",
+    );
+    let oid = u64::from_str_radix(&dropped[..16], 16).unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "repo/2024-01-01-00-00-00.blobs: the blob record of oid {oid:#x} tid 0x{}",
+            &dropped[17..33]
+        )),
+        "{err}"
+    );
+}

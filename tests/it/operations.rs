@@ -341,3 +341,101 @@ fn an_interrupted_prune_is_finished_by_the_next() {
     // 17 chains of two backups, each with an .index, and their .dat logs.
     assert!(n > 17 * 5, "{n} removals");
 }
+
+/// testdata/repo-plain in a temporary directory, with `change` applied to
+/// its files (name -> bytes) and the `.dat` rewritten to match them, as a
+/// careful forger (or a `.dat` repaired by hand) would.
+fn forged(
+    change: impl FnOnce(&mut std::collections::BTreeMap<String, Vec<u8>>),
+) -> tempfile::TempDir {
+    use md5::{Digest, Md5};
+    let t = tempfile::TempDir::new().unwrap();
+    let d = t.path();
+    copy_dir(&fixture("testdata/repo-plain"), &d.join("repo"));
+    let names = [
+        "2024-01-01-10-00-00.fs",
+        "2024-01-02-11-30-00.deltafs",
+        "2024-01-03-12-45-30.deltafs",
+    ];
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = names
+        .iter()
+        .map(|n| (n.to_string(), fs::read(d.join("repo").join(n)).unwrap()))
+        .collect();
+    change(&mut files);
+    let mut dat = String::new();
+    let mut at = 0;
+    for n in names {
+        let b = &files[n];
+        fs::write(d.join("repo").join(n), b).unwrap();
+        let sum: String = Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect();
+        dat.push_str(&format!("repo/{n} {at} {} {sum}\n", at + b.len()));
+        at += b.len();
+    }
+    fs::write(d.join("repo/2024-01-01-10-00-00.dat"), dat).unwrap();
+    t
+}
+
+/// `-V --deep` passes what is sound and names what md5 cannot catch.
+#[test]
+fn deep_verify_finds_what_md5_cannot() {
+    for r in ["testdata/repo-plain", "testdata/repo-gzip"] {
+        let t = tempfile::TempDir::new().unwrap();
+        copy_dir(&fixture(r), &t.path().join("repo"));
+        ok(
+            &repozo_at(t.path(), NOW, &["-V", "--deep", "-r", "repo"]),
+            r,
+        );
+    }
+    let inc1 = "2024-01-02-11-30-00.deltafs";
+    // Each forgery passes -V (the .dat matches) and fails --deep.
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut std::collections::BTreeMap<String, Vec<u8>>)>, String)> = vec![
+        (
+            "a damaged transaction length",
+            Box::new(|f| f.get_mut(inc1).unwrap()[15] ^= 0x40),
+            "repo/2024-01-02-11-30-00.deltafs: ".to_string(),
+        ),
+        (
+            "a boundary moved",
+            Box::new(|f| {
+                let inc2 = "2024-01-03-12-45-30.deltafs";
+                let moved: Vec<u8> = f.get_mut(inc2).unwrap().drain(..10).collect();
+                f.get_mut(inc1).unwrap().extend(moved);
+            }),
+            "repo/2024-01-02-11-30-00.deltafs: ends at 61511, inside the transaction that starts at 61501".to_string(),
+        ),
+        (
+            "a tid going back",
+            Box::new(|f| f.get_mut(inc1).unwrap()[..8].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1])),
+            "repo/2024-01-02-11-30-00.deltafs: the transaction at 56535 has a tid not after the one before it".to_string(),
+        ),
+    ];
+    for (what, change, says) in cases {
+        let t = forged(change);
+        ok(&repozo_at(t.path(), NOW, &["-V", "-r", "repo"]), what);
+        let err = fails(
+            &repozo_at(t.path(), NOW, &["-V", "--deep", "-r", "repo"]),
+            what,
+        );
+        assert!(err.starts_with(&says), "{what}: {err}");
+    }
+    // A wrong .index: the full backup's in the place of the first increment's.
+    let t = forged(|_| {});
+    let repo = t.path().join("repo");
+    fs::copy(
+        repo.join("2024-01-01-10-00-00.index"),
+        repo.join("2024-01-02-11-30-00.index"),
+    )
+    .unwrap();
+    ok(
+        &repozo_at(t.path(), NOW, &["-V", "-r", "repo"]),
+        "-V, wrong index",
+    );
+    let err = fails(
+        &repozo_at(t.path(), NOW, &["-V", "--deep", "-r", "repo"]),
+        "wrong index",
+    );
+    assert_eq!(
+        err,
+        "repo/2024-01-02-11-30-00.index: it describes 56535 bytes, not 61501"
+    );
+}

@@ -85,7 +85,8 @@ pub(crate) fn verify_deep(
                 expected: e.end,
             }));
         }
-        if !walker.is_done() && !(walker.at_boundary() && walker.position() == e.end) {
+        let at_its_end = walker.at_boundary() && walker.position() == e.end;
+        if !walker.is_done() && !at_its_end {
             return Err(Error::Mismatch(Mismatch::NotAtBoundary {
                 path: shown,
                 end: e.end,

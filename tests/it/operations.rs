@@ -345,9 +345,13 @@ fn an_interrupted_prune_is_finished_by_the_next() {
 /// testdata/repo-plain in a temporary directory, with `change` applied to
 /// its files (name -> bytes) and the `.dat` rewritten to match them, as a
 /// careful forger (or a `.dat` repaired by hand) would.
-fn forged(
-    change: impl FnOnce(&mut std::collections::BTreeMap<String, Vec<u8>>),
-) -> tempfile::TempDir {
+/// A repository's data files by name.
+type Files = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// A change to them.
+type Forgery = Box<dyn FnOnce(&mut Files)>;
+
+fn forged(change: impl FnOnce(&mut Files)) -> tempfile::TempDir {
     use md5::{Digest, Md5};
     let t = tempfile::TempDir::new().unwrap();
     let d = t.path();
@@ -357,7 +361,7 @@ fn forged(
         "2024-01-02-11-30-00.deltafs",
         "2024-01-03-12-45-30.deltafs",
     ];
-    let mut files: std::collections::BTreeMap<String, Vec<u8>> = names
+    let mut files: Files = names
         .iter()
         .map(|n| (n.to_string(), fs::read(d.join("repo").join(n)).unwrap()))
         .collect();
@@ -388,7 +392,7 @@ fn deep_verify_finds_what_md5_cannot() {
     }
     let inc1 = "2024-01-02-11-30-00.deltafs";
     // Each forgery passes -V (the .dat matches) and fails --deep.
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut std::collections::BTreeMap<String, Vec<u8>>)>, String)> = vec![
+    let cases: Vec<(&str, Forgery, String)> = vec![
         (
             "a damaged transaction length",
             Box::new(|f| f.get_mut(inc1).unwrap()[15] ^= 0x40),

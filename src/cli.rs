@@ -34,6 +34,8 @@ Exactly one of -B, -R, -V or --transactions must be given:
     --prune              Apply the retention rules (--keep-*, as for -B) alone.
 
     -v / --verbose       Say what is done, on stderr.
+    --no-progress        No progress line (shown by -B, -R and -V only when
+                         stderr is a terminal: never in cron mails).
     -h / --help          Print this text and exit.
     --version            Print the version and exit.
 
@@ -205,6 +207,7 @@ pub struct RawArgs {
     pub(crate) max_age: Option<String>,
     pub(crate) prune: bool,
     pub(crate) deep: bool,
+    pub(crate) no_progress: bool,
     pub(crate) dry_run: bool,
     pub(crate) keep: [Option<String>; 4],
     pub(crate) transactions: bool,
@@ -295,6 +298,7 @@ fn command() -> Command {
         .arg(long_value("max-age"))
         .arg(long_flag("prune"))
         .arg(long_flag("deep"))
+        .arg(long_flag("no-progress"))
         .arg(long_flag("dry-run"))
         .arg(long_value("keep-full"))
         .arg(long_value("keep-daily"))
@@ -355,6 +359,7 @@ impl RawArgs {
             max_age: s("max-age"),
             prune: m.get_flag("prune"),
             deep: m.get_flag("deep"),
+            no_progress: m.get_flag("no-progress"),
             dry_run: m.get_flag("dry-run"),
             keep: ["keep-full", "keep-daily", "keep-weekly", "keep-monthly"].map(s),
             transactions: m.get_flag("transactions"),
@@ -419,6 +424,8 @@ pub struct Checked {
     /// What to do.
     pub plan: Plan,
     pub(crate) verbose: bool,
+    /// A progress line on a terminal (not `--no-progress`).
+    pub(crate) progress: bool,
     /// repozo's "--x option is ignored in y mode" notes, shown under `-v`.
     pub(crate) notes: Vec<String>,
 }
@@ -436,6 +443,7 @@ impl Plan {
             return Ok(Checked {
                 plan: if raw.help { Plan::Help } else { Plan::Version },
                 verbose,
+                progress: false,
                 notes,
             });
         }
@@ -683,6 +691,7 @@ impl Plan {
         Ok(Checked {
             plan,
             verbose,
+            progress: !raw.no_progress,
             notes,
         })
     }

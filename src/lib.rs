@@ -41,7 +41,7 @@ use repository::Timestamp;
 /// # Errors
 /// Whatever the mode fails with; see [`Error`].
 pub fn run(checked: &Checked) -> Result<()> {
-    let log = log::Log::new(checked.verbose);
+    let log = log::Log::with_progress(checked.verbose, checked.progress);
     for note in &checked.notes {
         log!(log, "{note}");
     }

@@ -1,18 +1,40 @@
 //! Verbose messages (`-v`), on stderr so that they never mix with a
-//! recovery written to stdout.
+//! recovery written to stdout; and, when stderr is a terminal, a progress
+//! line below them (indicatif), which cron mails never see.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
-/// Where `-v` messages go.
-#[derive(Debug, Clone, Copy, Default)]
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Where `-v` messages and the progress line go.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Log {
     verbose: bool,
+    /// The progress line, when stderr is a terminal and it is wanted.
+    bar: Option<ProgressBar>,
 }
 
 impl Log {
-    /// A log that prints only when `verbose`.
+    /// A log that prints only when `verbose`, with no progress line.
     pub fn new(verbose: bool) -> Log {
-        Log { verbose }
+        Log { verbose, bar: None }
+    }
+
+    /// [`Log::new`], with a progress line when `progress` and stderr is a
+    /// terminal.
+    pub fn with_progress(verbose: bool, progress: bool) -> Log {
+        let bar = (progress && std::io::stderr().is_terminal()).then(|| {
+            // Hidden until there is work to show.
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta} left) {wide_bar}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Log { verbose, bar }
     }
 
     /// Whether messages are printed.
@@ -20,17 +42,54 @@ impl Log {
         self.verbose
     }
 
+    /// Show progress towards `total` bytes of `what` (`recovering`, ...).
+    pub(crate) fn start(&self, what: &'static str, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.reset();
+            bar.set_length(total);
+            bar.set_message(what);
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
+    /// `n` more bytes done.
+    pub(crate) fn advance(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    /// The work shown is done: the line goes.
+    pub(crate) fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+    }
+
     /// Print a message that is always shown: something repozo did that the
     /// user did not ask for.
     pub(crate) fn notice(&self, msg: std::fmt::Arguments<'_>) {
-        let _ = writeln!(std::io::stderr().lock(), "{msg}");
+        self.print(msg);
     }
 
     /// Print one message line, if verbose.
     pub fn line(&self, msg: std::fmt::Arguments<'_>) {
         if self.verbose {
+            self.print(msg);
+        }
+    }
+
+    fn print(&self, msg: std::fmt::Arguments<'_>) {
+        match &self.bar {
+            // Above the progress line, which is drawn again below it.
+            Some(bar) if !bar.is_hidden() => {
+                bar.println(msg.to_string());
+            }
             // A closed stderr must not turn a good backup into a failure.
-            let _ = writeln!(std::io::stderr().lock(), "{msg}");
+            _ => {
+                let _ = writeln!(std::io::stderr().lock(), "{msg}");
+            }
         }
     }
 }

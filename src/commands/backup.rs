@@ -497,6 +497,21 @@ impl Comparison<'_> {
     }
 }
 
+/// A writer that moves the progress line on by what it writes.
+struct Counted<'a, W: Write>(&'a mut W, &'a Log);
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Walk Data.fs once, copying `[start, end of last complete transaction)`
 /// into a temporary file. Returns the walk and (bytes, md5).
 fn copy(
@@ -509,12 +524,15 @@ fn copy(
 ) -> Result<(WalkResult, u64, String)> {
     let shown = out.shown().to_string();
     let mut w = DataWriter::new(out.file(), gzip);
+    log.start("backing up", source.size().saturating_sub(start));
     let walk = source.walk_with(
         start,
         resume,
-        Some((&mut w as &mut dyn Write, &shown)),
+        Some((&mut Counted(&mut w, log) as &mut dyn Write, &shown)),
         blobs,
-    )?;
+    );
+    log.done();
+    let walk = walk?;
     let (n, md5) = w.finish().map_err(io_err(&shown, "write"))?;
     if walk.end < source.size() {
         log!(

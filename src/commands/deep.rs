@@ -34,7 +34,19 @@ pub(crate) fn verify_deep(
     let total = entries.last().map_or(0, |e| e.end);
     let mut walker = Walker::new(total, None);
     walker.note_transactions();
-    walker.find_blobs();
+    // What nothing is compared with is not gathered: the index without an
+    // `.index` (Python repozo writes none), the blob records without a
+    // manifest.
+    let files: Vec<DataFile> = entries
+        .iter()
+        .filter_map(|e| DataFile::parse(e.file_name()))
+        .collect();
+    if !files.iter().any(|f| repo.entry(&f.index_name()).is_some()) {
+        walker.without_index();
+    }
+    if files.iter().any(|f| repo.entry(&f.blobs_name()).is_some()) {
+        walker.find_blobs();
+    }
     let mut last_tid: Option<u64> = None;
     let mut blobs_seen = 0;
     for e in entries {
@@ -65,6 +77,7 @@ pub(crate) fn verify_deep(
             }
             walker.feed(&buf[..n]).map_err(format)?;
             size += n as u64;
+            log.advance(n as u64);
             for t in walker.take_transactions() {
                 if last_tid.is_some_and(|before| t.tid <= before) {
                     return Err(Error::Mismatch(Mismatch::TidsBack {

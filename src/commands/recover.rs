@@ -1017,6 +1017,36 @@ pub(crate) fn concat_sizes(
     let mut total = 0u64;
     let mut sizes = Vec::with_capacity(chain.len());
     let mut all = (summary && truth.is_none() && log.enabled()).then(Md5Thread::spawn);
+    let expected = chain
+        .iter()
+        .map(|p| p.keep.or(p.logged_size).unwrap_or(0))
+        .sum();
+    log.start("recovering", expected);
+    let sizes_or = concat_each(repo, chain, out, out_shown, truth, log, &mut all);
+    log.done();
+    for size in sizes_or? {
+        total += size;
+        sizes.push(size);
+    }
+    match all {
+        Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()),
+        None if truth.is_some() && summary => log!(log, "Recovered a total of {total} bytes"),
+        None => {}
+    }
+    Ok(sizes)
+}
+
+/// [`concat_sizes`] without the summary: each file's bytes written.
+fn concat_each(
+    repo: &Repository,
+    chain: &[Piece],
+    out: &mut Out<'_>,
+    out_shown: &str,
+    truth: Option<&HashMap<String, (u64, String)>>,
+    log: &Log,
+    all: &mut Option<Md5Thread>,
+) -> Result<Vec<u64>> {
+    let mut sizes = Vec::with_capacity(chain.len());
     for p in chain {
         let f = &p.file;
         let name = f.name();
@@ -1031,11 +1061,13 @@ pub(crate) fn concat_sizes(
         let size = match (&mut *out, plain_copy) {
             (Out::File(dst), true) => {
                 let src = repo.open(&name)?;
-                io::copy(&mut src.take(room), *dst).map_err(|e| Error::Io {
+                let n = io::copy(&mut src.take(room), *dst).map_err(|e| Error::Io {
                     path: format!("{shown} -> {out_shown}"),
                     action: "copy",
                     source: e,
-                })?
+                })?;
+                log.advance(n);
+                n
             }
             _ => {
                 let mut r = repo.reader(&name, f.gzip)?;
@@ -1060,9 +1092,10 @@ pub(crate) fn concat_sizes(
                         h.update(b);
                     }
                     let w = crate::at_most(room, n);
-                    if let Some(h) = &mut all {
+                    if let Some(h) = all.as_mut() {
                         h.update(&b[..w]);
                     }
+                    log.advance(w as u64);
                     out.write_all(&b[..w]).map_err(io_err(out_shown, "write"))?;
                     room -= w as u64;
                 }
@@ -1073,7 +1106,6 @@ pub(crate) fn concat_sizes(
         if p.keep.is_some_and(|k| k > written) {
             return Err(wrong_size(&shown, size, p.keep.unwrap_or(0), f.gzip));
         }
-        total += written;
         sizes.push(written);
         if let (Some(truth), Some(one)) = (truth, one) {
             let (want_size, want_sum) = truth.get(&name).ok_or_else(|| {
@@ -1101,11 +1133,6 @@ pub(crate) fn concat_sizes(
         if let Some(want) = p.logged_size.filter(|&want| whole && want != size) {
             return Err(wrong_size(&shown, size, want, f.gzip));
         }
-    }
-    match all {
-        Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()),
-        None if truth.is_some() && summary => log!(log, "Recovered a total of {total} bytes"),
-        None => {}
     }
     Ok(sizes)
 }

@@ -55,8 +55,10 @@ pub(crate) fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<
         }
         end = e.end;
     }
+    let total = entries.iter().map(DatEntry::size).sum();
     if opts.deep {
-        super::deep::verify_deep(&repo, &entries, opts.quick, log, |e, size, sum| {
+        log.start("verifying", total);
+        let deep = super::deep::verify_deep(&repo, &entries, opts.quick, log, |e, size, sum| {
             let name = e.file_name();
             judge(
                 repo.display(name),
@@ -64,13 +66,17 @@ pub(crate) fn verify(opts: &VerifyOptions, now: Timestamp, log: &Log) -> Result<
                 (e.size(), &e.md5),
                 is_gzip(name),
             )
-        })?;
+        });
+        log.done();
+        deep?;
         let blobs = verify_blobs(&repo, &entries, opts.quick, log)?;
         return Ok(entries.len() + blobs);
     }
     // Measure every file, several at a time, then judge them in the log's
     // order so that the failure reported is the first, as repozo's.
+    log.start("verifying", total);
     let measured = measure_all(&repo, &entries, opts.quick, log);
+    log.done();
     for (e, m) in entries.iter().zip(measured) {
         let name = e.file_name();
         let shown = repo.display(name);
@@ -199,6 +205,7 @@ fn measure_all(
         let shown = repo.display(name);
         log!(log, "Verifying {shown}");
         let r = measure(repo, name, &shown, is_gzip(name), quick);
+        log.advance(e.size());
         *results[i].lock().expect("no panics while held") = Some(r);
     };
     thread::scope(|scope| {

@@ -443,3 +443,46 @@ fn deep_verify_finds_what_md5_cannot() {
         "repo/2024-01-02-11-30-00.index: it describes 56535 bytes, not 61501"
     );
 }
+
+/// The progress line: shown under a pseudo-terminal (`script`) by -B, -R
+/// and -V, with -v's messages whole above it; never when stderr is not a
+/// terminal, nor with --no-progress.
+#[test]
+fn progress_shows_only_on_a_terminal() {
+    let (t, _db) = crate::common::workspace(200);
+    let d = t.path();
+    let bin = env!("CARGO_BIN_EXE_repozo");
+    let under_pty = |args: &str| -> String {
+        let out = std::process::Command::new("script")
+            .args(["-qec", &format!("{bin} {args}"), "/dev/null"])
+            .current_dir(d)
+            .env("REPOZO_TEST_NOW", NOW)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => panic!("{args}: {o:?}"),
+            Err(e) => panic!("script: {e}"),
+        }
+    };
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED progress_shows_only_on_a_terminal: no script(1)");
+        return;
+    }
+    let shown = under_pty("-B -v -r repo -f Data.fs");
+    assert!(shown.contains("backing up "), "{shown}");
+    assert!(shown.contains("writing index\r\n"), "{shown}");
+    let shown = under_pty("-R -v -r repo -o out.fs");
+    assert!(shown.contains("recovering "), "{shown}");
+    assert!(shown.contains("Recovering file to out.fs\r\n"), "{shown}");
+    let shown = under_pty("-V --deep -r repo");
+    assert!(shown.contains("verifying "), "{shown}");
+    let quiet = under_pty("-R --no-progress -r repo -o out2.fs");
+    assert_eq!(quiet, "");
+    // Not a terminal: nothing at all without -v.
+    let out = repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out3.fs"]);
+    assert_eq!(ok(&out, "no terminal"), "");
+}

@@ -728,3 +728,44 @@ fn deep_verify_compares_a_manifest_with_its_range() {
         "{err}"
     );
 }
+
+/// Retention removes the pool files no remaining backup needs, and keeps
+/// those a kept one does: what is left verifies and recovers.
+#[test]
+fn prune_drops_the_pool_files_no_kept_backup_needs() {
+    let t = site("bushy");
+    let d = t.path();
+    let full = fs::read(d.join("Data.fs")).unwrap();
+    let ends = transaction_ends(&full);
+    // A chain of all six blobs, then one of the first three (a pack).
+    ok(&repozo_at(d, "2024-01-01-00-00-00", BACKUP), "first");
+    fs::write(d.join("Data.fs"), &full[..ends[1]]).unwrap();
+    ok(
+        &repozo_at(d, "2024-01-02-00-00-00", &with(BACKUP, &["-F"])),
+        "second",
+    );
+    assert_eq!(pooled(d).len(), 6);
+    let dry = repozo_at(
+        d,
+        "2024-01-03-00-00-00",
+        &["--prune", "--dry-run", "--keep-full", "1", "-r", "repo"],
+    );
+    ok(&dry, "dry run");
+    assert_eq!(pooled(d).len(), 6);
+    ok(
+        &repozo_at(
+            d,
+            "2024-01-03-00-00-00",
+            &["--prune", "--keep-full", "1", "-r", "repo"],
+        ),
+        "prune",
+    );
+    assert_eq!(pooled(d).len(), 3);
+    ok(
+        &repozo_at(d, "2024-01-03-00-00-00", &["-V", "-r", "repo"]),
+        "verify",
+    );
+    fs::create_dir(d.join("out")).unwrap();
+    ok(&repozo_at(d, "2024-01-03-00-00-00", RECOVER), "recover");
+    assert!(fs::read(d.join("out/Data.fs")).unwrap() == full[..ends[1]]);
+}

@@ -486,3 +486,53 @@ fn progress_shows_only_on_a_terminal() {
     let out = repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out3.fs"]);
     assert_eq!(ok(&out, "no terminal"), "");
 }
+
+/// Hostile `.dat` logs and names: `--list` still lists, says what is
+/// wrong under health, and never fails for it (exit 0), nor hangs.
+#[test]
+fn list_survives_hostile_dat_files_and_names() {
+    use std::os::unix::ffi::OsStrExt;
+    type Spoil = fn(&std::path::Path);
+    let cases: [(&str, Spoil); 5] = [
+        ("a junk .dat line", |r| {
+            let dat = r.join("2024-01-01-10-00-00.dat");
+            let mut t = fs::read(&dat).unwrap();
+            t.extend_from_slice(b"junk\n");
+            fs::write(dat, t).unwrap();
+        }),
+        ("a .dat that is a directory", |r| {
+            fs::remove_file(r.join("2024-01-01-10-00-00.dat")).unwrap();
+            fs::create_dir(r.join("2024-01-01-10-00-00.dat")).unwrap();
+        }),
+        ("a FIFO named like a backup", |r| {
+            let st = std::process::Command::new("mkfifo")
+                .arg(r.join("2024-01-04-00-00-00.deltafs"))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }),
+        ("a name that is not UTF-8", |r| {
+            let name = std::ffi::OsStr::from_bytes(b"2024-01-05-00-00-00\xff.deltafs");
+            fs::write(r.join(name), b"x").unwrap();
+        }),
+        ("binary .dat", |r| {
+            fs::write(r.join("2024-01-01-10-00-00.dat"), [0u8, 159, 146, 150, 10]).unwrap();
+        }),
+    ];
+    for (what, spoil) in cases {
+        let t = tempfile::TempDir::new().unwrap();
+        let d = t.path();
+        copy_dir(&fixture("testdata/repo-plain"), &d.join("repo"));
+        spoil(&d.join("repo"));
+        let out = crate::common::run(d, &["-L", "-r", "repo"]);
+        assert_eq!(out.code, Some(0), "{what}: {}", out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("health: "), "{what}: {text}");
+        let doc = crate::common::run(d, &["-L", "--json", "-r", "repo"]);
+        assert_eq!(doc.code, Some(0), "{what}: {}", doc.stderr);
+        let doc: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+        if what != "a name that is not UTF-8" {
+            assert_eq!(doc["health"]["ok"], false, "{what}: {doc}");
+        }
+    }
+}

@@ -116,7 +116,8 @@ pub(crate) fn verify_deep(
 }
 
 /// The backup's `.index`, when there is one, must be the walk's index at
-/// its end.
+/// its end: compared bucket by bucket as the file is read, never loaded
+/// whole beside the walk's.
 fn check_index(repo: &Repository, file: &DataFile, end: u64, walker: &Walker) -> Result<()> {
     let name = file.index_name();
     let shown = repo.display(&name);
@@ -127,33 +128,57 @@ fn check_index(repo: &Repository, file: &DataFile, end: u64, walker: &Walker) ->
         }
         Err(e) => return Err(e),
     };
-    let saved = index_file::load(BufReader::with_capacity(1 << 20, f)).map_err(|source| {
-        Error::IndexFile {
-            path: shown.clone(),
-            source,
+    let mut ours = walker.index().buckets();
+    let mut differs: Option<String> = None;
+    let pos = index_file::for_each_bucket(BufReader::with_capacity(1 << 20, f), |prefix, b| {
+        if differs.is_some() {
+            return;
         }
-    })?;
-    let why = if saved.pos != end {
-        Some(format!("it describes {} bytes, not {end}", saved.pos))
-    } else if saved.index != *walker.index() {
-        let ours: BTreeSet<(u64, u64)> = walker.index().iter().collect();
-        let theirs: BTreeSet<(u64, u64)> = saved.index.iter().collect();
-        let oid = ours
-            .symmetric_difference(&theirs)
-            .next()
-            .map_or(0, |&(oid, _)| oid);
-        let at = |set: &BTreeSet<(u64, u64)>| {
-            set.iter()
-                .find(|x| x.0 == oid)
-                .map_or_else(|| "none".to_string(), |x| x.1.to_string())
+        let oid = |p: [u8; 6]| {
+            let mut full = [0u8; 8];
+            full[..6].copy_from_slice(&p);
+            u64::from_be_bytes(full)
         };
-        Some(format!(
-            "it is not the index of the chain up to there (oid {oid:#x}: {} there, {} in the chain)",
-            at(&theirs),
-            at(&ours)
-        ))
+        match ours.next() {
+            Some((p, mine)) if p == prefix && *mine == b => {}
+            Some((p, _)) if p == prefix => {
+                differs = Some(format!(
+                    "the offsets of the oids from {:#x} are not the chain's",
+                    oid(p)
+                ));
+            }
+            Some((p, _)) => {
+                differs = Some(format!(
+                    "it holds the oids from {:#x} where the chain holds those from {:#x}",
+                    oid(prefix),
+                    oid(p)
+                ));
+            }
+            None => {
+                differs = Some(format!(
+                    "it holds the oids from {:#x}, which the chain does not",
+                    oid(prefix)
+                ));
+            }
+        }
+    })
+    .map_err(|source| Error::IndexFile {
+        path: shown.clone(),
+        source,
+    })?;
+    let why = if pos != end {
+        Some(format!("it describes {pos} bytes, not {end}"))
+    } else if differs.is_some() {
+        differs
     } else {
-        None
+        ours.next().map(|(p, _)| {
+            let mut full = [0u8; 8];
+            full[..6].copy_from_slice(&p);
+            format!(
+                "it lacks the oids from {:#x}, which the chain holds",
+                u64::from_be_bytes(full)
+            )
+        })
     };
     match why {
         Some(why) => Err(Error::Mismatch(Mismatch::IndexDiffers { path: shown, why })),

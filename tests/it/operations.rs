@@ -442,6 +442,31 @@ fn deep_verify_finds_what_md5_cannot() {
         err,
         "repo/2024-01-02-11-30-00.index: it describes 56535 bytes, not 61501"
     );
+    // The right position, one offset wrong.
+    use repozo::filestorage::index_file;
+    let path = repo.join("2024-01-02-11-30-00.index");
+    let right = fs::read(fixture("testdata/repo-plain/2024-01-02-11-30-00.index")).unwrap();
+    let mut ix = index_file::load(&right[..]).unwrap();
+    let (oid, off) = ix.index.iter().nth(3).unwrap();
+    ix.index.insert(oid, off + 1);
+    let dialect = index_file::dialect_for(repozo::filestorage::records::Magic::Fs30);
+    let bytes = index_file::save(Vec::new(), ix.pos, &ix.index, dialect).unwrap();
+    fs::write(&path, bytes).unwrap();
+    ok(
+        &repozo_at(t.path(), NOW, &["-V", "-r", "repo"]),
+        "-V, one offset",
+    );
+    let err = fails(
+        &repozo_at(t.path(), NOW, &["-V", "--deep", "-r", "repo"]),
+        "one offset",
+    );
+    assert_eq!(
+        err,
+        format!(
+            "repo/2024-01-02-11-30-00.index: the offsets of the oids from {:#x} are not the chain's",
+            oid >> 16 << 16
+        )
+    );
 }
 
 /// The progress line: shown under a pseudo-terminal (`script`) by -B, -R

@@ -577,6 +577,8 @@ impl InPlaceBlobDir {
         for rel in &listing.leftovers {
             let _ = fs::remove_file(self.path.join(rel));
         }
+        // A killed `.layout` write's (the output's lock is held).
+        crate::disk::atomic::remove_temporaries_of(&self.path.join(LAYOUT_FILE));
     }
 
     /// The md5 of the file at `rel`.

@@ -128,7 +128,7 @@ Options for -R/--recover:
     -w / --with-verify
         Check each file's size and md5 against the .dat log while recovering;
         on a mismatch the output is left untouched (in place: cut back to
-        where it was, without its index).
+        the end of the last whole backup it held, without its index).
     --blob-dir=dir
         With -o: make dir hold exactly the blob files of the recovered state
         (built beside it, then swapped into place; in place, the blob files

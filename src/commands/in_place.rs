@@ -596,6 +596,22 @@ fn mid_state(
     } else {
         same_bytes(file, job, name, start, len)
     };
+    // -w: the bytes kept were compared with the backup file only; the file
+    // itself is checked against its `.dat` md5, as a full recovery would.
+    if let (Ok(None), Some(_)) = (&differs, job.truth) {
+        let gzip = chain.pieces[k].file.gzip;
+        let (size, sum) = match job.repo.reader(name, gzip).and_then(|r| r.size_and_md5()) {
+            Ok(v) => v,
+            Err(e) => return no(e.to_string()),
+        };
+        if (size, sum.as_str()) != (dat[k].size(), dat[k].md5.as_str()) {
+            return no(format!(
+                "{name} has {size} bytes and md5 {sum}, the .dat log says {} and {}",
+                dat[k].size(),
+                dat[k].md5
+            ));
+        }
+    }
     match differs {
         Ok(None) => Ok(Ok((k, tid))),
         Ok(Some(at)) => no(format!("its byte {at} differs from {name}'s")),

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::blobdir::NewBlobDir;
 use crate::codec::md5::Md5Thread;
 use crate::datafs::{Resume, Source};
-use crate::disk::atomic::{sync_dir, AtomicFile};
+use crate::disk::atomic::{remove_temporaries_of, sync_dir, AtomicFile};
 use crate::disk::direct::{clones_extents, DirectWriter};
 use crate::disk::open;
 use crate::error::{io_err, Error, Mismatch, Refusal, Result};
@@ -222,6 +222,11 @@ pub(crate) fn recover(opts: &RecoverOptions, now: Timestamp, log: &Log) -> Resul
             if fs::symlink_metadata(&path).is_ok() {
                 let given = opts.output.as_deref().unwrap_or(&shown);
                 let locks = locks_held.insert(in_place::lock_output(given, &path, &shown)?);
+                // Under its lock, the temporaries of FILE's index and marker
+                // are a killed run's.
+                for ext in ["index", in_place::MARKER_EXT] {
+                    remove_temporaries_of(&PathBuf::from(format!("{shown}.{ext}")));
+                }
                 if opts.full {
                     log!(log, "Recovering in full: {shown}: -F given");
                 } else {

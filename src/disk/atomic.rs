@@ -22,6 +22,47 @@ use crate::error::{io_err, Error, Result};
 pub(crate) const TEMP_PREFIX: &str = ".repozo-";
 /// Suffix of our temporary files.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+/// Random characters in a temporary file's name.
+const TEMP_RANDOM: usize = 6;
+
+/// The start of the temporary names for `dest`: ours, and tied to the
+/// file they become (unless its name is too long to repeat), so that a run
+/// holding that file's lock knows a leftover of a killed run for one.
+fn temp_prefix(dest: &Path) -> String {
+    match dest.file_name().and_then(|n| n.to_str()) {
+        Some(name) if name.len() <= 100 => format!("{TEMP_PREFIX}{name}."),
+        _ => TEMP_PREFIX.to_string(),
+    }
+}
+
+/// Remove what killed runs left of [`AtomicFile`]s for `dest`; the caller
+/// holds a lock that no live run writing `dest` can share. Returns how
+/// many went; what cannot be removed stays, unsaid.
+pub(crate) fn remove_temporaries_of(dest: &Path) -> usize {
+    let prefix = temp_prefix(dest);
+    if prefix == TEMP_PREFIX {
+        return 0;
+    }
+    let Ok(entries) = fs::read_dir(parent_dir(dest)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+            .is_some_and(|r| {
+                r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A file being written under a temporary name.
 pub(crate) struct AtomicFile {
     tmp: NamedTempFile,
@@ -38,8 +79,9 @@ impl AtomicFile {
     pub(crate) fn create(dest: &Path, shown: &str) -> Result<AtomicFile> {
         let dir = parent_dir(dest);
         let tmp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&temp_prefix(dest))
             .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM)
             .tempfile_in(dir)
             .map_err(|e| {
                 io_err(shown, "cannot create a temporary file beside it")(without_path(e))

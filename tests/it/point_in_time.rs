@@ -283,6 +283,59 @@ fn with_verify_checks_the_cut_file_whole() {
     );
     assert_eq!(names(d), ["Data.fs", "repo"]);
     recovers(&h, &["--at-tid", &tid], c.end, "without -w");
+    // out.fs now ends inside that increment, as it should: in place, -w
+    // still checks the increment against its md5, and a full recovery
+    // then fails the same way, leaving out.fs as it was.
+    let before = fs::read(d.join("out.fs")).unwrap();
+    let err = fails(
+        &repozo_at(
+            d,
+            NOW,
+            &[
+                "-R", "-w", "-v", "-r", "repo", "-o", "out.fs", "--at-tid", &tid,
+            ],
+        ),
+        "-w in place",
+    );
+    assert!(err.contains("Recovering in full: out.fs: "), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("repo/{} has checksum", c.file)),
+        "{err}"
+    );
+    assert!(fs::read(d.join("out.fs")).unwrap() == before);
+}
+
+/// Temporary files a killed run left beside an existing output (its index
+/// and marker being written) go with the next run onto that output, which
+/// holds its lock; another output's stay.
+#[test]
+fn a_killed_runs_temporaries_beside_the_output_go() {
+    let h = history(false, 3);
+    let d = h.t.path();
+    ok(
+        &repozo_at(d, NOW, &["-R", "-r", "repo", "-o", "out.fs"]),
+        "first",
+    );
+    let ours = [
+        ".repozo-out.fs.index.AbC123.tmp",
+        ".repozo-out.fs.recovering.XyZ789.tmp",
+    ];
+    let others = [
+        ".repozo-out.fs2.index.AbC123.tmp",
+        ".repozo-out.fs.index.toolong.tmp",
+    ];
+    for n in ours.iter().chain(&others) {
+        fs::write(d.join(n), b"left").unwrap();
+    }
+    let c = &h.txns[4];
+    recovers(&h, &["--at-tid", &tid_hex(c.tid)], c.end, "in place");
+    for n in ours {
+        assert!(!d.join(n).exists(), "{n}");
+    }
+    for n in others {
+        assert!(d.join(n).exists(), "{n}");
+    }
 }
 
 /// An existing output is cut back to a transaction inside a backup file,

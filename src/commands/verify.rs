@@ -265,16 +265,15 @@ fn measure(
         let size = r.for_each_chunk(|_| Ok(()))?;
         return Ok((size, None));
     }
-    if gzip {
-        // Inflate here and hash on another thread.
+    {
+        // Read (or inflate) here and hash on another thread: md5 alone
+        // is the slower, and reading beside it costs nothing.
         let mut r = r;
         let mut h = Md5Thread::spawn();
         let size = r.for_each_chunk(|b| {
             h.update(b);
             Ok(())
         })?;
-        return Ok((size, Some(h.finish())));
+        Ok((size, Some(h.finish())))
     }
-    let (size, sum) = r.size_and_md5()?;
-    Ok((size, Some(sum)))
 }

@@ -15,8 +15,7 @@ use crate::commands::prune::{PruneOptions, Retention};
 use crate::commands::recover::{PointInTime, RecoverOptions};
 use crate::commands::transactions::TransactionsOptions;
 use crate::commands::verify::VerifyOptions;
-use crate::filestorage::timestamp::parse_utc;
-use crate::repository::parse_date;
+use crate::repository::{parse_date, parse_utc};
 
 /// The usage text `-h` prints.
 pub const USAGE: &str = "\

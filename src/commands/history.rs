@@ -215,7 +215,9 @@ pub(crate) fn walk_piece(
         path: shown.clone(),
         source,
     };
-    let mut pass = |walker: &mut Walker| -> Result<bool> {
+    // Feed bytes read; false once `each` wants no more.
+    let mut feed = |walker: &mut Walker, bytes: &[u8]| -> Result<bool> {
+        walker.feed(bytes).map_err(format)?;
         for t in walker.take_transactions() {
             if t.status != b'u' && !each(&t)? {
                 return Ok(false);
@@ -225,6 +227,7 @@ pub(crate) fn walk_piece(
     };
     let mut block = vec![0u8; BLOCK];
     let mut read = 0u64;
+    let mut stopped = false;
     if let Some(len) = plain_len {
         while read < len && !walker.is_done() {
             let skip = walker.skippable().min(len - read);
@@ -235,13 +238,10 @@ pub(crate) fn walk_piece(
                 file.read_at(b, read + at as u64)
             })
             .map_err(io_err(&shown, "read"))?;
-            if n == 0 {
-                break;
-            }
-            walker.feed(&block[..n]).map_err(format)?;
             read += n as u64;
-            if !pass(&mut walker)? {
-                return Ok(());
+            stopped = n > 0 && !feed(&mut walker, &block[..n])?;
+            if n == 0 || stopped {
+                break;
             }
         }
     } else {
@@ -249,15 +249,16 @@ pub(crate) fn walk_piece(
         block.resize(r.chunk_len(), 0);
         loop {
             let n = r.read_chunk(&mut block)?;
-            if n == 0 {
+            read += n as u64;
+            stopped = n > 0 && !feed(&mut walker, &block[..n])?;
+            if n == 0 || stopped {
                 break;
             }
-            walker.feed(&block[..n]).map_err(format)?;
-            read += n as u64;
-            if !pass(&mut walker)? {
-                return Ok(());
-            }
         }
+    }
+    // `each` has what it wanted: the rest of the file is not its concern.
+    if stopped {
+        return Ok(());
     }
     if let Some(logged) = p.logged_size.filter(|&l| p.file.gzip && l != read) {
         return Err(wrong_size(read, logged));

@@ -16,7 +16,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use chrono::{NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::log;
 use crate::log::Log;
@@ -90,7 +90,17 @@ impl Timestamp {
 /// # Errors
 /// A message naming the expected form.
 pub fn parse_date(s: &str) -> Result<String, String> {
-    let bad = || format!("invalid date {s:?}: expected yyyy-mm-dd[-hh[-mm[-ss]]] (UTC)");
+    match repozo_moment(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!(
+            "invalid date {s:?}: expected yyyy-mm-dd[-hh[-mm[-ss]]] (UTC)"
+        )),
+    }
+}
+
+/// repozo's `yyyy-mm-dd[-hh[-mm[-ss]]]` as the UTC moment it names, if
+/// it names a real one: 3 to 6 dash-separated fields of fixed width.
+fn repozo_moment(s: &str) -> Option<NaiveDateTime> {
     let parts: Vec<&str> = s.split('-').collect();
     let widths = [4, 2, 2, 2, 2, 2];
     if parts.len() < 3
@@ -100,17 +110,48 @@ pub fn parse_date(s: &str) -> Result<String, String> {
             .zip(widths)
             .any(|(p, w)| p.len() != w || !p.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err(bad());
+        return None;
     }
-    let n: Vec<u32> = parts.iter().map(|p| p.parse().expect("digits")).collect();
-    let date = NaiveDate::from_ymd_opt(n[0] as i32, n[1], n[2]).ok_or_else(bad)?;
-    let (h, m, sec) = (
-        n.get(3).copied().unwrap_or(0),
-        n.get(4).copied().unwrap_or(0),
-        n.get(5).copied().unwrap_or(0),
-    );
-    date.and_hms_opt(h, m, sec).ok_or_else(bad)?;
-    Ok(s.to_string())
+    let n: Vec<u32> = parts
+        .iter()
+        .map(|p| p.parse().unwrap_or(u32::MAX))
+        .collect();
+    let field = |i: usize| n.get(i).copied().unwrap_or(0);
+    NaiveDate::from_ymd_opt(i32::try_from(n[0]).ok()?, n[1], n[2])?.and_hms_opt(
+        field(3),
+        field(4),
+        field(5),
+    )
+}
+
+/// Read a UTC time as `--at`, `--since` and `--until` take it: ISO 8601
+/// (`2024-03-05T14:02:59.250000Z`, with a `T` or a space, any fraction, a
+/// `Z`, an offset that is converted to UTC, or no zone for UTC), or
+/// repozo's `yyyy-mm-dd[-hh[-mm[-ss]]]`.
+///
+/// # Errors
+/// A message naming the forms taken.
+pub fn parse_utc(s: &str) -> Result<NaiveDateTime, String> {
+    let bad = || {
+        format!(
+            "invalid time {s:?}: expected ISO 8601 in UTC (2024-03-05T14:02:59.250000Z) or yyyy-mm-dd[-hh[-mm[-ss]]]"
+        )
+    };
+    let text = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(text) {
+        return Ok(d.naive_utc());
+    }
+    let iso = text.replacen(' ', "T", 1);
+    let no_zone = iso.strip_suffix('Z').unwrap_or(&iso);
+    if let Ok(d) = DateTime::parse_from_rfc3339(&iso) {
+        return Ok(d.naive_utc());
+    }
+    for form in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(no_zone, form) {
+            return Ok(t);
+        }
+    }
+    repozo_moment(text).ok_or_else(bad)
 }
 
 /// What a repository data file holds.
@@ -621,6 +662,38 @@ pub(crate) fn parse_dat_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_in_every_form_are_utc() {
+        let utc = |s: &str| parse_utc(s).unwrap();
+        let want = utc("2024-03-05T14:02:59Z");
+        for s in [
+            "2024-03-05T14:02:59",
+            "2024-03-05 14:02:59",
+            "2024-03-05T16:02:59+02:00",
+            "2024-03-05 14:02:59Z",
+            "2024-03-05-14-02-59",
+        ] {
+            assert_eq!(utc(s), want, "{s}");
+        }
+        assert_eq!(
+            utc("2024-03-05T14:02:59.25")
+                .and_utc()
+                .timestamp_subsec_micros(),
+            250_000
+        );
+        assert_eq!(utc("2024-03-05"), utc("2024-03-05T00:00:00Z"));
+        assert_eq!(utc("2024-03-05-14"), utc("2024-03-05T14:00:00Z"));
+        for s in [
+            "yesterday",
+            "2024-02-30",
+            "2024-03-05T25:00:00Z",
+            "",
+            "2024-3-5",
+        ] {
+            assert!(parse_utc(s).unwrap_err().contains("invalid time"), "{s}");
+        }
+    }
 
     #[test]
     fn recognises_repozo_names_only() {

@@ -85,6 +85,21 @@ def describe_output(proc):
                               out_s.rstrip() or '<empty>'))
 
 
+def fmt_now(t):
+    """A datetime as REPOZO_TEST_NOW and backup names spell it."""
+    return t.strftime('%Y-%m-%d-%H-%M-%S')
+
+
+def read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def write(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
 @pytest.fixture(scope='session')
 def py_tool():
     return Tool('python', [sys.executable, str(PY_WRAPPER)])

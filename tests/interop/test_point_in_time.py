@@ -60,7 +60,7 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.fsIndex import fsIndex
 
 from blob_helpers import BlobModel, blob_snapshot, read_layout
-from conftest import describe_output
+from conftest import describe_output, fmt_now, read, write
 
 # Where the recoveries run: no backup is ever newer than this.
 LATER = '2030-01-01-00-00-00'
@@ -108,20 +108,6 @@ RAW_DESCRIPTION = b'not utf-8: \xc3( end'
 
 NAMES = ('alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace',
          'heidi', 'ivan', 'judy', 'mallory')
-
-
-def fmt_now(t):
-    return t.strftime('%Y-%m-%d-%H-%M-%S')
-
-
-def read(path):
-    with open(path, 'rb') as f:
-        return f.read()
-
-
-def write(path, data):
-    with open(path, 'wb') as f:
-        f.write(data)
 
 
 def text(b):

@@ -11,12 +11,8 @@ import shutil
 
 import pytest
 
+from conftest import read
 from zodb_helpers import Model
-
-
-def read(path):
-    with open(path, 'rb') as f:
-        return f.read()
 
 
 @pytest.mark.parametrize('gzip', [False, True], ids=['plain', 'gzip'])

@@ -45,7 +45,7 @@ import ZODB.FileStorage
 from persistent.mapping import PersistentMapping
 
 from blob_helpers import BlobModel, blob_snapshot, read_layout
-from conftest import describe_output, rs_bin_path
+from conftest import describe_output, fmt_now, read, rs_bin_path, write
 from zodb_helpers import Model, read_state
 
 CLOCK_START = datetime.datetime(2024, 7, 1, 22, 0, 5)
@@ -63,20 +63,6 @@ KINDS = {
     'py': ('py', []),
     'py-z': ('py', ['-z']),
 }
-
-
-def fmt_now(t):
-    return t.strftime('%Y-%m-%d-%H-%M-%S')
-
-
-def read(path):
-    with open(path, 'rb') as f:
-        return f.read()
-
-
-def write(path, data):
-    with open(path, 'wb') as f:
-        f.write(data)
 
 
 def text(b):

@@ -7,7 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use repozo::filestorage::timestamp::{last_tid_at, parse_utc, tid_hex, tid_time_text};
+use repozo::filestorage::timestamp::{last_tid_at, tid_hex, tid_time_text};
+use repozo::repository::parse_utc;
 use repozo::testing::{Builder, Txn};
 use serde_json::Value;
 use tempfile::TempDir;

@@ -10,6 +10,7 @@ Two tools are compared on real files:
   skipped).
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,25 @@ def read(path):
 def write(path, data):
     with open(path, 'wb') as f:
         f.write(data)
+
+
+class Workdirs:
+    """For a scenario with ``base`` (a directory), ``repos`` (kind ->
+    repository) and a counter ``_n``: fresh numbered directories."""
+
+    def workdir(self, name):
+        """A new empty directory."""
+        self._n += 1
+        d = os.path.join(self.base, 'work', '%03d-%s' % (self._n, name))
+        os.makedirs(d)
+        return d
+
+    def copy_repo(self, kind):
+        """A copy of the repository of ``kind``, to damage."""
+        self._n += 1
+        dest = os.path.join(self.base, 'copies', '%03d-%s' % (self._n, kind))
+        shutil.copytree(self.repos[kind], dest)
+        return dest
 
 
 @pytest.fixture(scope='session')

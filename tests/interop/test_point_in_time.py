@@ -60,7 +60,7 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.fsIndex import fsIndex
 
 from blob_helpers import BlobModel, blob_snapshot, read_layout
-from conftest import describe_output, fmt_now, read, write
+from conftest import Workdirs, describe_output, fmt_now, read, write
 
 # Where the recoveries run: no backup is ever newer than this.
 LATER = '2030-01-01-00-00-00'
@@ -389,7 +389,7 @@ class Writer:
 # ---------------------------------------------------------------------------
 
 @dataclass
-class Scenario:
+class Scenario(Workdirs):
     base: str
     datafs: bytes             # the source Data.fs at the end
     repos: dict               # kind -> repository path
@@ -401,17 +401,6 @@ class Scenario:
     def backed(self):
         return [t for t in self.txns if t.batch is not None]
 
-    def workdir(self, name):
-        self._n += 1
-        d = os.path.join(self.base, 'work', '%03d-%s' % (self._n, name))
-        os.makedirs(d)
-        return d
-
-    def copy_repo(self, kind):
-        self._n += 1
-        dest = os.path.join(self.base, 'copies', '%03d-%s' % (self._n, kind))
-        shutil.copytree(self.repos[kind], dest)
-        return dest
 
     def file_name(self, kind, batch):
         gz = 'z' if '-z' in KINDS[kind][1] else ''

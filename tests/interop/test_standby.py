@@ -45,7 +45,7 @@ import ZODB.FileStorage
 from persistent.mapping import PersistentMapping
 
 from blob_helpers import BlobModel, blob_snapshot, read_layout
-from conftest import describe_output, fmt_now, read, rs_bin_path, write
+from conftest import Workdirs, describe_output, fmt_now, read, rs_bin_path, write
 from zodb_helpers import Model, read_state
 
 CLOCK_START = datetime.datetime(2024, 7, 1, 22, 0, 5)
@@ -125,25 +125,13 @@ class Step:
 
 
 @dataclass
-class Scenario:
+class Scenario(Workdirs):
     base: str
     repos: dict               # kind -> repository path
     steps: list
     final_now: str
     _n: int = 0
 
-    def workdir(self, name):
-        """A new empty directory for one standby."""
-        self._n += 1
-        d = os.path.join(self.base, 'work', '%03d-%s' % (self._n, name))
-        os.makedirs(d)
-        return d
-
-    def copy_repo(self, kind):
-        self._n += 1
-        dest = os.path.join(self.base, 'copies', '%03d-%s' % (self._n, kind))
-        shutil.copytree(self.repos[kind], dest)
-        return dest
 
     @property
     def newest(self):

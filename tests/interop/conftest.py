@@ -86,6 +86,16 @@ def describe_output(proc):
                               out_s.rstrip() or '<empty>'))
 
 
+# The four kinds of repository the suites recover from: kind -> (the tool
+# that makes the backups, its backup options).
+KINDS = {
+    'rs': ('rs', []),
+    'rs-z': ('rs', ['-z']),
+    'py': ('py', []),
+    'py-z': ('py', ['-z']),
+}
+
+
 def fmt_now(t):
     """A datetime as REPOZO_TEST_NOW and backup names spell it."""
     return t.strftime('%Y-%m-%d-%H-%M-%S')

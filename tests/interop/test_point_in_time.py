@@ -60,20 +60,13 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.fsIndex import fsIndex
 
 from blob_helpers import BlobModel, blob_snapshot, read_layout
-from conftest import Workdirs, describe_output, fmt_now, read, write
+from conftest import KINDS, Workdirs, describe_output, fmt_now, read, write
 
 # Where the recoveries run: no backup is ever newer than this.
 LATER = '2030-01-01-00-00-00'
 LOCK_NAME = '.repozo.lock'
 IN_PLACE = 'Recovering in place: '
 
-# kind -> (tool that makes the backups, backup options)
-KINDS = {
-    'rs': ('rs', []),
-    'rs-z': ('rs', ['-z']),
-    'py': ('py', []),
-    'py-z': ('py', ['-z']),
-}
 
 # The tid clock: the first transaction (ZODB's root creation), the seconds
 # between two commits (in turn), and between a batch's backup and the next
@@ -416,7 +409,7 @@ class Scenario(Workdirs):
         return self.txns[first].offset, self.txns[last].end
 
     def at_time(self, dt):
-        """The last backed up transaction whose (floored) time is <= dt."""
+        """The last backed up transaction whose (rounded) time is <= dt."""
         kept = [t for t in self.backed if t.time <= dt]
         return kept[-1] if kept else None
 

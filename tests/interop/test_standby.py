@@ -45,7 +45,7 @@ import ZODB.FileStorage
 from persistent.mapping import PersistentMapping
 
 from blob_helpers import BlobModel, blob_snapshot, read_layout
-from conftest import Workdirs, describe_output, fmt_now, read, rs_bin_path, write
+from conftest import KINDS, Workdirs, describe_output, fmt_now, read, rs_bin_path, write
 from zodb_helpers import Model, read_state
 
 CLOCK_START = datetime.datetime(2024, 7, 1, 22, 0, 5)
@@ -55,14 +55,6 @@ IN_PLACE = 'Recovering in place: '
 IN_FULL = 'Recovering in full: '
 MARKER = '.recovering'
 LOCK_NAME = '.repozo.lock'
-
-# kind -> (tool that makes the backups, backup options)
-KINDS = {
-    'rs': ('rs', []),
-    'rs-z': ('rs', ['-z']),
-    'py': ('py', []),
-    'py-z': ('py', ['-z']),
-}
 
 
 def text(b):

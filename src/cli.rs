@@ -7,7 +7,7 @@
 //! apply are ignored with a note under `-v`) before anything touches the
 //! disk.
 
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command, ValueHint};
 
 use crate::commands::backup::BackupOptions;
 use crate::commands::list::{parse_duration, ListOptions};
@@ -15,6 +15,7 @@ use crate::commands::prune::{PruneOptions, Retention};
 use crate::commands::recover::{PointInTime, RecoverOptions};
 use crate::commands::transactions::TransactionsOptions;
 use crate::commands::verify::VerifyOptions;
+use crate::manual::Shell;
 use crate::repository::{parse_date, parse_utc};
 
 /// The usage text `-h` prints.
@@ -23,7 +24,7 @@ repozo: incremental and full backups of a ZODB FileStorage (Data.fs) and its ind
 
 Usage: repozo [options]
 
-Exactly one of -B, -R, -V or --transactions must be given:
+Exactly one of these modes must be given:
 
     -B / --backup        Back up a Data.fs into the repository.
     -R / --recover       Rebuild a Data.fs from the repository.
@@ -37,6 +38,9 @@ Exactly one of -B, -R, -V or --transactions must be given:
                          stderr is a terminal: never in cron mails).
     -h / --help          Print this text and exit.
     --version            Print the version and exit.
+    --manpage            Print the man page (roff) and exit.
+    --completions=shell  Print the completion script for bash, zsh or fish
+                         and exit.
 
     -r dir / --repository=dir
         The repository directory holding the backup files (required, not
@@ -215,6 +219,8 @@ pub struct RawArgs {
     pub(crate) json: bool,
     pub(crate) at: Option<String>,
     pub(crate) at_tid: Option<String>,
+    pub(crate) manpage: bool,
+    pub(crate) completions: Option<String>,
     pub(crate) stray: Vec<String>,
 }
 
@@ -230,7 +236,9 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn command() -> Command {
+/// The parser: repozo's flags, each as `-h` describes it (the man page and
+/// the completions are made from it, see `manual`).
+pub(crate) fn command() -> Command {
     let flag = |id: &'static str, short: char, long: &'static str| {
         Arg::new(id)
             .short(short)
@@ -270,14 +278,18 @@ fn command() -> Command {
         .arg(count("verify", 'V', "verify"))
         .arg(flag("verbose", 'v', "verbose"))
         .arg(flag("help", 'h', "help"))
-        .arg(value("repository", 'r', "repository"))
-        .arg(value("file", 'f', "file").value_parser(clap::value_parser!(std::ffi::OsString)))
+        .arg(value("repository", 'r', "repository").value_hint(ValueHint::DirPath))
+        .arg(
+            value("file", 'f', "file")
+                .value_parser(clap::value_parser!(std::ffi::OsString))
+                .value_hint(ValueHint::FilePath),
+        )
         .arg(flag("full", 'F', "full"))
         .arg(flag("quick", 'Q', "quick"))
         .arg(flag("gzip", 'z', "gzip"))
         .arg(flag("kill-old-on-full", 'k', "kill-old-on-full"))
         .arg(value("date", 'D', "date"))
-        .arg(value("output", 'o', "output"))
+        .arg(value("output", 'o', "output").value_hint(ValueHint::FilePath))
         .arg(flag("with-verify", 'w', "with-verify"))
         .arg(
             Arg::new("blob-dir")
@@ -285,7 +297,8 @@ fn command() -> Command {
                 .num_args(1)
                 .allow_hyphen_values(true)
                 .action(ArgAction::Set)
-                .value_parser(clap::value_parser!(std::ffi::OsString)),
+                .value_parser(clap::value_parser!(std::ffi::OsString))
+                .value_hint(ValueHint::DirPath),
         )
         .arg(long_flag("version"))
         .arg(
@@ -309,6 +322,8 @@ fn command() -> Command {
         .arg(long_flag("json"))
         .arg(long_value("at"))
         .arg(long_value("at-tid"))
+        .arg(long_flag("manpage"))
+        .arg(long_value("completions").value_parser(["bash", "zsh", "fish"]))
         .arg(Arg::new("stray").num_args(0..).action(ArgAction::Append))
 }
 
@@ -367,6 +382,8 @@ impl RawArgs {
             json: m.get_flag("json"),
             at: s("at"),
             at_tid: s("at-tid"),
+            manpage: m.get_flag("manpage"),
+            completions: s("completions"),
             stray: m
                 .get_many::<String>("stray")
                 .map(|v| v.cloned().collect())
@@ -403,6 +420,10 @@ pub enum Plan {
     Help,
     /// `--version`: print the version.
     Version,
+    /// `--manpage`: print the man page.
+    Manpage,
+    /// `--completions`: print a shell's completion script.
+    Completions(Shell),
     /// `-B`.
     Backup(BackupOptions),
     /// `-R`.
@@ -438,9 +459,20 @@ impl Plan {
     pub fn from_raw(raw: RawArgs) -> Result<Checked, UsageError> {
         let mut notes = Vec::new();
         let verbose = raw.verbose;
-        if raw.help || raw.version {
+        let generate = match &raw.completions {
+            Some(shell) => Shell::from_name(shell).map(Plan::Completions),
+            None if raw.manpage => Some(Plan::Manpage),
+            None => None,
+        };
+        if raw.help || raw.version || generate.is_some() {
+            let plan = match generate {
+                _ if raw.help => Plan::Help,
+                _ if raw.version => Plan::Version,
+                Some(plan) => plan,
+                None => unreachable!("one of the three is set"),
+            };
             return Ok(Checked {
-                plan: if raw.help { Plan::Help } else { Plan::Version },
+                plan,
                 verbose,
                 progress: false,
                 notes,

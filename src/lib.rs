@@ -22,6 +22,7 @@ pub(crate) mod disk;
 pub mod error;
 pub mod filestorage;
 pub(crate) mod log;
+pub mod manual;
 pub(crate) mod pool;
 pub mod repository;
 #[cfg(any(test, feature = "testing"))]
@@ -47,7 +48,7 @@ pub fn run(checked: &Checked) -> Result<()> {
     }
     let now = Timestamp::now()?;
     match &checked.plan {
-        Plan::Help | Plan::Version => Ok(()),
+        Plan::Help | Plan::Version | Plan::Manpage | Plan::Completions(_) => Ok(()),
         Plan::Backup(o) => commands::backup::backup(o, now, &log).map(drop),
         Plan::Recover(o) => commands::recover::recover(o, now, &log).map(drop),
         Plan::Verify(o) => commands::verify::verify(o, now, &log).map(drop),

@@ -6,24 +6,43 @@ use std::process::ExitCode;
 
 use repozo::cli::{Plan, RawArgs, USAGE};
 
+/// The name this binary is installed under: `repozo`, or `repozo-rs` from
+/// the Python wheel (python/Cargo.toml builds this same file).
+const BIN: &str = env!("CARGO_BIN_NAME");
+
 fn main() -> ExitCode {
     let checked = match RawArgs::parse(std::env::args_os().skip(1)).and_then(Plan::from_raw) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("repozo: {e}");
-            eprintln!("Try 'repozo --help' for more information.");
+            eprintln!("{BIN}: {e}");
+            eprintln!("Try '{BIN} --help' for more information.");
             return ExitCode::from(1);
         }
     };
-    if matches!(checked.plan, Plan::Help) {
-        let _ = std::io::stdout().write_all(USAGE.as_bytes());
-        return ExitCode::SUCCESS;
+    let mut out = std::io::stdout();
+    let printed = match checked.plan {
+        // A closed pipe after -h is no error worth a status (as before).
+        Plan::Help => {
+            return out
+                .write_all(USAGE.as_bytes())
+                .map_or(ExitCode::SUCCESS, |()| ExitCode::SUCCESS)
+        }
+        Plan::Version => writeln!(out, "{BIN} {}", env!("CARGO_PKG_VERSION")),
+        Plan::Manpage => repozo::manual::write_man(BIN, &mut out),
+        Plan::Completions(shell) => repozo::manual::write_completions(shell, BIN, &mut out),
+        _ => return run(&checked),
+    };
+    match printed.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{BIN}: writing to stdout: {e}");
+            ExitCode::from(1)
+        }
     }
-    if matches!(checked.plan, Plan::Version) {
-        println!("repozo {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    match repozo::run(&checked) {
+}
+
+fn run(checked: &repozo::cli::Checked) -> ExitCode {
+    match repozo::run(checked) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

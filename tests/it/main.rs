@@ -12,6 +12,7 @@ mod common;
 mod crash;
 mod fixtures;
 mod gzip_threads;
+mod manual;
 mod operations;
 mod output_safety;
 mod point_in_time;

@@ -34,6 +34,8 @@ fn main() -> ExitCode {
     };
     match printed.and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
+        // `repozo --manpage | head`: the reader has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{BIN}: writing to stdout: {e}");
             ExitCode::from(1)

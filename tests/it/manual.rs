@@ -150,3 +150,36 @@ fn an_unknown_shell_is_a_usage_error() {
     assert!(err.contains("tcsh"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_full_stdout_is_an_error_and_a_closed_pipe_is_not() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_repozo"))
+        .arg("--manpage")
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writing to stdout"), "{err}");
+
+    // `repozo --completions bash | head -1`: the reader is gone before the
+    // writing ends (here before it starts).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_repozo"))
+        .args(["--completions", "bash"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+}

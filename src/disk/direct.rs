@@ -93,17 +93,20 @@ impl<'a> DirectWriter<'a> {
         self.advise.is_some()
     }
 
-    /// Write every byte given, leave the file positioned after them, and
-    /// (where the advice is taken) on disk and out of the cache.
+    /// Write every byte given and leave the file positioned after them;
+    /// a file of a window or more also on disk and out of the cache, where
+    /// the advice is taken.
     ///
     /// # Errors
     /// I/O errors of the file.
     pub fn finish(mut self) -> io::Result<()> {
         self.write_buf()?;
-        if self.advise.is_some() && self.at > self.start {
-            // The last windows are still in the cache: write them out and
-            // wait, so that they can be dropped too. The caller's fsync
-            // then finds nothing left to write.
+        // The last windows are still in the cache: write them out and wait,
+        // so that they can be dropped too; the caller's fsync then finds
+        // nothing left to write. A file of less than a window (a small
+        // increment) is left to that fsync: a second flush would cost
+        // more than the few pages it keeps in the cache.
+        if self.advise.is_some() && self.at - self.start >= WINDOW {
             self.file.sync_data()?;
             self.advise(self.start, self.at - self.start);
         }

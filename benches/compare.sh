@@ -25,12 +25,13 @@
 #                     (remade on every run, as they depend on it)
 #   4. For each row (with --only, each row whose whole name matches the
 #      extended regular expression, e.g. 'standby.*|rollback.*'; the reference
-#      rows always run), runs Python repozo and ours alternately (py, ours, py,
+#      floors always run), runs Python repozo and ours alternately (py, ours, py,
 #      ours, ...) --runs times each. Before every run the repository is reset
 #      to the same base state at $WORK/run/repo (hard links to the base's
 #      data files, fresh copies of the .dat files, which repozo appends to)
-#      and the source's Data.fs.index is reset; after it, per-run outputs are
-#      deleted and the base is checked to be untouched. Wall time and peak
+#      and the source's Data.fs.index is reset, then everything is synced
+#      (the previous run's deleted output, the reset); after it, per-run
+#      outputs are deleted and the base is checked to be untouched. Wall time and peak
 #      RSS come from /usr/bin/time -f '%e %M'.
 #   The clock is fixed: Python repozo runs through a wrapper that replaces
 #   ZODB.scripts.repozo.gen_filedate with the time in REPOZO_TEST_NOW
@@ -446,6 +447,9 @@ bench() {
             reset_repo "$base"
             [ "$src" = - ] || set_index "$src" "$idx"
             rm -f "$RUN/out.fs" "$RUN/out.fs.index" "$RUN/out.fs.part"
+            # Neither tool pays for the other's leftovers: the discards of
+            # the files just removed, dirty pages of the reset.
+            sync
             local before_sig
             before_sig="$(repo_sig)"
             if timed "$tool" "$row" "$now" "$@"; then

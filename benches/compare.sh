@@ -25,12 +25,13 @@
 #                     (remade on every run, as they depend on it)
 #   4. For each row (with --only, each row whose whole name matches the
 #      extended regular expression, e.g. 'standby.*|rollback.*'; the reference
-#      rows always run), runs Python repozo and ours alternately (py, ours, py,
+#      floors always run), runs Python repozo and ours alternately (py, ours, py,
 #      ours, ...) --runs times each. Before every run the repository is reset
 #      to the same base state at $WORK/run/repo (hard links to the base's
 #      data files, fresh copies of the .dat files, which repozo appends to)
-#      and the source's Data.fs.index is reset; after it, per-run outputs are
-#      deleted and the base is checked to be untouched. Wall time and peak
+#      and the source's Data.fs.index is reset, then everything is synced
+#      (the previous run's deleted output, the reset); after it, per-run
+#      outputs are deleted and the base is checked to be untouched. Wall time and peak
 #      RSS come from /usr/bin/time -f '%e %M'.
 #   The clock is fixed: Python repozo runs through a wrapper that replaces
 #   ZODB.scripts.repozo.gen_filedate with the time in REPOZO_TEST_NOW
@@ -78,12 +79,18 @@
 #                        20000) files: one full backup and MANY-1 one-
 #                        transaction increments (every step must be linear
 #                        in the number of files)
-#   Reference rows (the machine's own limits): md5sum Data.fs, cp Data.fs X,
-#   cp Data.fs X && sync X.
+#   Floors (the machine's own limits, measured first, before the rows):
+#   md5sum and openssl dgst -md5 of Data.fs, md5sum of the files -V reads
+#   (full_2incr's), cp Data.fs X, cp Data.fs X && sync X, the same for
+#   Data-a2.fs (the bytes recover writes), dd oflag=direct bs=1M of Data.fs.
+#   Each row with a floor is compared with it: -V with md5sum of the same
+#   files, recover with cp + sync of the same bytes, a full backup with the
+#   larger of md5sum Data.fs and cp + sync Data.fs (issue 15's goals).
 #
 # Numbers: each cell is the median wall time of --runs runs (the mean of the
 # two middle ones for an even count); "ratio" is python median / ours median,
-# so > 1 means ours is faster (">N" when ours took < 0.01 s); a run whose
+# so > 1 means ours is faster (">N" when ours took < 0.01 s); "ours/floor"
+# is ours median / the row's floor median, so 1 is the machine's limit; a run whose
 # result differs from Python's (.dat lines, recovered bytes, a change where
 # nothing should change) is marked "(wrong output)", its ratio n/a, and the
 # difference is listed under "Notes"; .index files that are not
@@ -401,6 +408,22 @@ timed() {
     fi
 }
 
+# median FILE: median of column 1 (FAIL if any run failed)
+median() {
+    if grep -q FAIL "$1"; then echo FAIL; return; fi
+    cut -d' ' -f1 "$1" | sort -g | awk '{a[NR]=$1} END {
+        if (NR == 0) { print "n/a"; exit }
+        if (NR % 2) m = a[(NR + 1) / 2]; else m = (a[NR / 2] + a[NR / 2 + 1]) / 2
+        printf "%.2f", m }'
+}
+peak_mb() {
+    grep -v FAIL "$1" | cut -d' ' -f2 | sort -g | tail -n 1 | awk '{printf "%.0f", $1 / 1024}'
+}
+ratio() {
+    case "$1$2" in *FAIL*|*n/a*) echo "n/a"; return ;; esac
+    awk -v p="$1" -v o="$2" 'BEGIN { if (o > 0) printf "%.1f", p / o; else printf ">%.0f", p / 0.01 }'
+}
+
 ROWS=()
 declare -A LABEL
 # What the python column runs instead of Python repozo with the row's
@@ -424,6 +447,9 @@ bench() {
             reset_repo "$base"
             [ "$src" = - ] || set_index "$src" "$idx"
             rm -f "$RUN/out.fs" "$RUN/out.fs.index" "$RUN/out.fs.part"
+            # Neither tool pays for the other's leftovers: the discards of
+            # the files just removed, dirty pages of the reset.
+            sync
             local before_sig
             before_sig="$(repo_sig)"
             if timed "$tool" "$row" "$now" "$@"; then
@@ -560,6 +586,33 @@ bench_inplace() {
     done
 }
 
+# Floors: the machine's own limits, measured before the rows.
+REFS=()
+ref() {
+    local row="$1" label="$2"; shift 2
+    REFS+=("$row"); LABEL[$row]="$label"
+    local i
+    for ((i = 1; i <= RUNS; i++)); do
+        rm -f "$RUN/X"
+        sync
+        /usr/bin/time -f '%e %M' -o "$RUN/time" bash -c "$*" >/dev/null 2>"$RUN/stderr" ||
+            die "reference command failed: $*"
+        tail -n 1 "$RUN/time" >>"$RES/$row.ref"
+        rm -f "$RUN/X"
+    done
+    say "floor: $label: $(median "$RES/$row.ref") s"
+}
+CPU_MODEL="$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)"
+say "floors on $CPU_MODEL"
+V_FILES="$(cd "$WORK/base/full_2incr" && ls ./*.fs ./*.deltafs | tr '\n' ' ')"
+ref md5 "md5sum Data.fs" "md5sum '$DATA'"
+ref openssl "openssl dgst -md5 Data.fs" "openssl dgst -md5 '$DATA'"
+ref md5v "md5sum of the files -V reads (full + 2 incr)" "cd '$WORK/base/full_2incr' && md5sum $V_FILES"
+ref cp "cp Data.fs X" "cp '$DATA' '$RUN/X'"
+ref cpsync "cp Data.fs X && sync X" "cp '$DATA' '$RUN/X' && sync '$RUN/X'"
+ref cpsync2 "cp Data-a2.fs X && sync X (the bytes recover writes)" "cp '$A2' '$RUN/X' && sync '$RUN/X'"
+ref dd "dd if=Data.fs of=X bs=1M oflag=direct conv=fsync" "dd if='$DATA' of='$RUN/X' bs=1M oflag=direct conv=fsync status=none"
+
 R=(-r "$REPO")
 bench full_noidx "full backup, no Data.fs.index" - "$DATA" none "$T1" backup -- -B "${R[@]}" -f "$DATA"
 bench full_idx "full backup, current Data.fs.index" - "$DATA" saved "$T1" backup -- -B "${R[@]}" -f "$DATA"
@@ -622,70 +675,77 @@ bench many_nochange "nothing changed, default mode, $MANY files" many "$MANYDATA
 bench many_verify "verify -Q, $MANY files" many - none "$TM" none -- -V -Q "${R[@]}"
 bench many_recover "recover, $MANY files" many - none "$TM" "recover:$MANYDATA" -- -R "${R[@]}" -o "$RUN/out.fs"
 
-# Reference rows: the machine's own limits.
-REFS=()
-ref() {
-    local row="$1" label="$2"; shift 2
-    REFS+=("$row"); LABEL[$row]="$label"
-    say "reference: $label"
-    local i
-    for ((i = 1; i <= RUNS; i++)); do
-        /usr/bin/time -f '%e %M' -o "$RUN/time" bash -c "$*" >/dev/null 2>"$RUN/stderr" ||
-            die "reference command failed: $*"
-        tail -n 1 "$RUN/time" >>"$RES/$row.ref"
-        rm -f "$RUN/X"
-    done
-}
-ref md5 "md5sum Data.fs" "md5sum '$DATA'"
-ref cp "cp Data.fs X" "cp '$DATA' '$RUN/X'"
-ref cpsync "cp Data.fs X && sync X" "cp '$DATA' '$RUN/X' && sync '$RUN/X'"
-
 # ------------------------------------------------------------------ report
-# median FILE: median of column 1 (FAIL if any run failed)
-median() {
-    if grep -q FAIL "$1"; then echo FAIL; return; fi
-    cut -d' ' -f1 "$1" | sort -g | awk '{a[NR]=$1} END {
-        if (NR == 0) { print "n/a"; exit }
-        if (NR % 2) m = a[(NR + 1) / 2]; else m = (a[NR / 2] + a[NR / 2 + 1]) / 2
-        printf "%.2f", m }'
-}
-peak_mb() {
-    grep -v FAIL "$1" | cut -d' ' -f2 | sort -g | tail -n 1 | awk '{printf "%.0f", $1 / 1024}'
-}
-ratio() {
-    case "$1$2" in *FAIL*|*n/a*) echo "n/a"; return ;; esac
-    awk -v p="$1" -v o="$2" 'BEGIN { if (o > 0) printf "%.1f", p / o; else printf ">%.0f", p / 0.01 }'
-}
-
 DATA_BYTES="$(stat -c %s "$DATA")"
+V_BYTES="$(cd "$WORK/base/full_2incr" && cat ./*.fs ./*.deltafs | wc -c)"
+# floor_of ROW: the median seconds of the row's floor, or - when it has none.
+floor_of() {
+    local a b
+    case "$1" in
+        verify|verify_deep) median "$RES/md5v.ref" ;;
+        recover|recover_w) median "$RES/cpsync2.ref" ;;
+        standby) median "$RES/md5.ref" ;;
+        full_noidx|full_idx)
+            a="$(median "$RES/md5.ref")"; b="$(median "$RES/cpsync.ref")"
+            awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (a > b) ? a : b }' ;;
+        *) echo - ;;
+    esac
+}
+# over OURS FLOOR: ours / floor, or - where there is none.
+over() {
+    case "$1$2" in *FAIL*|*n/a*|-|*-) echo -; return ;; esac
+    awk -v o="$1" -v f="$2" 'BEGIN { if (f > 0) printf "%.2f", o / f; else print "-" }'
+}
 {
     echo "### repozo benchmark: Data.fs $SIZE (seed $SEED, $DATA_BYTES bytes), $RUNS run(s) each"
     echo
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
-        "$(free -g | awk '/^Mem:/{print $2}') GiB RAM; ZODB $ZODB_VERSION, $("$PYTHON" -V 2>&1); $(date -u +%Y-%m-%d)"
+        "$(free -g | awk '/^Mem:/{print $2}') GiB RAM; ZODB $ZODB_VERSION, $("$PYTHON" -V 2>&1); $(date -u +%Y-%m-%d);" \
+        "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)');" \
+        "$(df -T "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')"
     echo
     echo "genfs: $(head -n 1 "$WORK/genfs.log" | sed 's/^genfs: //')"
     echo
-    echo "| operation | python median s | ours median s | ratio python/ours | python peak RSS MB | ours peak RSS MB |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "Floors (the machine's own limits; CPU: $CPU_MODEL):"
+    echo
+    echo "| command | median s | MB/s | peak RSS MB |"
+    echo "|---|---:|---:|---:|"
+    for row in "${REFS[@]}"; do
+        m="$(median "$RES/$row.ref")"
+        case "$row" in md5v) b="$V_BYTES" ;; cpsync2) b="$(stat -c %s "$A2")" ;; *) b="$DATA_BYTES" ;; esac
+        echo "| ${LABEL[$row]} | $m | $(awk -v b="$b" -v s="$m" 'BEGIN{ if (s > 0) printf "%.0f", b / 1e6 / s; else print "n/a" }') | $(peak_mb "$RES/$row.ref") |"
+    done
+    echo
+    echo "| operation | python median s | ours median s | ratio python/ours | floor s | ours/floor | python peak RSS MB | ours peak RSS MB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for row in "${ROWS[@]}"; do
         p="$(median "$RES/$row.py")"; o="$(median "$RES/$row.ours")"
         r="$(ratio "$p" "$o")"
         pm="$p"; om="$o"
         [ ! -f "$RES/$row.py.bad" ] || { pm="$p (wrong output)"; r="n/a"; }
         [ ! -f "$RES/$row.ours.bad" ] || { om="$o (wrong output)"; r="n/a"; }
-        echo "| ${LABEL[$row]} | $pm | $om | $r | $(peak_mb "$RES/$row.py") | $(peak_mb "$RES/$row.ours") |"
+        fl="$(floor_of "$row")"
+        echo "| ${LABEL[$row]} | $pm | $om | $r | $fl | $(over "$o" "$fl") | $(peak_mb "$RES/$row.py") | $(peak_mb "$RES/$row.ours") |"
     done
     echo
-    echo "Reference (the machine's own limits, on Data.fs):"
+    echo "Floors of the rows: -V and -V --deep, md5sum of the files -V reads;"
+    echo "recover of the chain, cp + sync Data-a2.fs; full backups, the larger of"
+    echo "md5sum Data.fs and cp + sync Data.fs; standby default mode, md5sum Data.fs."
+    echo "Rows that inflate or compress have none: zlib, not the disk, is their limit."
     echo
-    echo "| command | median s | MB/s | peak RSS MB |"
-    echo "|---|---:|---:|---:|"
-    for row in "${REFS[@]}"; do
-        m="$(median "$RES/$row.ref")"
-        echo "| ${LABEL[$row]} | $m | $(awk -v b="$DATA_BYTES" -v s="$m" 'BEGIN{ if (s > 0) printf "%.0f", b / 1e6 / s; else print "n/a" }') | $(peak_mb "$RES/$row.ref") |"
-    done
-    echo
+    if [ -f "$RES/verify.ours" ] || [ -f "$RES/recover.ours" ] || [ -f "$RES/full_noidx.ours" ]; then
+        echo "Goals of issue 15 (close to the floor):"
+        echo
+        goal15() { # ROW LIMIT WHAT
+            local o p fl
+            o="$(median "$RES/$1.ours")"; p="$(median "$RES/$1.py")"; fl="$(floor_of "$1")"
+            echo "- ${LABEL[$1]}: ours $o s = $(over "$o" "$fl") x $3 ($fl s) (goal <= $2): $(awk -v o="$o" -v f="$fl" -v g="$2" 'BEGIN { print (f > 0 && o / f <= g) ? "met" : "not met" }'); python $p s (goal: ours <= python): $(awk -v o="$o" -v p="$p" 'BEGIN { print (o <= p) ? "met" : "not met" }')"
+        }
+        [ ! -f "$RES/verify.ours" ] || goal15 verify 1.1 "md5sum of the same files"
+        [ ! -f "$RES/recover.ours" ] || goal15 recover 1.2 "cp + sync of the same bytes"
+        [ ! -f "$RES/full_noidx.ours" ] || goal15 full_noidx 1.25 "max(md5sum, cp + sync) of Data.fs"
+        echo
+    fi
     goal_ratio() { # ROW GOAL: "python/ours ratio R (goal >= GOAL): met|not met"
         local p o r
         p="$(median "$RES/$1.py")"; o="$(median "$RES/$1.ours")"; r="$(ratio "$p" "$o")"

@@ -10,9 +10,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
-
-use crate::codec::md5::hex;
+use crate::codec::md5::Md5;
 use crate::error::{io_err, Error, Result};
 use crate::filestorage::blob;
 use crate::filestorage::index::Index;
@@ -158,7 +156,7 @@ impl Source {
             h.update(b);
             Ok(true)
         })?;
-        Ok(hex(&h.finalize()))
+        h.finish()
     }
 
     /// Fill `buf` from `pos`.

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 
+pub use crate::codec::md5::Md5Error;
 use crate::filestorage::index_file::IndexFileError;
 use crate::filestorage::records::FormatError;
 use crate::repository::RepositoryError;
@@ -101,6 +102,8 @@ pub enum Error {
         /// How many bytes the repository already holds.
         backed_up: u64,
     },
+    /// OpenSSL could not compute an md5.
+    Md5(Md5Error),
     /// The environment fixes "now" to something that is not a time.
     Clock {
         /// The environment variable.
@@ -221,6 +224,7 @@ impl fmt::Display for Error {
                 f,
                 "{path}: its last complete transaction ends at {end}, before the {backed_up} bytes already backed up"
             ),
+            Error::Md5(e) => write!(f, "{e}"),
             Error::Clock { variable, value } => {
                 write!(f, "{variable}={value:?} is not YYYY-MM-DD-hh-mm-ss")
             }
@@ -527,6 +531,7 @@ impl std::error::Error for Error {
             Error::Format { source, .. } => Some(source),
             Error::IndexFile { source, .. } => Some(source),
             Error::Repository(e) => Some(e),
+            Error::Md5(e) => Some(e),
             _ => None,
         }
     }

@@ -35,7 +35,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
-use md5::{Digest, Md5};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -83,7 +82,8 @@ fn be(b: &[u8], at: u64, len: usize) -> u64 {
 }
 
 fn md5_hex(b: &[u8]) -> String {
-    Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    let sum = openssl::hash::hash(openssl::hash::MessageDigest::md5(), b).unwrap();
+    sum.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The fields of line `n` (from 1) of `testdata/repo-plain`'s `.dat`.

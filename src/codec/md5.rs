@@ -1,12 +1,75 @@
-//! md5, as `.dat` logs and verify need it: on a thread of its own beside
-//! the copy when threads can be had, and the hex form `hexdigest()` gives.
+//! md5, as `.dat` logs and verify need it: OpenSSL's (the fastest we
+//! measured, docs/benchmarks.md), on a thread of its own beside the copy
+//! when threads can be had, and the hex form `hexdigest()` gives.
 
+use std::fmt;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 
-use md5::{Digest, Md5};
+use openssl::error::ErrorStack;
+use openssl::hash::{Hasher, MessageDigest};
 
-use crate::error::{io_err, Result};
+use crate::error::{io_err, Error, Result};
+
+/// OpenSSL could not compute an md5: it has no md5 (a FIPS-only
+/// configuration), or failed to allocate.
+#[derive(Debug)]
+pub struct Md5Error(ErrorStack);
+
+impl fmt::Display for Md5Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "md5: OpenSSL failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for Md5Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The one md5 of the crate. An OpenSSL failure is kept, and returned by
+/// [`Md5::finish`], so that hashing inside a read loop needs no error path
+/// of its own.
+pub(crate) struct Md5 {
+    state: std::result::Result<Hasher, ErrorStack>,
+}
+
+impl Md5 {
+    pub(crate) fn new() -> Md5 {
+        Md5 {
+            state: Hasher::new(MessageDigest::md5()),
+        }
+    }
+
+    /// Hash `bytes` next.
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        if let Ok(h) = &mut self.state {
+            if let Err(e) = h.update(bytes) {
+                self.state = Err(e);
+            }
+        }
+    }
+
+    /// The hex digest of everything passed to [`Md5::update`].
+    ///
+    /// # Errors
+    /// [`Error::Md5`] if OpenSSL failed at any step.
+    pub(crate) fn finish(self) -> Result<String> {
+        let digest = self.state.and_then(|mut h| h.finish());
+        digest.map(|d| hex(&d)).map_err(|e| Error::Md5(Md5Error(e)))
+    }
+
+    /// The hex md5 of `bytes`.
+    ///
+    /// # Errors
+    /// As [`Md5::finish`].
+    pub(crate) fn digest(bytes: &[u8]) -> Result<String> {
+        let mut h = Md5::new();
+        h.update(bytes);
+        h.finish()
+    }
+}
 
 /// Chunks queued for the md5 thread before a writer waits for it.
 const MD5_QUEUE: usize = 2;
@@ -15,7 +78,7 @@ const MD5_QUEUE: usize = 2;
 pub(crate) struct Md5Thread {
     tx: Option<SyncSender<Vec<u8>>>,
     spare: Receiver<Vec<u8>>,
-    handle: Option<JoinHandle<String>>,
+    handle: Option<JoinHandle<Result<String>>>,
     /// Where no thread could be started: the hash, computed in `update`.
     inline: Option<Md5>,
 }
@@ -33,7 +96,7 @@ impl Md5Thread {
                 // has enough spares, just drop it.
                 let _ = spare_tx.try_send(buf);
             }
-            hex(&h.finalize())
+            h.finish()
         });
         match spawned {
             Ok(handle) => Md5Thread {
@@ -68,9 +131,12 @@ impl Md5Thread {
     }
 
     /// The hex digest of everything passed to [`Md5Thread::update`].
-    pub fn finish(mut self) -> String {
+    ///
+    /// # Errors
+    /// As [`Md5::finish`].
+    pub fn finish(mut self) -> Result<String> {
         if let Some(h) = self.inline.take() {
-            return hex(&h.finalize());
+            return h.finish();
         }
         self.tx.take();
         self.handle
@@ -121,11 +187,10 @@ pub(crate) fn copy_hashed(
         n += read(&mut buf[SMALL..])?;
     }
     if n < THREADED_FROM {
-        let mut h = Md5::new();
-        h.update(&buf[..n]);
+        let sum = Md5::digest(&buf[..n])?;
         dst.write_all(&buf[..n])
             .map_err(io_err(dst_shown, "write"))?;
-        return Ok((n as u64, hex(&h.finalize())));
+        return Ok((n as u64, sum));
     }
     let mut h = Md5Thread::spawn();
     while n > 0 {
@@ -135,7 +200,7 @@ pub(crate) fn copy_hashed(
         size += n as u64;
         n = read(&mut buf)?;
     }
-    Ok((size, h.finish()))
+    Ok((size, h.finish()?))
 }
 
 /// Files this long or longer are hashed on a thread of their own.
@@ -157,7 +222,7 @@ mod tests {
             let mut out = Vec::new();
             let (n, sum) = copy_hashed(&mut &data[..], &mut out, "src", "dst").unwrap();
             assert_eq!((n, out == data), (len as u64, true), "{len}");
-            assert_eq!(sum, hex(&Md5::digest(&data)), "{len}");
+            assert_eq!(sum, Md5::digest(&data).unwrap(), "{len}");
         }
     }
 
@@ -168,6 +233,40 @@ mod tests {
         for c in data.chunks(65_537) {
             t.update(c);
         }
-        assert_eq!(t.finish(), hex(&Md5::digest(&data)));
+        assert_eq!(t.finish().unwrap(), Md5::digest(&data).unwrap());
+    }
+
+    /// An OpenSSL failure is kept past later updates and returned at the
+    /// end, as our error.
+    #[test]
+    fn an_openssl_failure_is_an_error_not_a_panic() {
+        let mut h = Md5 {
+            state: Err(ErrorStack::get()),
+        };
+        h.update(b"more");
+        assert!(matches!(h.finish(), Err(Error::Md5(_))));
+    }
+
+    /// RFC 1321's test suite, and a million bytes fed in uneven pieces.
+    #[test]
+    fn md5_is_rfc_1321s() {
+        for (text, sum) in [
+            ("", "d41d8cd98f00b204e9800998ecf8427e"),
+            ("a", "0cc175b9c0f1b6a831c399e269772661"),
+            ("abc", "900150983cd24fb0d6963f7d28e17f72"),
+            ("message digest", "f96b697d7cb7938d525a2f31aaf161d0"),
+            (
+                "12345678901234567890123456789012345678901234567890123456789012345678901234567890",
+                "57edf4a22be3c955ac49da2e2107b67a",
+            ),
+        ] {
+            assert_eq!(Md5::digest(text.as_bytes()).unwrap(), sum, "{text:?}");
+        }
+        let mut h = Md5::new();
+        let million = vec![b'a'; 1_000_000];
+        for piece in million.chunks(4099) {
+            h.update(piece);
+        }
+        assert_eq!(h.finish().unwrap(), "7707d6ae4e027c70eea2a935c2296f21");
     }
 }

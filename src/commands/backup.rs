@@ -533,7 +533,7 @@ fn copy(
     );
     log.done();
     let walk = walk?;
-    let (n, md5) = w.finish().map_err(io_err(&shown, "write"))?;
+    let (n, md5) = w.finish(&shown)?;
     if walk.end < source.size() {
         log!(
             log,

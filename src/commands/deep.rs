@@ -88,7 +88,7 @@ pub(crate) fn verify_deep(
                 last_tid = Some(t.tid);
             }
         }
-        judge(e, size, h.map(Md5Thread::finish))?;
+        judge(e, size, h.map(Md5Thread::finish).transpose()?)?;
         // The size is the log's: the walk must have found every
         // transaction of the file complete, the last ending with it.
         if walker.is_done() && walker.committed() != e.end {

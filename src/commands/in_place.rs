@@ -23,7 +23,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::blobdir::{InPlaceBlobDir, Listing};
-use crate::codec::md5::{hex, Md5Thread, THREADED_FROM};
+use crate::codec::md5::{Md5, Md5Thread, THREADED_FROM};
 use crate::disk::atomic::{sync_dir, AtomicFile};
 use crate::disk::open;
 use crate::error::{io_err, Error, Refusal, Result};
@@ -34,7 +34,6 @@ use crate::log::Log;
 use crate::repository::blobs::{BlobEntry, Manifest};
 use crate::repository::{DatEntry, Repository};
 use crate::{at_most, read_full, CHUNK};
-use md5::Digest;
 
 use super::history;
 use super::recover::{concat_sizes, new_index, Cut, Out, Piece, Recovered};
@@ -746,7 +745,7 @@ fn md5_of_range(file: &File, shown: &str, start: u64, end: u64) -> Result<String
                 expected: end,
             });
         }
-        return Ok(hex(&md5::Md5::digest(&buf)));
+        return Md5::digest(&buf);
     }
     let mut h = Md5Thread::spawn();
     let mut buf = vec![0u8; at_most(end - start, CHUNK).max(1)];
@@ -767,7 +766,7 @@ fn md5_of_range(file: &File, shown: &str, start: u64, end: u64) -> Result<String
         h.update(&buf[..n]);
         pos += n as u64;
     }
-    Ok(h.finish())
+    h.finish()
 }
 
 /// Append the chain's files from `first` on at FILE's end.

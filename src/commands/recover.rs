@@ -1034,7 +1034,7 @@ pub(crate) fn concat_sizes(
         sizes.push(size);
     }
     match all {
-        Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()),
+        Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()?),
         None if truth.is_some() && summary => log!(log, "Recovered a total of {total} bytes"),
         None => {}
     }
@@ -1119,7 +1119,7 @@ fn concat_each(
                     dat: repo.display(&chain[0].file.dat_name()),
                 })
             })?;
-            let sum = one.finish();
+            let sum = one.finish()?;
             if size != *want_size {
                 return Err(wrong_size(&shown, size, *want_size, false));
             }

@@ -274,6 +274,6 @@ fn measure(
             h.update(b);
             Ok(())
         })?;
-        Ok((size, Some(h.finish())))
+        Ok((size, Some(h.finish()?)))
     }
 }

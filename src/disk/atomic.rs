@@ -216,16 +216,18 @@ impl<'a> DataWriter<'a> {
         }
     }
 
-    /// Flush everything to the file; returns (uncompressed bytes, md5 hex).
+    /// Flush everything to the file (shown as `shown`); returns
+    /// (uncompressed bytes, md5 hex).
     ///
     /// # Errors
-    /// I/O errors of the file.
-    pub fn finish(self) -> io::Result<(u64, String)> {
-        match self.out {
-            Sink::Plain(b) => b.finish()?,
-            Sink::Gzip(g) => g.finish()?.finish()?,
-        }
-        Ok((self.written, self.md5.finish()))
+    /// I/O errors of the file, and [`Error::Md5`].
+    pub fn finish(self, shown: &str) -> Result<(u64, String)> {
+        let flushed = match self.out {
+            Sink::Plain(b) => b.finish(),
+            Sink::Gzip(g) => g.finish().and_then(|b| b.finish()),
+        };
+        flushed.map_err(io_err(shown, "write"))?;
+        Ok((self.written, self.md5.finish()?))
     }
 }
 

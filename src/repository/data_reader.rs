@@ -10,10 +10,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use md5::{Digest, Md5};
-
 use crate::codec::gzip::ParallelGunzip;
-use crate::codec::md5::hex;
+use crate::codec::md5::Md5;
 use crate::error::{io_err, Error, Result};
 use crate::pool::WorkerStopped;
 
@@ -127,6 +125,6 @@ impl DataReader {
             h.update(b);
             Ok(())
         })?;
-        Ok((size, hex(&h.finalize())))
+        Ok((size, h.finish()?))
     }
 }

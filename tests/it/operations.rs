@@ -352,7 +352,6 @@ type Files = std::collections::BTreeMap<String, Vec<u8>>;
 type Forgery = Box<dyn FnOnce(&mut Files)>;
 
 fn forged(change: impl FnOnce(&mut Files)) -> tempfile::TempDir {
-    use md5::{Digest, Md5};
     let t = tempfile::TempDir::new().unwrap();
     let d = t.path();
     copy_dir(&fixture("testdata/repo-plain"), &d.join("repo"));
@@ -371,7 +370,8 @@ fn forged(change: impl FnOnce(&mut Files)) -> tempfile::TempDir {
     for n in names {
         let b = &files[n];
         fs::write(d.join("repo").join(n), b).unwrap();
-        let sum: String = Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect();
+        let sum = openssl::hash::hash(openssl::hash::MessageDigest::md5(), b).unwrap();
+        let sum: String = sum.iter().map(|x| format!("{x:02x}")).collect();
         dat.push_str(&format!("repo/{n} {at} {} {sum}\n", at + b.len()));
         at += b.len();
     }

@@ -337,13 +337,8 @@ impl RawArgs {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString> + Clone,
     {
-        // `--b` was a unique prefix of `--backup` until `--blob-dir` came:
-        // a cron line written for repozo keeps its meaning.
-        let argv = std::iter::once(std::ffi::OsString::from("repozo")).chain(
-            args.into_iter()
-                .map(Into::into)
-                .map(|a: std::ffi::OsString| if a == "--b" { "--backup".into() } else { a }),
-        );
+        let argv = std::iter::once(std::ffi::OsString::from("repozo"))
+            .chain(args.into_iter().map(Into::into).map(python_prefix));
         let m = command()
             .try_get_matches_from(argv)
             .map_err(|e| UsageError(clap_reason(&e)))?;
@@ -389,6 +384,31 @@ impl RawArgs {
                 .map(|v| v.cloned().collect())
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// The prefixes Python repozo's getopt took as unique that options of ours
+/// made ambiguous, spelled out: `--b` (`--backup`, before `--blob-dir`),
+/// `--d` (`--date`, before `--deep` and `--dry-run`) and `--k`
+/// (`--kill-old-on-full`, before `--keep-*`), so that a cron line written
+/// for repozo keeps its meaning.
+fn python_prefix(arg: std::ffi::OsString) -> std::ffi::OsString {
+    let Some(text) = arg.to_str() else {
+        return arg;
+    };
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (text, None),
+    };
+    let long = match name {
+        "--b" => "--backup",
+        "--d" => "--date",
+        "--k" => "--kill-old-on-full",
+        _ => return arg,
+    };
+    match value {
+        Some(value) => format!("{long}={value}").into(),
+        None => long.into(),
     }
 }
 
@@ -762,6 +782,26 @@ mod tests {
                 ("/b", "D.fs")
             );
         }
+    }
+
+    #[test]
+    fn python_repozos_unique_prefixes_keep_their_meaning() {
+        // getopt in ZODB's repozo.py: --d is --date, --k --kill-old-on-full.
+        for args in [
+            &["-R", "-r", "x", "--d", "2010-05-14"][..],
+            &["-R", "-r", "x", "--d=2010-05-14"][..],
+        ] {
+            let Plan::Recover(r) = plan(args).unwrap().plan else {
+                panic!("not a recover: {args:?}")
+            };
+            assert_eq!(r.date.as_deref(), Some("2010-05-14"), "{args:?}");
+        }
+        let Plan::Backup(b) = plan(&["-B", "-r", "x", "-f", "D.fs", "--k"]).unwrap().plan else {
+            panic!("not a backup")
+        };
+        assert!(b.kill_old);
+        // Longer prefixes are ours to resolve as clap does.
+        assert!(plan(&["-V", "-r", "x", "--de"]).is_ok());
     }
 
     #[test]

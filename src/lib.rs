@@ -19,6 +19,7 @@ pub mod codec;
 pub mod commands;
 pub mod datafs;
 pub(crate) mod disk;
+pub mod entry;
 pub mod error;
 pub mod filestorage;
 pub(crate) mod log;

@@ -258,6 +258,9 @@ pub(crate) fn command() -> Command {
             .num_args(1)
             .allow_hyphen_values(true)
             .action(ArgAction::Set)
+            // Not a file name, unless said otherwise below: completion
+            // offers none for a date, a tid or a count.
+            .value_hint(ValueHint::Other)
     };
     let long_flag = |id: &'static str| Arg::new(id).long(id).action(ArgAction::SetTrue);
     let long_value = |id: &'static str| {
@@ -266,6 +269,7 @@ pub(crate) fn command() -> Command {
             .num_args(1)
             .allow_hyphen_values(true)
             .action(ArgAction::Set)
+            .value_hint(ValueHint::Other)
     };
     Command::new("repozo")
         .disable_help_flag(true)
@@ -323,7 +327,11 @@ pub(crate) fn command() -> Command {
         .arg(long_value("at"))
         .arg(long_value("at-tid"))
         .arg(long_flag("manpage"))
-        .arg(long_value("completions").value_parser(["bash", "zsh", "fish"]))
+        .arg(
+            long_value("completions")
+                .value_name("shell")
+                .value_parser(["bash", "zsh", "fish"]),
+        )
         .arg(Arg::new("stray").num_args(0..).action(ArgAction::Append))
 }
 
@@ -430,7 +438,17 @@ fn parse_tid(s: &str) -> Result<u64, String> {
 fn clap_reason(e: &clap::Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("invalid arguments");
-    first.trim_start_matches("error: ").to_string()
+    let mut reason = first.trim_start_matches("error: ").to_string();
+    // "--completions tcsh": say which values there are.
+    if let Some(values) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values:"))
+    {
+        reason.push(' ');
+        reason.push_str(values);
+    }
+    reason
 }
 
 /// A checked command.

@@ -30,7 +30,11 @@ pub fn main(bin: &str) -> ExitCode {
         // A closed pipe after -h is no error worth a status (as before).
         Plan::Help => {
             return out
-                .write_all(USAGE.as_bytes())
+                .write_all(
+                    USAGE
+                        .replacen("Usage: repozo ", &format!("Usage: {bin} "), 1)
+                        .as_bytes(),
+                )
                 .map_or(ExitCode::SUCCESS, |()| ExitCode::SUCCESS)
         }
         Plan::Version => writeln!(out, "{bin} {}", env!("CARGO_PKG_VERSION")),

@@ -239,7 +239,8 @@ pub fn documented_command(bin_name: &str) -> Command {
             .iter()
             .map(|d| {
                 let text = d.paragraphs.join("\n\n");
-                if found.len() > 1 && !d.mode.is_empty() {
+                // -h says it by the section; the man page's one list must.
+                if !d.mode.is_empty() {
                     format!("With {}: {text}", d.mode)
                 } else {
                     text
@@ -284,7 +285,15 @@ pub fn write_man(bin_name: &str, out: &mut dyn Write) -> io::Result<()> {
     let cmd = documented_command(bin_name);
     let usage = read_usage();
     let man = clap_mangen::Man::new(cmd.clone()).manual("User Commands");
-    man.render_title(out)?;
+    // clap_mangen leaves the date empty, and roff drops an empty argument,
+    // shifting the header's fields: the title line is ours.
+    writeln!(
+        out,
+        ".TH {} 1 \"\" \"{} {}\" \"User Commands\"",
+        bin_name.to_uppercase().replace('-', "\\-"),
+        bin_name.replace('-', "\\-"),
+        env!("CARGO_PKG_VERSION")
+    )?;
     man.render_name_section(out)?;
 
     let mut roff = Roff::new();
@@ -327,7 +336,8 @@ pub fn write_man(bin_name: &str, out: &mut dyn Write) -> io::Result<()> {
     roff.text([roman(usage.exit_status.join(" "))]);
     roff.control("SH", ["SEE ALSO"]);
     roff.text([roman(
-        "The documentation in docs/ of the source: the compatibility table \
+        "The documentation in docs/ of the source, installed by the Debian \
+         package in /usr/share/doc/repozo/docs/: the compatibility table \
          against ZODB's repozo, the repository format, standby recovery, \
          point-in-time recovery and the JSON schema of --list --json.",
     )]);

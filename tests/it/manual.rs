@@ -79,7 +79,7 @@ fn help_names_what_the_tests_below_rely_on() {
 fn the_man_page_names_every_option() {
     // roff writes a hyphen as `\-`; man shows it as `-`.
     let man = repozo(&["--manpage"]).replace("\\-", "-");
-    assert!(man.contains(".TH repozo 1"), "{man}");
+    assert!(man.contains(".TH REPOZO 1 \"\" \"repozo "), "{man}");
     // Each option as an entry of OPTIONS (in bold, with its paragraph), not
     // merely mentioned in the synopsis or another option's text.
     let options = man
@@ -182,4 +182,40 @@ fn a_full_stdout_is_an_error_and_a_closed_pipe_is_not() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn completion_offers_file_names_only_for_paths() {
+    let fish = repozo(&["--completions", "fish"]);
+    // fish: `-F` completes file names, `-f` none; directories by function.
+    let line = |long: &str| {
+        fish.lines()
+            .find(|l| l.contains(&format!(" -l {long} ")))
+            .unwrap_or_else(|| panic!("fish has no line for --{long}"))
+            .to_string()
+    };
+    for long in ["file", "output"] {
+        assert!(line(long).ends_with(" -r -F"), "{}", line(long));
+    }
+    for long in ["repository", "blob-dir"] {
+        assert!(
+            line(long).contains("__fish_complete_directories"),
+            "{}",
+            line(long)
+        );
+    }
+    for long in [
+        "date",
+        "at",
+        "at-tid",
+        "since",
+        "until",
+        "max-age",
+        "keep-full",
+        "keep-daily",
+        "keep-weekly",
+        "keep-monthly",
+    ] {
+        assert!(line(long).ends_with(" -r -f"), "{}", line(long));
+    }
 }

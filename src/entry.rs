@@ -27,15 +27,11 @@ pub fn main(bin: &str) -> ExitCode {
     };
     let mut out = std::io::stdout();
     let printed = match checked.plan {
-        // A closed pipe after -h is no error worth a status (as before).
         Plan::Help => {
-            return out
-                .write_all(
-                    USAGE
-                        .replacen("Usage: repozo ", &format!("Usage: {bin} "), 1)
-                        .as_bytes(),
-                )
-                .map_or(ExitCode::SUCCESS, |()| ExitCode::SUCCESS)
+            // A closed pipe after -h is no error worth a status (as before).
+            let usage = USAGE.replacen("Usage: repozo ", &format!("Usage: {bin} "), 1);
+            let _ = out.write_all(usage.as_bytes());
+            return ExitCode::SUCCESS;
         }
         Plan::Version => writeln!(out, "{bin} {}", env!("CARGO_PKG_VERSION")),
         Plan::Manpage => crate::manual::write_man(bin, &mut out),

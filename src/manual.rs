@@ -191,13 +191,9 @@ fn summary(text: &str) -> &str {
         .map_or(sentence, |at| &sentence[..at])
 }
 
-/// The parser's own command, with each option's `-h` text attached.
-///
-/// # Panics
-/// Never in a build whose tests pass: each option must have its
-/// paragraph in [`USAGE`] (tested below).
-pub fn documented_command(bin_name: &str) -> Command {
-    let usage = read_usage();
+/// The parser's own command, with each option's `-h` text (from `usage`)
+/// attached.
+fn documented_command(bin_name: &str, usage: &Usage) -> Command {
     let about = USAGE
         .lines()
         .next()
@@ -260,12 +256,6 @@ pub fn documented_command(bin_name: &str) -> Command {
     cmd
 }
 
-/// The long options `-h` documents, as read back from it (for the test
-/// that every option is documented).
-pub fn documented_longs() -> Vec<String> {
-    read_usage().options.into_iter().map(|(l, _)| l).collect()
-}
-
 /// The synopsis lines: one per mode.
 const SYNOPSIS: &[&str] = &[
     "-B -r dir -f file [-F] [-Q] [-z] [-k] [--blob-dir=dir] [--keep-full=N] [--keep-daily=N] [--keep-weekly=N] [--keep-monthly=N] [--dry-run] [-v] [--no-progress]",
@@ -282,9 +272,8 @@ const SYNOPSIS: &[&str] = &[
 /// # Errors
 /// Writing to `out` failed.
 pub fn write_man(bin_name: &str, out: &mut dyn Write) -> io::Result<()> {
-    let cmd = documented_command(bin_name);
     let usage = read_usage();
-    let man = clap_mangen::Man::new(cmd.clone()).manual("User Commands");
+    let man = clap_mangen::Man::new(documented_command(bin_name, &usage));
     // clap_mangen leaves the date empty, and roff drops an empty argument,
     // shifting the header's fields: the title line is ours.
     writeln!(
@@ -351,7 +340,7 @@ pub fn write_man(bin_name: &str, out: &mut dyn Write) -> io::Result<()> {
 /// Writing to `out` failed.
 pub fn write_completions(shell: Shell, bin_name: &str, out: &mut dyn Write) -> io::Result<()> {
     use clap_complete::{generate, shells};
-    let mut cmd = documented_command(bin_name);
+    let mut cmd = documented_command(bin_name, &read_usage());
     let mut buf = Vec::new();
     match shell {
         Shell::Bash => generate(shells::Bash, &mut cmd, bin_name, &mut buf),
@@ -367,7 +356,7 @@ mod tests {
 
     #[test]
     fn every_option_of_the_parser_has_its_usage_paragraph() {
-        let longs = documented_longs();
+        let longs: Vec<String> = read_usage().options.into_iter().map(|(l, _)| l).collect();
         for arg in command().get_arguments().filter(|a| !a.is_positional()) {
             let id = arg.get_id().as_str();
             assert!(

@@ -1019,8 +1019,6 @@ pub(crate) fn concat_sizes(
     log: &Log,
     summary: bool,
 ) -> Result<Vec<u64>> {
-    let mut total = 0u64;
-    let mut sizes = Vec::with_capacity(chain.len());
     let mut all = (summary && truth.is_none() && log.enabled()).then(Md5Thread::spawn);
     let expected = chain
         .iter()
@@ -1029,10 +1027,8 @@ pub(crate) fn concat_sizes(
     log.start("recovering", expected);
     let sizes_or = concat_each(repo, chain, out, out_shown, truth, log, &mut all);
     log.done();
-    for size in sizes_or? {
-        total += size;
-        sizes.push(size);
-    }
+    let sizes = sizes_or?;
+    let total: u64 = sizes.iter().sum();
     match all {
         Some(all) => log!(log, "Recovered {total} bytes, md5: {}", all.finish()?),
         None if truth.is_some() && summary => log!(log, "Recovered a total of {total} bytes"),

@@ -130,6 +130,23 @@ impl Md5Thread {
         }
     }
 
+    /// Hash `buf` next, taking it without a copy; returns an empty buffer
+    /// to fill for the next call (one the thread is done with, when it has
+    /// one).
+    pub(crate) fn update_owned(&mut self, mut buf: Vec<u8>) -> Vec<u8> {
+        if let Some(h) = &mut self.inline {
+            h.update(&buf);
+            buf.clear();
+            return buf;
+        }
+        let mut spare = self.spare.try_recv().unwrap_or_default();
+        spare.clear();
+        if let Some(tx) = &self.tx {
+            tx.send(buf).expect("the md5 thread outlives its sender");
+        }
+        spare
+    }
+
     /// The hex digest of everything passed to [`Md5Thread::update`].
     ///
     /// # Errors

@@ -27,7 +27,7 @@ use rustix::fs::{fadvise, Advice};
 
 /// Bytes gathered before a write: the caller's small writes become few
 /// system calls.
-const BLOCK: usize = 1 << 20;
+pub(crate) const BLOCK: usize = 1 << 20;
 /// Bytes whose writeback is started at once: large enough for the disk to
 /// take big requests, small against the cache (docs/benchmarks.md).
 const WINDOW: u64 = 8 << 20;

@@ -85,7 +85,10 @@
 #   Data-a2.fs (the bytes recover writes), dd oflag=direct bs=1M of Data.fs.
 #   Each row with a floor is compared with it: -V with md5sum of the same
 #   files, recover with cp + sync of the same bytes, a full backup with the
-#   larger of md5sum Data.fs and cp + sync Data.fs (issue 15's goals).
+#   larger of md5sum Data.fs and cp + sync Data.fs (issue 15's goals). These
+#   row floors are timed again right after each of our runs of the row
+#   (paired_floor), and the row is compared with those: a virtual disk's
+#   speed drifts too much for a floor timed minutes earlier.
 #
 # Numbers: each cell is the median wall time of --runs runs (the mean of the
 # two middle ones for an even count); "ratio" is python median / ours median,
@@ -489,6 +492,7 @@ bench() {
             rm -rf "$REPO" "$RUN/out.fs" "$RUN/out.fs.index" "$RUN/out.fs.part"
             [ "$src" = - ] || rm -f "$src.index"
             [ "$(base_state)" = "$BASE_STATE" ] || die "$row: base repositories were modified by $tool; delete $WORK/.done-base-* and rerun"
+            [ "$tool" != ours ] || paired_floor "$row"
         done
     done
     if [ -f "$RES/$row.py.sig" ] && [ -f "$RES/$row.ours.sig" ]; then
@@ -586,6 +590,31 @@ bench_inplace() {
     done
 }
 
+# paired_floor ROW: time the row's floor right after each of our runs,
+# into $RES/ROW.floor. A virtual disk's speed drifts by a third within
+# minutes (docs/benchmarks.md), so a floor measured before all rows says
+# little about a run ten minutes later; the pair shares the disk's mood.
+# A full backup's floor is the larger of md5sum and cp + sync, per pair.
+paired_floor() {
+    local row="$1" cmds=() c t worst=0
+    case "$row" in
+        verify|verify_deep) cmds=("cd '$WORK/base/full_2incr' && md5sum $V_FILES") ;;
+        recover|recover_w) cmds=("cp '$A2' '$RUN/X' && sync '$RUN/X'") ;;
+        full_noidx|full_idx) cmds=("md5sum '$DATA'" "cp '$DATA' '$RUN/X' && sync '$RUN/X'") ;;
+        *) return 0 ;;
+    esac
+    for c in "${cmds[@]}"; do
+        rm -f "$RUN/X"
+        sync
+        /usr/bin/time -f '%e %M' -o "$RUN/time" bash -c "$c" >/dev/null 2>"$RUN/stderr" ||
+            die "floor command failed: $c"
+        rm -f "$RUN/X"
+        t="$(tail -n 1 "$RUN/time" | cut -d' ' -f1)"
+        worst="$(awk -v a="$worst" -v b="$t" 'BEGIN { print (b > a) ? b : a }')"
+    done
+    echo "$worst" >>"$RES/$row.floor"
+}
+
 # Floors: the machine's own limits, measured before the rows.
 REFS=()
 ref() {
@@ -678,9 +707,11 @@ bench many_recover "recover, $MANY files" many - none "$TM" "recover:$MANYDATA" 
 # ------------------------------------------------------------------ report
 DATA_BYTES="$(stat -c %s "$DATA")"
 V_BYTES="$(cd "$WORK/base/full_2incr" && cat ./*.fs ./*.deltafs | wc -c)"
-# floor_of ROW: the median seconds of the row's floor, or - when it has none.
+# floor_of ROW: the median seconds of the row's floor, or - when it has
+# none: the floor timed beside the row's own runs where there is one.
 floor_of() {
     local a b
+    if [ -s "$RES/$1.floor" ]; then median "$RES/$1.floor"; return; fi
     case "$1" in
         verify|verify_deep) median "$RES/md5v.ref" ;;
         recover|recover_w) median "$RES/cpsync2.ref" ;;

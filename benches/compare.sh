@@ -761,8 +761,11 @@ over() {
     echo
     echo "Floors of the rows: -V and -V --deep, md5sum of the files -V reads;"
     echo "recover of the chain, cp + sync Data-a2.fs; full backups, the larger of"
-    echo "md5sum Data.fs and cp + sync Data.fs; standby default mode, md5sum Data.fs."
-    echo "Rows that inflate or compress have none: zlib, not the disk, is their limit."
+    echo "md5sum Data.fs and cp + sync Data.fs (each pair's larger); standby default"
+    echo "mode, md5sum Data.fs. All but standby's are timed again right after each of"
+    echo "our runs of the row, and the floor column is the median of those, not of"
+    echo "the floors above. Rows that inflate or compress have none: zlib, not the"
+    echo "disk, is their limit."
     echo
     if [ -f "$RES/verify.ours" ] || [ -f "$RES/recover.ours" ] || [ -f "$RES/full_noidx.ours" ]; then
         echo "Goals of issue 15 (close to the floor):"

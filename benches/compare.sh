@@ -610,6 +610,7 @@ paired_floor() {
             die "floor command failed: $c"
         rm -f "$RUN/X"
         t="$(tail -n 1 "$RUN/time" | cut -d' ' -f1)"
+        echo "$t $c" >>"$RES/$row.floorparts"
         worst="$(awk -v a="$worst" -v b="$t" 'BEGIN { print (b > a) ? b : a }')"
     done
     echo "$worst" >>"$RES/$row.floor"

@@ -1,8 +1,8 @@
 //! A fixed set of threads running one function on queued inputs.
 //!
-//! gzip compresses and inflates members on it, and the direct writer sends
-//! blocks to the disk from it: each caller keeps the receivers of what it
-//! submitted, in order, and so gets results in the order it asked.
+//! gzip compresses and inflates members on it: each caller keeps the
+//! receivers of what it submitted, in order, and so gets results in the
+//! order it asked.
 
 use std::io;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};

@@ -28,7 +28,7 @@ use crate::blobdir::NewBlobDir;
 use crate::codec::md5::Md5Thread;
 use crate::datafs::{Resume, Source};
 use crate::disk::atomic::{remove_temporaries_of, sync_dir, AtomicFile};
-use crate::disk::direct::{clones_extents, DirectWriter};
+use crate::disk::behind::{clones_extents, BehindWriter};
 use crate::disk::open;
 use crate::error::{io_err, Error, Mismatch, Refusal, Result};
 use crate::filestorage::blob::Layout;
@@ -588,7 +588,7 @@ fn recover_to_file(
             true,
         )?
     } else {
-        let mut w = DirectWriter::new(&mut file);
+        let mut w = BehindWriter::new(&mut file);
         let n = concat_sizes(
             repo,
             chain,
@@ -980,7 +980,7 @@ pub(crate) enum Out<'a> {
     /// A file on a filesystem that shares extents: plain backups are
     /// copied into it by the kernel (`copy_file_range`, which reflinks
     /// there) when no checksum is wanted. Elsewhere the kernel's copy goes
-    /// through the page cache, and a [`DirectWriter`] stream is faster.
+    /// through the page cache, and a [`BehindWriter`] stream is faster.
     File(&'a mut File),
     Stream(&'a mut dyn Write),
 }

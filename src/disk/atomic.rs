@@ -14,7 +14,7 @@ use tempfile::NamedTempFile;
 
 use crate::codec::gzip::{ParallelGzip, GZIP_LEVEL};
 use crate::codec::md5::Md5Thread;
-use crate::disk::direct::{DirectWriter, BLOCK};
+use crate::disk::behind::{BehindWriter, BLOCK};
 use crate::disk::open::parent_dir;
 use crate::error::{io_err, Error, Result};
 
@@ -188,7 +188,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// The bytes of a backup file on their way to disk: md5 of the uncompressed
 /// bytes on a thread of its own, and the bytes plain or gzip'd (on all
 /// cores, see [`crate::codec::gzip`]) into the file past the page cache
-/// ([`DirectWriter`]).
+/// ([`BehindWriter`]).
 pub(crate) struct DataWriter<'a> {
     md5: Md5Thread,
     written: u64,
@@ -200,16 +200,16 @@ enum Sink<'a> {
     /// not copied again, to the md5 thread: a full backup copies each byte
     /// once on the thread that also reads and parses Data.fs, not twice.
     Plain {
-        out: DirectWriter<'a>,
+        out: BehindWriter<'a>,
         block: Vec<u8>,
     },
-    Gzip(Box<ParallelGzip<DirectWriter<'a>>>),
+    Gzip(Box<ParallelGzip<BehindWriter<'a>>>),
 }
 
 impl<'a> DataWriter<'a> {
     /// A writer into `file`, gzip'd if `gzip`.
     pub fn new(file: &'a mut File, gzip: bool) -> DataWriter<'a> {
-        let buf = DirectWriter::new(file);
+        let buf = BehindWriter::new(file);
         let out = if gzip {
             Sink::Gzip(Box::new(ParallelGzip::new(buf, GZIP_LEVEL)))
         } else {

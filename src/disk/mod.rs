@@ -4,5 +4,5 @@
 //! shares extents).
 
 pub(crate) mod atomic;
-pub(crate) mod direct;
+pub(crate) mod behind;
 pub(crate) mod open;

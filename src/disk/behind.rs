@@ -4,7 +4,7 @@
 //! after. Written the usual way, the whole file sits dirty in the page
 //! cache until the final fsync writes it in one go, the disk idle until
 //! then, and fresh page-cache pages cost kernel time and evict the
-//! database's own hot pages. [`DirectWriter`] writes through the page
+//! database's own hot pages. [`BehindWriter`] writes through the page
 //! cache, but behind itself: as each [`WINDOW`] fills, it asks the kernel
 //! to start writing it out, and a few windows later to drop it, now clean.
 //! On Linux `posix_fadvise(POSIX_FADV_DONTNEED)` does both: it starts the
@@ -49,10 +49,10 @@ fn drop_behind(file: &File, at: u64, len: u64) -> io::Result<()> {
 /// cache clean where the filesystem takes the advice.
 ///
 /// Bytes reach the file in blocks as they come and all of them in
-/// [`DirectWriter::finish`], which leaves the file positioned after them;
+/// [`BehindWriter::finish`], which leaves the file positioned after them;
 /// dropping the writer unfinished loses what was not yet written, as for a
 /// file being thrown away.
-pub(crate) struct DirectWriter<'a> {
+pub(crate) struct BehindWriter<'a> {
     file: &'a mut File,
     /// Bytes not yet written.
     buf: Vec<u8>,
@@ -66,17 +66,17 @@ pub(crate) struct DirectWriter<'a> {
     advise: Option<Advise>,
 }
 
-impl<'a> DirectWriter<'a> {
+impl<'a> BehindWriter<'a> {
     /// Append to `file` from its current position.
-    pub fn new(file: &'a mut File) -> DirectWriter<'a> {
-        DirectWriter::advised_by(file, drop_behind)
+    pub fn new(file: &'a mut File) -> BehindWriter<'a> {
+        BehindWriter::advised_by(file, drop_behind)
     }
 
-    fn advised_by(file: &'a mut File, advise: Advise) -> DirectWriter<'a> {
+    fn advised_by(file: &'a mut File, advise: Advise) -> BehindWriter<'a> {
         use std::io::Seek;
         // Without a position (not seekable) there is nothing to advise on.
         let at = file.stream_position().ok();
-        DirectWriter {
+        BehindWriter {
             file,
             buf: Vec::with_capacity(BLOCK),
             start: at.unwrap_or(0),
@@ -89,7 +89,7 @@ impl<'a> DirectWriter<'a> {
     /// Whether the bytes are written behind and dropped from the cache, or
     /// the filesystem refused the advice and every write is a plain one.
     #[cfg(test)]
-    pub(crate) fn is_direct(&self) -> bool {
+    pub(crate) fn writes_behind(&self) -> bool {
         self.advise.is_some()
     }
 
@@ -150,7 +150,7 @@ impl<'a> DirectWriter<'a> {
     }
 }
 
-impl Write for DirectWriter<'_> {
+impl Write for BehindWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.buf.is_empty() && buf.len() >= BLOCK {
             // Large writes go straight to the file, with no copy here.
@@ -167,7 +167,7 @@ impl Write for DirectWriter<'_> {
     }
 
     /// Nothing to do: blocks go out as they fill, and the rest in
-    /// [`DirectWriter::finish`].
+    /// [`BehindWriter::finish`].
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -223,16 +223,16 @@ mod tests {
                 f.write_all(&vec![9u8; lead]).unwrap();
                 let data = pattern(size);
                 let mut wr = if advice {
-                    DirectWriter::new(&mut f)
+                    BehindWriter::new(&mut f)
                 } else {
-                    DirectWriter::advised_by(&mut f, refused)
+                    BehindWriter::advised_by(&mut f, refused)
                 };
                 for piece in data.chunks(100_003) {
                     wr.write_all(piece).unwrap();
                 }
                 // Refused at the first window filled, or taken throughout.
                 let path_taken = advice || size < w;
-                assert_eq!(wr.is_direct(), path_taken, "{lead} {advice} {size}");
+                assert_eq!(wr.writes_behind(), path_taken, "{lead} {advice} {size}");
                 wr.flush().unwrap();
                 wr.finish().unwrap();
                 assert_eq!(f.stream_position().unwrap(), (lead + size) as u64);
@@ -253,7 +253,7 @@ mod tests {
         let mut f = File::create(dir.path().join("f")).unwrap();
         f.write_all(b"FS21").unwrap();
         ADVISED.with(|a| a.borrow_mut().clear());
-        let mut w = DirectWriter::advised_by(&mut f, recorded);
+        let mut w = BehindWriter::advised_by(&mut f, recorded);
         let size = 10 * WINDOW + 5;
         for piece in pattern(size as usize).chunks(BLOCK + 3) {
             w.write_all(piece).unwrap();
@@ -277,7 +277,7 @@ mod tests {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let path = dir.path().join("f");
         let mut f = File::create(&path).unwrap();
-        let mut w = DirectWriter::new(&mut f);
+        let mut w = BehindWriter::new(&mut f);
         w.write_all(&pattern(BLOCK + 5)).unwrap();
         w.finish().unwrap();
         f.write_all(b"abc").unwrap();
@@ -292,9 +292,9 @@ mod tests {
         let path = dir.path().join("f");
         File::create(&path).unwrap();
         let mut ro = File::open(&path).unwrap();
-        let mut w = DirectWriter::new(&mut ro);
+        let mut w = BehindWriter::new(&mut ro);
         assert!(w.write_all(&pattern(BLOCK)).is_err());
-        let mut w = DirectWriter::new(&mut ro);
+        let mut w = BehindWriter::new(&mut ro);
         w.write_all(b"tail").unwrap();
         assert!(w.finish().is_err());
     }

@@ -765,8 +765,8 @@ over() {
     echo "md5sum Data.fs and cp + sync Data.fs (each pair's larger); standby default"
     echo "mode, md5sum Data.fs. All but standby's are timed again right after each of"
     echo "our runs of the row, and the floor column is the median of those, not of"
-    echo "the floors above. Rows that inflate or compress have none: zlib, not the"
-    echo "disk, is their limit."
+    echo "the floors above. The other rows have none: those that inflate or compress"
+    echo "are held by zlib, not the disk, and the rest read or write too little."
     echo
     if [ -f "$RES/verify.ours" ] || [ -f "$RES/recover.ours" ] || [ -f "$RES/full_noidx.ours" ]; then
         echo "Goals of issue 15 (close to the floor):"
@@ -826,8 +826,10 @@ over() {
         echo "- --at-tid to the middle of the last increment: ours $o s = $(awk -v o="$o" -v r="$r" 'BEGIN { if (r > 0) printf "%.2f", o / r; else print "n/a" }') x our plain recover ($r s) (goal <= 1.1): $(awk -v o="$o" -v r="$r" 'BEGIN { print (r > 0 && o / r <= 1.1) ? "met" : "not met" }')"
         echo
     fi
-    echo "Compressed sizes (-z):"
-    echo
+    if ls "$RES"/*.gz >/dev/null 2>&1; then
+        echo "Compressed sizes (-z):"
+        echo
+    fi
     for row in full_z incr_qz; do
         for tool in py ours; do
             if [ -f "$RES/$row.$tool.gz" ]; then

@@ -590,27 +590,40 @@ bench_inplace() {
     done
 }
 
+# floor_refs ROW: the floors (ref names below) of a row, whose larger is
+# its floor; nothing for a row without one.
+floor_refs() {
+    case "$1" in
+        verify|verify_deep) echo md5v ;;
+        recover|recover_w) echo cpsync2 ;;
+        standby) echo md5 ;;
+        full_noidx|full_idx) echo md5 cpsync ;;
+    esac
+}
+
+# time_floor CMD: one timed run of a floor command into $RUN/time, after a
+# sync, with no X left before or after it.
+time_floor() {
+    rm -f "$RUN/X"
+    sync
+    /usr/bin/time -f '%e %M' -o "$RUN/time" bash -c "$1" >/dev/null 2>"$RUN/stderr" ||
+        die "floor command failed: $1"
+    rm -f "$RUN/X"
+}
+
 # paired_floor ROW: time the row's floor right after each of our runs,
 # into $RES/ROW.floor. A virtual disk's speed drifts by a third within
 # minutes (docs/benchmarks.md), so a floor measured before all rows says
 # little about a run ten minutes later; the pair shares the disk's mood.
 # A full backup's floor is the larger of md5sum and cp + sync, per pair.
 paired_floor() {
-    local row="$1" cmds=() c t worst=0
-    case "$row" in
-        verify|verify_deep) cmds=("cd '$WORK/base/full_2incr' && md5sum $V_FILES") ;;
-        recover|recover_w) cmds=("cp '$A2' '$RUN/X' && sync '$RUN/X'") ;;
-        full_noidx|full_idx) cmds=("md5sum '$DATA'" "cp '$DATA' '$RUN/X' && sync '$RUN/X'") ;;
-        *) return 0 ;;
-    esac
-    for c in "${cmds[@]}"; do
-        rm -f "$RUN/X"
-        sync
-        /usr/bin/time -f '%e %M' -o "$RUN/time" bash -c "$c" >/dev/null 2>"$RUN/stderr" ||
-            die "floor command failed: $c"
-        rm -f "$RUN/X"
+    local row="$1" r t worst=0 refs
+    refs="$(floor_refs "$row")"
+    [ -n "$refs" ] || return 0
+    for r in $refs; do
+        time_floor "${REF_CMD[$r]}"
         t="$(tail -n 1 "$RUN/time" | cut -d' ' -f1)"
-        echo "$t $c" >>"$RES/$row.floorparts"
+        echo "$t ${REF_CMD[$r]}" >>"$RES/$row.floorparts"
         worst="$(awk -v a="$worst" -v b="$t" 'BEGIN { print (b > a) ? b : a }')"
     done
     echo "$worst" >>"$RES/$row.floor"
@@ -618,17 +631,14 @@ paired_floor() {
 
 # Floors: the machine's own limits, measured before the rows.
 REFS=()
+declare -A REF_CMD
 ref() {
     local row="$1" label="$2"; shift 2
-    REFS+=("$row"); LABEL[$row]="$label"
+    REFS+=("$row"); LABEL[$row]="$label"; REF_CMD[$row]="$*"
     local i
     for ((i = 1; i <= RUNS; i++)); do
-        rm -f "$RUN/X"
-        sync
-        /usr/bin/time -f '%e %M' -o "$RUN/time" bash -c "$*" >/dev/null 2>"$RUN/stderr" ||
-            die "reference command failed: $*"
+        time_floor "$*"
         tail -n 1 "$RUN/time" >>"$RES/$row.ref"
-        rm -f "$RUN/X"
     done
     say "floor: $label: $(median "$RES/$row.ref") s"
 }
@@ -711,17 +721,14 @@ V_BYTES="$(cd "$WORK/base/full_2incr" && cat ./*.fs ./*.deltafs | wc -c)"
 # floor_of ROW: the median seconds of the row's floor, or - when it has
 # none: the floor timed beside the row's own runs where there is one.
 floor_of() {
-    local a b
+    local r refs worst=0
     if [ -s "$RES/$1.floor" ]; then median "$RES/$1.floor"; return; fi
-    case "$1" in
-        verify|verify_deep) median "$RES/md5v.ref" ;;
-        recover|recover_w) median "$RES/cpsync2.ref" ;;
-        standby) median "$RES/md5.ref" ;;
-        full_noidx|full_idx)
-            a="$(median "$RES/md5.ref")"; b="$(median "$RES/cpsync.ref")"
-            awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (a > b) ? a : b }' ;;
-        *) echo - ;;
-    esac
+    refs="$(floor_refs "$1")"
+    if [ -z "$refs" ]; then echo -; return; fi
+    for r in $refs; do
+        worst="$(awk -v a="$worst" -v b="$(median "$RES/$r.ref")" 'BEGIN { print (b > a) ? b : a }')"
+    done
+    awk -v w="$worst" 'BEGIN { printf "%.2f", w }'
 }
 # over OURS FLOOR: ours / floor, or - where there is none.
 over() {
